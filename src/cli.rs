@@ -1,0 +1,84 @@
+//! The command line: one subcommand per user action. Help text lives here, next to the
+//! flags it documents.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about = "Ship releases over SSH: immutable release directories, an atomic switch, rollbacks you can trust",
+    after_help = "Exit codes: 0 done; 1 failed, every host back where it was; 2 usage or configuration error, nothing touched; 3 deploy lock held; 4 hosts left in different states (the message says what to run)."
+)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "deploy.toml",
+        env = "SLIPWAY_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    /// Print the plan (hosts, release, steps, what would be pruned) and change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Show every step as it starts, and the output of remote scripts and hooks.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// Only errors and the result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Machine-readable output: one JSON event per line on stdout (schema in the README).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// If the deploy lock is held, wait up to this long for it (e.g. 30s, 5m) instead of failing.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: std::time::Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a new release to every host of STAGE, build it, switch to it, restart.
+    Deploy {
+        /// A stage of the configuration (e.g. production).
+        stage: String,
+    },
+    /// Switch every host of STAGE back to the previous good release (or --to ID).
+    Rollback {
+        stage: String,
+        /// The release to return to (see `slipway releases STAGE`).
+        #[arg(long, value_name = "ID")]
+        to: Option<String>,
+        /// Why: recorded in the audit log and the release record.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// List each host's releases with their state.
+    Releases { stage: String },
+    /// Show which release each host is on, and who holds the lock.
+    Status { stage: String },
+    /// Preflight: connection, host keys, paths, disk, shared files, clock, tools. Changes nothing.
+    Check {
+        stage: String,
+        /// Only validate the configuration; do not connect to any host.
+        #[arg(long)]
+        config_only: bool,
+    },
+    /// Break the deploy lock of STAGE (when the run that took it is gone). Recorded in the audit log.
+    Unlock { stage: String },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text)
+}

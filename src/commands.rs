@@ -1,0 +1,387 @@
+//! The read-only and maintenance commands: `releases`, `status`, `check`, `unlock`.
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::audit::Record;
+use crate::config::Stage;
+use crate::deploy::audit;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::plan;
+use crate::release::LockInfo;
+use crate::run::{Context, Outcome, probe};
+use crate::script;
+
+/// `slipway releases STAGE`: every host's releases with their recorded state.
+pub async fn releases(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let states = probe(&fleet).await;
+    fleet.close().await;
+    let states = states?;
+    let mut human = String::new();
+    let mut data = Vec::new();
+    for s in &states {
+        let current = s.current();
+        let target = plan::rollback_target(s);
+        human.push_str(&format!("{}:\n", s.host));
+        if s.releases.is_empty() {
+            human.push_str("  (no releases)\n");
+        }
+        let mut rows = Vec::new();
+        for r in s.releases.iter().rev() {
+            let state = r.state().map(|st| st.as_str()).unwrap_or("incomplete");
+            let mark = if Some(&r.id) == current.as_ref() {
+                "current"
+            } else if Some(&r.id) == target.as_ref() {
+                "rollback target"
+            } else {
+                ""
+            };
+            let revision = r.meta.as_ref().map(|m| m.revision.as_str()).unwrap_or("-");
+            let note = r
+                .meta
+                .as_ref()
+                .and_then(|m| m.note.as_deref())
+                .unwrap_or("");
+            human.push_str(&format!(
+                "  {}  {:<12} {:<26} {:<16} {}\n",
+                r.id, state, revision, mark, note
+            ));
+            rows.push(json!({ "id": r.id.as_str(), "state": state, "revision": revision, "current": mark == "current", "rollback_target": mark == "rollback target", "note": note }));
+        }
+        for p in &s.partials {
+            human.push_str(&format!(
+                "  {p}  (partial upload: removed by the next deploy)\n"
+            ));
+        }
+        if let Some(lock) = &s.lock {
+            human.push_str(&format!("  locked by {}\n", describe_lock(lock.as_ref())));
+        }
+        data.push(json!({ "host": s.host, "current": current.map(|c| c.to_string()), "releases": rows, "partials": s.partials }));
+    }
+    Ok(Outcome {
+        human,
+        data: json!({ "hosts": data }),
+    })
+}
+
+/// `slipway status STAGE`: one line per host.
+pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let states = probe(&fleet).await;
+    fleet.close().await;
+    let states = states?;
+    let mut human = String::new();
+    let mut data = Vec::new();
+    let currents: std::collections::BTreeSet<_> = states.iter().map(|s| s.current()).collect();
+    for s in &states {
+        let current = s
+            .current()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "(nothing deployed)".into());
+        let lock = s
+            .lock
+            .as_ref()
+            .map(|l| format!("  locked by {}", describe_lock(l.as_ref())))
+            .unwrap_or_default();
+        human.push_str(&format!("{:<24} {current}{lock}\n", s.host));
+        data.push(json!({ "host": s.host, "current": s.current().map(|c| c.to_string()), "locked": s.lock.is_some() }));
+    }
+    if currents.len() > 1 {
+        human.push_str(&format!(
+            "hosts are on different releases: bring them together with `slipway rollback {} --to ID` or a new deploy\n",
+            stage.name
+        ));
+        return Err(Error::Diverged(human));
+    }
+    Ok(Outcome {
+        human,
+        data: json!({ "hosts": data }),
+    })
+}
+
+fn describe_lock(lock: Option<&LockInfo>) -> String {
+    lock.map(LockInfo::describe)
+        .unwrap_or_else(|| "an unknown holder (unreadable lock record)".into())
+}
+
+/// `slipway unlock STAGE`: breaks the lock whoever holds it, and says whose it was.
+pub async fn unlock(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    if ctx.dry_run {
+        let states = probe(&fleet).await;
+        fleet.close().await;
+        let mut human = String::from("Plan: remove the deploy lock on:\n");
+        for s in states? {
+            if let Some(l) = &s.lock {
+                human.push_str(&format!(
+                    "  {}: held by {}\n",
+                    s.host,
+                    describe_lock(l.as_ref())
+                ));
+            }
+        }
+        ctx.reporter.plan(&human, json!({}));
+        return Ok(Outcome {
+            human: "Nothing was changed (--dry-run).".into(),
+            data: json!({ "dry_run": true }),
+        });
+    }
+    let script = script::break_lock(&fleet.layout);
+    let results = fleet
+        .step_on(
+            &fleet.all(),
+            "unlock",
+            |_| script.clone(),
+            None,
+            stage.timeouts.command,
+        )
+        .await;
+    let mut broken = Vec::new();
+    let mut errors = Vec::new();
+    for (i, r) in &results {
+        match r {
+            Ok(out) if !out.stdout.trim().is_empty() => {
+                let holder = serde_json::from_str::<LockInfo>(out.stdout.trim()).ok();
+                broken.push((fleet.name(*i).to_string(), describe_lock(holder.as_ref())));
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{}: {e}", fleet.name(*i))),
+        }
+    }
+    let record = Record {
+        time: Utc::now(),
+        action: "unlock".into(),
+        stage: stage.name.clone(),
+        actor: ctx.actor.clone(),
+        command: ctx.command.clone(),
+        from: None,
+        to: None,
+        reason: Some(if broken.is_empty() {
+            "no lock was held".into()
+        } else {
+            format!("broke the lock of {}", broken[0].1)
+        }),
+        result: if errors.is_empty() {
+            "ok".into()
+        } else {
+            "failed".into()
+        },
+        message: None,
+        duration_ms: 0,
+    };
+    audit(&fleet, &record).await;
+    fleet.close().await;
+    if !errors.is_empty() {
+        return Err(Error::Step {
+            host: "-".into(),
+            step: "unlock".into(),
+            message: errors.join("; "),
+        });
+    }
+    let human = if broken.is_empty() {
+        format!("no deploy lock was held on {}", stage.name)
+    } else {
+        broken
+            .iter()
+            .map(|(h, who)| format!("{h}: removed the lock of {who}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(Outcome {
+        human,
+        data: json!({ "unlocked": broken.iter().map(|(h, _)| h).collect::<Vec<_>>() }),
+    })
+}
+
+/// What `check` found on one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub host: String,
+    pub ok: bool,
+    pub what: String,
+}
+
+/// Minimum free space and inodes for a deploy to be likely to succeed.
+const MIN_FREE_KB: u64 = 100 * 1024;
+const MIN_FREE_INODES: u64 = 10_000;
+/// Release ids are timestamps; a host clock far off ours makes their order lie.
+const MAX_CLOCK_SKEW_SECONDS: i64 = 30;
+
+/// Judges the check script's survey of one host. Pure, so it is tested without hosts.
+pub fn judge(host: &str, survey: &str, stage: &Stage, local_clock: i64) -> Vec<Finding> {
+    let get = |key: &str| {
+        survey
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('\t')))
+            .map(str::trim)
+    };
+    let mut out = Vec::new();
+    let mut add = |ok: bool, what: String| {
+        out.push(Finding {
+            host: host.to_string(),
+            ok,
+            what,
+        })
+    };
+    let nearest = get("nearest").unwrap_or("?");
+    if get("exists") == Some("1") {
+        add(
+            get("writable") == Some("1"),
+            format!("{} is writable", stage.deploy_to),
+        );
+    } else {
+        add(
+            get("writable") == Some("1"),
+            format!(
+                "{} does not exist yet; {nearest} is writable so the first deploy can create it",
+                stage.deploy_to
+            ),
+        );
+    }
+    match get("space").and_then(|v| v.parse::<u64>().ok()) {
+        Some(kb) => add(
+            kb >= MIN_FREE_KB,
+            format!(
+                "free space: {} MiB (at least {} MiB wanted)",
+                kb / 1024,
+                MIN_FREE_KB / 1024
+            ),
+        ),
+        None => add(false, "free space: could not be read (df -Pk)".into()),
+    }
+    match get("inodes").and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) => add(
+            n >= MIN_FREE_INODES,
+            format!("free inodes: {n} (at least {MIN_FREE_INODES} wanted)"),
+        ),
+        // Some filesystems (btrfs) report no inode limit.
+        None => add(true, "free inodes: not limited on this filesystem".into()),
+    }
+    if let (Some(a), Some(b)) = (get("dev_deploy_to"), get("dev_releases")) {
+        add(
+            a == b,
+            format!(
+                "releases/ and current are on the same filesystem ({})",
+                if a == b {
+                    "yes"
+                } else {
+                    "no: the switch would not be an atomic rename"
+                }
+            ),
+        );
+    }
+    add(
+        get("tar").is_some_and(|t| !t.is_empty()),
+        "tar is installed".into(),
+    );
+    add(
+        get("mv_t") == Some("1"),
+        "mv supports -T (GNU coreutils), needed for the atomic switch".into(),
+    );
+    match get("clock").and_then(|v| v.parse::<i64>().ok()) {
+        Some(remote) => {
+            let skew = remote - local_clock;
+            add(
+                skew.abs() <= MAX_CLOCK_SKEW_SECONDS,
+                format!("clock skew: {skew:+} s (at most {MAX_CLOCK_SKEW_SECONDS} s)"),
+            );
+        }
+        None => add(false, "clock: could not be read".into()),
+    }
+    if let Some(lock) = get("lock") {
+        let holder = serde_json::from_str::<LockInfo>(lock).ok();
+        add(
+            false,
+            format!(
+                "the deploy lock is held by {} (if that run is gone: slipway unlock {})",
+                describe_lock(holder.as_ref()),
+                stage.name
+            ),
+        );
+    }
+    for (kind, list) in [("file", &stage.shared_files), ("dir", &stage.shared_dirs)] {
+        for (i, path) in list.iter().enumerate() {
+            let key = format!("shared_{kind}");
+            let found = survey
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix(key.as_str())
+                        .and_then(|r| r.strip_prefix('\t'))
+                })
+                .find_map(|r| {
+                    r.split_once('\t')
+                        .filter(|(n, _)| n.parse::<usize>().ok() == Some(i))
+                        .map(|(_, t)| t.trim().to_string())
+                });
+            let found = found.unwrap_or_else(|| "missing".into());
+            let shared = format!("{}/shared/{path}", stage.deploy_to);
+            match (kind, found.as_str()) {
+                ("file", "file") | ("dir", "dir") => {
+                    add(true, format!("shared {kind} {path} is present"))
+                }
+                // Shared dirs are created by the first deploy.
+                ("dir", "missing") => add(
+                    true,
+                    format!("shared dir {path} will be created by the next deploy"),
+                ),
+                ("file", "missing") => add(
+                    false,
+                    format!(
+                        "shared file {path} is missing in {}/shared (create it, or remove it from [shared] files)",
+                        stage.deploy_to
+                    ),
+                ),
+                (_, other) => add(false, format!("{shared} should be a {kind} but is {other}")),
+            }
+        }
+    }
+    out
+}
+
+/// `slipway check STAGE`: a preflight that changes nothing.
+pub async fn check(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let script = script::check(&fleet.layout, &stage.shared_files, &stage.shared_dirs);
+    let results = fleet
+        .step_on(
+            &fleet.all(),
+            "check",
+            |_| script.clone(),
+            None,
+            stage.timeouts.command,
+        )
+        .await;
+    fleet.close().await;
+    let local_clock = Utc::now().timestamp();
+    let mut findings = Vec::new();
+    for (i, r) in results {
+        match r {
+            Ok(out) => findings.extend(judge(fleet.name(i), &out.stdout, stage, local_clock)),
+            Err(e) => findings.push(Finding {
+                host: fleet.name(i).into(),
+                ok: false,
+                what: format!("the check script failed: {e}"),
+            }),
+        }
+    }
+    let mut human = String::new();
+    for f in &findings {
+        human.push_str(&format!(
+            "{} {:<20} {}\n",
+            if f.ok { "ok  " } else { "FAIL" },
+            f.host,
+            f.what
+        ));
+    }
+    let failed: Vec<&Finding> = findings.iter().filter(|f| !f.ok).collect();
+    if failed.is_empty() {
+        human.push_str(&format!("all checks passed on {} host(s)\n", fleet.len()));
+        let data = json!({ "passed": true, "findings": findings.iter().map(|f| json!({"host": f.host, "ok": f.ok, "what": f.what})).collect::<Vec<_>>() });
+        Ok(Outcome { human, data })
+    } else {
+        ctx.reporter.result(&human, "failed", json!({ "findings": findings.iter().map(|f| json!({"host": f.host, "ok": f.ok, "what": f.what})).collect::<Vec<_>>() }));
+        Err(Error::Refused(format!("{} check(s) failed", failed.len())))
+    }
+}

@@ -1,0 +1,274 @@
+//! `deploy.toml`: the schema users write, stage merging, and validation with line and
+//! column.
+//!
+//! The file is read in two passes: serde (with `deny_unknown_fields`) turns the text into
+//! [`Layer`]s, then [`validate`] checks the values and resolves each stage into a
+//! [`Stage`], the plain data every command works from. Errors of either pass carry the
+//! key path and its line and column.
+
+mod locate;
+mod validate;
+
+pub use validate::parse_duration;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use locate::{KeyPath, Segment, line_column, locate};
+
+use crate::archive::Source;
+
+/// An error in the configuration: where, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The key path (`stages.production.deploy_to`), empty for file-level errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, ":{line}:{column}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// One layer of settings: the top level of the file, or one `[stages.NAME]` table, which
+/// may override any top-level key. Sections merge key by key (a stage that sets only
+/// `ssh.user` keeps the top-level `ssh.port`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub app: Option<String>,
+    pub deploy_to: Option<String>,
+    pub keep_releases: Option<i64>,
+    pub transport: Option<String>,
+    pub source: Option<SourceLayer>,
+    pub ssh: Option<SshLayer>,
+    pub shared: Option<SharedLayer>,
+    pub hooks: Option<HooksLayer>,
+    pub timeouts: Option<TimeoutsLayer>,
+    /// Only in a stage.
+    pub hosts: Option<Vec<HostLayer>>,
+    /// Only at the top level.
+    pub stages: Option<BTreeMap<String, Layer>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceLayer {
+    pub path: Option<String>,
+    pub git: Option<String>,
+    pub exclude: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshLayer {
+    pub user: Option<String>,
+    pub port: Option<i64>,
+    pub identity_file: Option<String>,
+    pub known_hosts: Option<String>,
+    pub config_file: Option<String>,
+    pub persist: Option<String>,
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedLayer {
+    pub files: Option<Vec<String>>,
+    pub dirs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksLayer {
+    pub build: Option<Vec<String>>,
+    pub restart: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsLayer {
+    pub command: Option<String>,
+    pub upload: Option<String>,
+    pub hook: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostLayer {
+    pub address: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// How a stage reaches its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// System ssh through the `openssh` crate.
+    Ssh,
+    /// `deploy_to` on this machine: no server needed.
+    Local,
+}
+
+/// What to do with a host key that is not in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownHostsPolicy {
+    /// Refuse unknown and changed keys (the default).
+    Strict,
+    /// Record unknown keys on first contact; still refuse changed keys.
+    AcceptNew,
+}
+
+/// Resolved ssh settings of a stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ssh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: KnownHostsPolicy,
+    pub config_file: Option<PathBuf>,
+    pub persist: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// One host of a stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    /// How the host is named in messages: its address, with `:port` when one is set.
+    pub name: String,
+    pub address: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub roles: Vec<String>,
+}
+
+/// Per-step time limits: a host that stops answering ends the step with a message
+/// instead of hanging the deploy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub command: Duration,
+    pub upload: Duration,
+    pub hook: Duration,
+}
+
+/// Everything one command needs to know about one stage, validated.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub app: String,
+    pub deploy_to: String,
+    pub keep_releases: usize,
+    pub transport: TransportKind,
+    pub source: Source,
+    pub ssh: Ssh,
+    pub shared_files: Vec<String>,
+    pub shared_dirs: Vec<String>,
+    pub build_hooks: Vec<String>,
+    pub restart_hooks: Vec<String>,
+    pub timeouts: Timeouts,
+    pub hosts: Vec<Host>,
+}
+
+/// A loaded and validated configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub stages: BTreeMap<String, Stage>,
+}
+
+impl Config {
+    /// Reads and validates `file`. Every stage is validated, not only the one about to be
+    /// used, so a mistake in `production` is found while deploying `staging`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: format!(
+                "cannot read the configuration: {e} (pass another file with -c, or create one with `slipway init`)"
+            ),
+        })?;
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, file, &base)
+    }
+
+    /// Parses `text` as if read from `file`; relative local paths resolve against `base`.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let top: Layer = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_column(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            ConfigError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let stages = validate::resolve(&top, base).map_err(|(path, message)| {
+            let (line, column) = match locate(text, &path) {
+                Some((l, c)) => (Some(l), Some(c)),
+                None => (None, None),
+            };
+            ConfigError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                key: path.to_string(),
+                message,
+            }
+        })?;
+        Ok(Config {
+            file: file.to_path_buf(),
+            stages,
+        })
+    }
+
+    /// The stage named `name`, or an error listing the stages there are.
+    pub fn stage(&self, name: &str) -> Result<&Stage, ConfigError> {
+        self.stages.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.stages.keys().map(String::as_str).collect();
+            ConfigError {
+                file: self.file.clone(),
+                line: None,
+                column: None,
+                key: String::new(),
+                message: if known.is_empty() {
+                    format!("no stage `{name}`: the file defines no stages (add a [stages.{name}] table)")
+                } else {
+                    format!("no stage `{name}` (stages defined: {})", known.join(", "))
+                },
+            }
+        })
+    }
+}

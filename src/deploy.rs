@@ -1,0 +1,756 @@
+//! The deploy executor: check, lock, upload, finalize, build, switch, restart, prune.
+//!
+//! Nothing half-done is ever live: a release becomes visible only by the rename of
+//! `current`, after it is complete and built on every host. A failure before the switch
+//! leaves every host as it was (the partial upload removed, a built release marked
+//! failed); a failure during or after the switch switches every host back.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::archive::{self, Archive};
+use crate::audit::Record;
+use crate::config::Stage;
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::fleet::{Fleet, first_failure};
+use crate::layout::{Layout, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE, ReleaseId};
+use crate::lock;
+use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
+use crate::release::{HostState, ReleaseEntry, ReleaseMeta, ReleaseState};
+use crate::run::{Context, Outcome, probe, unless_interrupted};
+use crate::script::{self, HookEnv};
+use crate::transport::Stdin;
+
+pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+    let started = std::time::Instant::now();
+    let source = stage.source.clone();
+    let archive = tokio::task::spawn_blocking(move || archive::build(&source))
+        .await
+        .map_err(|e| Error::Usage(format!("building the archive failed: {e}")))??;
+    for skipped in &archive.skipped {
+        ctx.reporter
+            .warning(None, &format!("source: skipped {skipped}"));
+    }
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let result = if ctx.dry_run {
+        dry_run(&fleet, &archive).await
+    } else {
+        locked_deploy(&fleet, ctx, archive, started).await
+    };
+    fleet.close().await;
+    result
+}
+
+async fn dry_run(fleet: &Fleet, archive: &Archive) -> Result<Outcome> {
+    let states = probe(fleet).await?;
+    let id = next_release_id(&states);
+    let plan = build_plan(fleet, archive, &states, &id);
+    let human = render_plan(&plan);
+    fleet
+        .reporter
+        .plan(&human, serde_json::to_value(&plan).unwrap_or_default());
+    Ok(Outcome {
+        human: "Nothing was changed (--dry-run).".into(),
+        data: json!({ "dry_run": true, "release": id.as_str() }),
+    })
+}
+
+async fn locked_deploy(
+    fleet: &Fleet,
+    ctx: &Context,
+    archive: Archive,
+    started: std::time::Instant,
+) -> Result<Outcome> {
+    let held = lock::acquire(
+        fleet,
+        &ctx.actor,
+        &ctx.command,
+        ctx.lock_wait,
+        &ctx.interrupt,
+    )
+    .await?;
+    let result = run_deploy(fleet, ctx, archive).await;
+    // Every outcome is on record, on every host: success, failure, or a revert.
+    let (id, from, outcome) = match &result {
+        Ok((id, from, _)) => (Some(id.clone()), from.clone(), Ok(())),
+        Err((id, from, e)) => (id.clone(), from.clone(), Err(e)),
+    };
+    let record = Record {
+        time: Utc::now(),
+        action: "deploy".into(),
+        stage: fleet.stage.name.clone(),
+        actor: ctx.actor.clone(),
+        command: ctx.command.clone(),
+        from,
+        to: id.map(|i| i.to_string()),
+        reason: None,
+        result: match outcome {
+            Ok(()) => "ok".into(),
+            Err(e) => e.class().name().into(),
+        },
+        message: outcome.err().map(|e| e.to_string()),
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    append_audit(fleet, &record).await;
+    lock::release(fleet, &held).await;
+    result.map(|(_, _, outcome)| outcome).map_err(|(_, _, e)| e)
+}
+
+type DeployResult = std::result::Result<
+    (ReleaseId, Option<String>, Outcome),
+    (Option<ReleaseId>, Option<String>, Error),
+>;
+
+async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployResult {
+    let stage = &fleet.stage;
+    let timeouts = &stage.timeouts;
+    let states = probe(fleet).await.map_err(|e| (None, None, e))?;
+    let from = common_current(&states);
+    let id = next_release_id(&states);
+    let fail = |e: Error| (Some(id.clone()), from.clone(), e);
+    let interrupted = |signal: &str| {
+        Error::Interrupted(format!(
+            "{signal} received before the switch: the partial release was removed, every host is as it was"
+        ))
+    };
+    let now = Utc::now();
+    let meta = ReleaseMeta {
+        id: id.clone(),
+        app: stage.app.clone(),
+        stage: stage.name.clone(),
+        revision: archive.revision.clone(),
+        state: ReleaseState::Preparing,
+        created_at: now,
+        updated_at: now,
+        deployed_by: ctx.actor.name(),
+        manifest_digest: archive.manifest.digest(),
+        files: archive.manifest.file_count(),
+        bytes: archive.manifest.total_bytes(),
+        schema_version: None,
+        note: None,
+    };
+    let payload = release_payload(&archive, &meta).map_err(|e| fail(Error::Io(e)))?;
+    let stdin: Stdin = Some(Arc::new(payload));
+    fleet.reporter.info(&format!(
+        "deploying {} {} to {} ({} host{}), revision {}",
+        stage.app,
+        id,
+        stage.name,
+        fleet.len(),
+        if fleet.len() == 1 { "" } else { "s" },
+        archive.revision
+    ));
+
+    // Upload and finalize: harmless to every host, interruptible.
+    let all = fleet.all();
+    let upload = unless_interrupted(&ctx.interrupt, async {
+        fault::point("deploy.before-upload")
+            .await
+            .map_err(|m| Error::Step {
+                host: "-".into(),
+                step: "upload".into(),
+                message: m,
+            })?;
+        let results = fleet
+            .step_on(
+                &all,
+                "upload",
+                |_| script::upload(&fleet.layout, &id),
+                stdin.clone(),
+                timeouts.upload,
+            )
+            .await;
+        if let Some(e) = first_failure(fleet, "upload", &results) {
+            return Err(e);
+        }
+        fault::point("deploy.after-upload")
+            .await
+            .map_err(|m| Error::Step {
+                host: "-".into(),
+                step: "upload".into(),
+                message: m,
+            })?;
+        let results = fleet
+            .step_on(
+                &all,
+                "link-shared",
+                |_| script::finalize(&fleet.layout, &id, &stage.shared_files, &stage.shared_dirs),
+                None,
+                timeouts.command,
+            )
+            .await;
+        if let Some(e) = first_failure(fleet, "link-shared", &results) {
+            return Err(e);
+        }
+        Ok(())
+    })
+    .await;
+    match upload {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            discard(fleet, &id, &meta, &e.to_string()).await;
+            return Err(fail(e));
+        }
+        Err(signal) => {
+            discard(fleet, &id, &meta, &format!("interrupted by {signal}")).await;
+            return Err(fail(interrupted(signal)));
+        }
+    }
+
+    // Build hooks, then the release is ready.
+    let ready = meta.with_state(ReleaseState::Ready, None);
+    let build = unless_interrupted(&ctx.interrupt, async {
+        let results = fleet
+            .step_on(
+                &all,
+                "build",
+                |i| {
+                    let path = fleet.layout.release(&id);
+                    let env = HookEnv {
+                        release: &id,
+                        release_path: &path,
+                        deploy_to: &stage.deploy_to,
+                        stage: &stage.name,
+                        host: fleet.name(i),
+                    };
+                    script::hooks(
+                        "build",
+                        &env,
+                        &stage.build_hooks,
+                        &script::write_meta(&fleet.layout, &id, &ready.to_line()),
+                    )
+                },
+                None,
+                timeouts.hook,
+            )
+            .await;
+        if let Some(e) = first_failure(fleet, "build", &results) {
+            return Err(e);
+        }
+        fault::point("deploy.before-switch")
+            .await
+            .map_err(|m| Error::Step {
+                host: "-".into(),
+                step: "switch".into(),
+                message: m,
+            })
+    })
+    .await;
+    match build {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            discard(fleet, &id, &meta, &e.to_string()).await;
+            return Err(fail(e));
+        }
+        Err(signal) => {
+            discard(fleet, &id, &meta, &format!("interrupted by {signal}")).await;
+            return Err(fail(interrupted(signal)));
+        }
+    }
+
+    // The switch: from here on, a signal no longer stops the run half-way.
+    let live = meta.with_state(ReleaseState::Live, None);
+    let results = fleet
+        .step_on(
+            &all,
+            "switch",
+            |i| {
+                let mut records = vec![(id.clone(), live.to_line())];
+                if let Some(prev) = previous_meta(&states[i]) {
+                    records.push((
+                        prev.id.clone(),
+                        prev.with_state(ReleaseState::Ready, None).to_line(),
+                    ));
+                }
+                script::switch(&fleet.layout, Some(&id), &nonce(), &records)
+            },
+            None,
+            timeouts.command,
+        )
+        .await;
+    if let Some(e) = first_failure(fleet, "switch", &results) {
+        let switched: Vec<usize> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        return Err(fail(
+            switch_back(fleet, &states, &switched, &meta, &id, &e.to_string()).await,
+        ));
+    }
+    if let Err(m) = fault::point("deploy.after-switch").await {
+        return Err(fail(
+            switch_back(fleet, &states, &all, &meta, &id, &m).await,
+        ));
+    }
+
+    // Restart hooks in the new release; a failure switches every host back.
+    if !stage.restart_hooks.is_empty() {
+        let results = run_restart(fleet, &all, &id).await;
+        if let Some(e) = first_failure(fleet, "restart", &results) {
+            let error = switch_back(fleet, &states, &all, &meta, &id, &e.to_string()).await;
+            return Err(fail(error));
+        }
+    }
+
+    // Retention.
+    let pruned = prune(fleet, &states, &live).await;
+    let human = format!(
+        "deployed {} to {} ({} host{}): {} is live{}",
+        stage.app,
+        stage.name,
+        fleet.len(),
+        if fleet.len() == 1 { "" } else { "s" },
+        id,
+        if pruned > 0 {
+            format!(", {pruned} old release(s) pruned")
+        } else {
+            String::new()
+        }
+    );
+    let data = json!({ "release": id.as_str(), "revision": archive.revision, "hosts": fleet.len(), "from": from, "pruned": pruned });
+    Ok((id, from, Outcome { human, data }))
+}
+
+/// The release `current` points at on every host, if they agree.
+pub fn common_current(states: &[HostState]) -> Option<String> {
+    let first = states.first()?.current()?;
+    states
+        .iter()
+        .all(|s| s.current().as_ref() == Some(&first))
+        .then(|| first.to_string())
+}
+
+/// Now, or one second after the newest release any host has (two deploys in the same
+/// second, or a host clock ahead of ours), so ids stay unique and ordered.
+pub fn next_release_id(states: &[HostState]) -> ReleaseId {
+    let now = ReleaseId::from_time(Utc::now());
+    let newest = states
+        .iter()
+        .flat_map(|s| {
+            s.releases.iter().map(|r| r.id.clone()).chain(
+                s.partials
+                    .iter()
+                    .filter_map(|p| ReleaseId::parse(p.trim_end_matches(".partial")).ok()),
+            )
+        })
+        .max();
+    match newest {
+        Some(n) if n >= now => n.successor(),
+        _ => now,
+    }
+}
+
+fn previous_meta(state: &HostState) -> Option<ReleaseMeta> {
+    let current = state.current()?;
+    state.release(&current)?.meta.clone()
+}
+
+fn nonce() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The archive, followed by slipway's own files of the release (REVISION, the manifest
+/// and the release record), as one tar stream.
+fn release_payload(archive: &Archive, meta: &ReleaseMeta) -> std::io::Result<Vec<u8>> {
+    let body = archive
+        .tar
+        .strip_suffix(&[0u8; 1024][..])
+        .unwrap_or(&archive.tar);
+    let mut builder = tar::Builder::new(Vec::with_capacity(body.len() + 64 * 1024));
+    builder.get_mut().extend_from_slice(body);
+    let files = [
+        (REVISION_FILE, format!("{}\n", meta.revision)),
+        (RELEASE_MANIFEST, archive.manifest.to_json_lines()),
+        (RELEASE_META, format!("{}\n", meta.to_line())),
+    ];
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    dir.set_mtime(meta.created_at.timestamp().max(0) as u64);
+    builder.append_data(&mut dir, ".slipway/", std::io::empty())?;
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(content.len() as u64);
+        header.set_mtime(meta.created_at.timestamp().max(0) as u64);
+        builder.append_data(&mut header, path, content.as_bytes())?;
+    }
+    builder.into_inner()
+}
+
+/// After a failure before the switch: remove the partial upload everywhere, and mark a
+/// release that got as far as `releases/ID` failed (kept for inspection, pruned later).
+async fn discard(fleet: &Fleet, id: &ReleaseId, meta: &ReleaseMeta, why: &str) {
+    let failed = meta.with_state(ReleaseState::Failed, Some(why.to_string()));
+    let release = fleet.layout.release(id);
+    let script = format!(
+        "{}if [ -d {r} ]; then\n{}fi\n",
+        script::remove_partial(&fleet.layout, id),
+        script::write_meta(&fleet.layout, id, &failed.to_line()),
+        r = crate::layout::quote(&release),
+    );
+    let results = fleet
+        .step_on(
+            &fleet.all(),
+            "cleanup",
+            |_| script.clone(),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    for (i, r) in results {
+        if let Err(e) = r {
+            fleet.reporter.warning(
+                Some(fleet.name(i)),
+                &format!("could not clean up release {id}: {e}"),
+            );
+        }
+    }
+}
+
+/// Switches the hosts `which` back to where they were before this deploy, marks the new
+/// release failed, and restarts the old release. Returns the error to report: a revert
+/// (exit 1) when every host is back, or a divergence (exit 4) naming the hosts that are not.
+async fn switch_back(
+    fleet: &Fleet,
+    states: &[HostState],
+    which: &[usize],
+    meta: &ReleaseMeta,
+    id: &ReleaseId,
+    why: &str,
+) -> Error {
+    fleet.reporter.warning(
+        None,
+        &format!("{why}; switching {} host(s) back", which.len()),
+    );
+    let failed = meta.with_state(ReleaseState::Failed, Some(why.to_string()));
+    let results = fleet
+        .step_on(
+            which,
+            "switch-back",
+            |i| {
+                let mut records = vec![(id.clone(), failed.to_line())];
+                let previous = previous_meta(&states[i]);
+                if let Some(prev) = &previous {
+                    records.push((
+                        prev.id.clone(),
+                        prev.with_state(ReleaseState::Live, None).to_line(),
+                    ));
+                }
+                script::switch(
+                    &fleet.layout,
+                    states[i].current().as_ref(),
+                    &nonce(),
+                    &records,
+                )
+            },
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    // Mark the release failed on hosts that were never switched, too.
+    let others: Vec<usize> = fleet
+        .all()
+        .into_iter()
+        .filter(|i| !which.contains(i))
+        .collect();
+    let _ = fleet
+        .step_on(
+            &others,
+            "mark-failed",
+            |_| {
+                format!(
+                    "if [ -d {} ]; then\n{}fi\n",
+                    crate::layout::quote(&fleet.layout.release(id)),
+                    script::write_meta(&fleet.layout, id, &failed.to_line())
+                )
+            },
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    let stuck: Vec<usize> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| *i)
+        .collect();
+    let back: Vec<usize> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    if !fleet.stage.restart_hooks.is_empty() {
+        for (i, r) in futures::future::join_all(
+            back.iter()
+                .filter_map(|&i| states[i].current().map(|c| (i, c)))
+                .map(|(i, c)| async move { (i, run_restart(fleet, &[i], &c).await) }),
+        )
+        .await
+        {
+            if r.iter().any(|(_, x)| x.is_err()) {
+                fleet.reporter.warning(
+                    Some(fleet.name(i)),
+                    "the restart hooks of the previous release failed after switching back",
+                );
+            }
+        }
+    }
+    if stuck.is_empty() {
+        Error::Reverted(format!(
+            "deploy of {id} failed ({why}); every host was switched back to where it was"
+        ))
+    } else {
+        let names: Vec<&str> = stuck.iter().map(|&i| fleet.name(i)).collect();
+        let target = common_current(states)
+            .map(|c| format!("slipway rollback {} --to {c}", fleet.stage.name))
+            .unwrap_or_else(|| format!("slipway releases {}", fleet.stage.name));
+        Error::Diverged(format!(
+            "deploy of {id} failed ({why}) and switching back failed on {}: those hosts may still be on {id}. Check with `slipway releases {}`, then run `{target}`",
+            names.join(", "),
+            fleet.stage.name,
+        ))
+    }
+}
+
+/// Runs the restart hooks in release `id` on hosts `which`.
+pub async fn run_restart(
+    fleet: &Fleet,
+    which: &[usize],
+    id: &ReleaseId,
+) -> Vec<(usize, std::result::Result<crate::transport::Output, String>)> {
+    let stage = &fleet.stage;
+    fleet
+        .step_on(
+            which,
+            "restart",
+            |i| {
+                let path = fleet.layout.release(id);
+                let env = HookEnv {
+                    release: id,
+                    release_path: &path,
+                    deploy_to: &stage.deploy_to,
+                    stage: &stage.name,
+                    host: fleet.name(i),
+                };
+                script::hooks("restart", &env, &stage.restart_hooks, "")
+            },
+            None,
+            stage.timeouts.hook,
+        )
+        .await
+}
+
+/// Removes what retention says on each host; returns how many releases went (per host, max).
+async fn prune(fleet: &Fleet, states: &[HostState], live: &ReleaseMeta) -> usize {
+    let mut most = 0;
+    let plans: Vec<Vec<ReleaseId>> = states
+        .iter()
+        .map(|s| prune_plan(s, live, fleet.stage.keep_releases))
+        .collect();
+    let which: Vec<usize> = fleet
+        .all()
+        .into_iter()
+        .filter(|&i| !plans[i].is_empty())
+        .collect();
+    let results = fleet
+        .step_on(
+            &which,
+            "prune",
+            |i| script::remove_releases(&fleet.layout, &plans[i]),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    for (i, r) in results {
+        match r {
+            Ok(_) => most = most.max(plans[i].len()),
+            Err(e) => fleet.reporter.warning(
+                Some(fleet.name(i)),
+                &format!("pruning old releases failed: {e}"),
+            ),
+        }
+    }
+    most
+}
+
+/// What retention removes on a host once `live` is current.
+fn prune_plan(state: &HostState, live: &ReleaseMeta, keep: usize) -> Vec<ReleaseId> {
+    let mut after = state.clone();
+    if let Some(cur) = state.current()
+        && let Some(entry) = after.releases.iter_mut().find(|r| r.id == cur)
+        && let Some(meta) = entry.meta.as_mut()
+    {
+        meta.state = ReleaseState::Ready;
+    }
+    after.releases.retain(|r| r.id != live.id);
+    after.releases.push(ReleaseEntry {
+        id: live.id.clone(),
+        meta: Some(live.clone()),
+    });
+    after.releases.sort_by(|a, b| a.id.cmp(&b.id));
+    after.current_link = Some(Layout::current_target(&live.id));
+    plan::prune(&after, &live.id, keep)
+}
+
+async fn append_audit(fleet: &Fleet, record: &Record) {
+    let script = script::audit(&fleet.layout, &record.to_line());
+    let _ = fleet
+        .step_on(
+            &fleet.all(),
+            "audit",
+            |_| script.clone(),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+}
+
+/// Appends an audit record on every host of the fleet.
+pub async fn audit(fleet: &Fleet, record: &Record) {
+    append_audit(fleet, record).await
+}
+
+fn build_plan(
+    fleet: &Fleet,
+    archive: &Archive,
+    states: &[HostState],
+    id: &ReleaseId,
+) -> DeployPlan {
+    let stage = &fleet.stage;
+    let now = Utc::now();
+    let live = ReleaseMeta {
+        id: id.clone(),
+        app: stage.app.clone(),
+        stage: stage.name.clone(),
+        revision: archive.revision.clone(),
+        state: ReleaseState::Live,
+        created_at: now,
+        updated_at: now,
+        deployed_by: String::new(),
+        manifest_digest: archive.manifest.digest(),
+        files: archive.manifest.file_count(),
+        bytes: archive.manifest.total_bytes(),
+        schema_version: None,
+        note: None,
+    };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let steps = vec![
+        PlanStep {
+            step: "lock".into(),
+            detail: format!(
+                "take the deploy lock ({}/.slipway/lock) on every host",
+                stage.deploy_to
+            ),
+        },
+        PlanStep {
+            step: "upload".into(),
+            detail: format!(
+                "stream the archive ({} files, {} bytes) into releases/{id}.partial on every host",
+                live.files, live.bytes
+            ),
+        },
+        PlanStep {
+            step: "link-shared".into(),
+            detail: format!(
+                "check and link shared files ({}) and dirs ({}), rename to releases/{id}",
+                list(&stage.shared_files),
+                list(&stage.shared_dirs)
+            ),
+        },
+        PlanStep {
+            step: "build".into(),
+            detail: format!(
+                "build hooks in the new release: {}",
+                list(&stage.build_hooks)
+            ),
+        },
+        PlanStep {
+            step: "switch".into(),
+            detail: "point current at the new release on every host at once (rename of a new link)"
+                .into(),
+        },
+        PlanStep {
+            step: "restart".into(),
+            detail: format!("restart hooks: {}", list(&stage.restart_hooks)),
+        },
+        PlanStep {
+            step: "prune".into(),
+            detail: format!(
+                "keep {} good releases (and the rollback target)",
+                stage.keep_releases
+            ),
+        },
+        PlanStep {
+            step: "audit".into(),
+            detail: "append to .slipway/log.jsonl and release the lock".into(),
+        },
+    ];
+    let hosts = states
+        .iter()
+        .map(|s| HostPlan {
+            host: s.host.clone(),
+            current: s.current().map(|c| c.to_string()),
+            prune: prune_plan(s, &live, stage.keep_releases)
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
+            stale_partials: s.partials.clone(),
+        })
+        .collect();
+    DeployPlan {
+        stage: stage.name.clone(),
+        release: id.clone(),
+        revision: archive.revision.clone(),
+        files: live.files,
+        bytes: live.bytes,
+        hosts,
+        steps,
+    }
+}
+
+fn render_plan(plan: &DeployPlan) -> String {
+    let mut s = format!(
+        "Plan: deploy release {} (revision {}, {} files, {} bytes) to stage {} ({} host{})\n",
+        plan.release,
+        plan.revision,
+        plan.files,
+        plan.bytes,
+        plan.stage,
+        plan.hosts.len(),
+        if plan.hosts.len() == 1 { "" } else { "s" }
+    );
+    for (n, step) in plan.steps.iter().enumerate() {
+        s.push_str(&format!("  {}. {:<12} {}\n", n + 1, step.step, step.detail));
+    }
+    s.push_str("Hosts:\n");
+    for h in &plan.hosts {
+        s.push_str(&format!(
+            "  {:<24} current: {:<18} prune: {}{}\n",
+            h.host,
+            h.current.as_deref().unwrap_or("(none)"),
+            if h.prune.is_empty() {
+                "nothing".into()
+            } else {
+                h.prune.join(", ")
+            },
+            if h.stale_partials.is_empty() {
+                String::new()
+            } else {
+                format!("  stale uploads to remove: {}", h.stale_partials.join(", "))
+            }
+        ));
+    }
+    s
+}

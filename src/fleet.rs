@@ -1,0 +1,197 @@
+//! The hosts of a stage, connected, and the running of one step on many of them at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+
+use crate::config::{Stage, TransportKind};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::report::Reporter;
+use crate::transport::{
+    LocalTransport, Output, SshOptions, SshTransport, Stdin, Transport, TransportError,
+};
+
+/// At most this many ssh handshakes at once: each costs client CPU (key exchange), and
+/// a burst of them on a small machine only slows every one down.
+const CONCURRENT_CONNECTS: usize = 16;
+
+pub struct Fleet {
+    pub stage: Stage,
+    pub layout: Layout,
+    pub hosts: Vec<Arc<dyn Transport>>,
+    pub reporter: Arc<Reporter>,
+}
+
+impl Fleet {
+    /// Connects to every host of the stage in parallel. All or nothing: if one host
+    /// cannot be reached, the others are closed and nothing has been touched.
+    pub async fn connect(stage: &Stage, reporter: Arc<Reporter>) -> Result<Fleet> {
+        let layout = Layout::new(&stage.deploy_to);
+        let limit = Semaphore::new(CONCURRENT_CONNECTS);
+        let options = SshOptions {
+            ssh: stage.ssh.clone(),
+        };
+        let attempts = stage.hosts.iter().map(|host| {
+            let limit = &limit;
+            let options = &options;
+            let reporter = &reporter;
+            async move {
+                let _permit = limit.acquire().await;
+                let started = Instant::now();
+                reporter.started(&host.name, "connect");
+                let result: std::result::Result<Arc<dyn Transport>, TransportError> =
+                    match stage.transport {
+                        TransportKind::Local => Ok(Arc::new(LocalTransport::new(&host.name))),
+                        TransportKind::Ssh => SshTransport::connect(host, options)
+                            .await
+                            .map(|t| Arc::new(t) as Arc<dyn Transport>),
+                    };
+                match &result {
+                    Ok(_) => {
+                        if stage.transport == TransportKind::Ssh {
+                            reporter.finished(&host.name, "connect", started.elapsed(), None)
+                        }
+                    }
+                    Err(e) => {
+                        reporter.failed(&host.name, "connect", started.elapsed(), &e.to_string())
+                    }
+                }
+                (host.name.clone(), result)
+            }
+        });
+        let results = join_all(attempts).await;
+        let mut hosts = Vec::new();
+        let mut failures = Vec::new();
+        for (name, result) in results {
+            match result {
+                Ok(t) => hosts.push(t),
+                Err(e) => failures.push((name, e)),
+            }
+        }
+        if let Some((name, error)) = failures.into_iter().next() {
+            for h in &hosts {
+                h.close().await;
+            }
+            return Err(Error::Step {
+                host: name,
+                step: "connect".into(),
+                message: error.to_string(),
+            });
+        }
+        Ok(Fleet {
+            stage: stage.clone(),
+            layout,
+            hosts,
+            reporter,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        self.hosts[i].host()
+    }
+
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.hosts.len()).collect()
+    }
+
+    /// Runs one step's script on host `i` and reports it. Returns the output whatever
+    /// the exit status; transport failures are `Err`.
+    pub async fn exec(
+        &self,
+        i: usize,
+        step: &str,
+        script: &str,
+        stdin: Stdin,
+        timeout: Duration,
+    ) -> std::result::Result<Output, String> {
+        let host = self.hosts[i].host();
+        let started = Instant::now();
+        self.reporter.started(host, step);
+        match self.hosts[i].run(script, stdin, timeout).await {
+            Ok(output) => {
+                self.reporter.detail(host, &output.stdout);
+                self.reporter.detail(host, &output.stderr);
+                Ok(output)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.reporter
+                    .failed(host, step, started.elapsed(), &message);
+                Err(message)
+            }
+        }
+    }
+
+    /// Runs a step on host `i`; a non-zero exit is a failure carrying the script's message.
+    pub async fn step(
+        &self,
+        i: usize,
+        step: &str,
+        script: &str,
+        stdin: Stdin,
+        timeout: Duration,
+    ) -> std::result::Result<Output, String> {
+        let host = self.hosts[i].host();
+        let started = Instant::now();
+        let output = self.exec(i, step, script, stdin, timeout).await?;
+        if output.success() {
+            self.reporter.finished(host, step, started.elapsed(), None);
+            Ok(output)
+        } else {
+            let message = output.message();
+            self.reporter
+                .failed(host, step, started.elapsed(), &message);
+            Err(message)
+        }
+    }
+
+    /// Runs a step on the hosts `which`, in parallel; `script(i)` builds host i's script.
+    pub async fn step_on<F>(
+        &self,
+        which: &[usize],
+        step: &str,
+        script: F,
+        stdin: Stdin,
+        timeout: Duration,
+    ) -> Vec<(usize, std::result::Result<Output, String>)>
+    where
+        F: Fn(usize) -> String,
+    {
+        let runs = which.iter().map(|&i| {
+            let text = script(i);
+            let stdin = stdin.clone();
+            async move { (i, self.step(i, step, &text, stdin, timeout).await) }
+        });
+        join_all(runs).await
+    }
+
+    pub async fn close(&self) {
+        join_all(self.hosts.iter().map(|h| h.close())).await;
+    }
+}
+
+/// The first failure of a parallel step, as an error naming host and step.
+pub fn first_failure(
+    fleet: &Fleet,
+    step: &str,
+    results: &[(usize, std::result::Result<Output, String>)],
+) -> Option<Error> {
+    results.iter().find_map(|(i, r)| {
+        r.as_ref().err().map(|message| Error::Step {
+            host: fleet.name(*i).to_string(),
+            step: step.to_string(),
+            message: message.clone(),
+        })
+    })
+}

@@ -1,0 +1,29 @@
+//! slipway: a release deployer. Immutable, timestamped release directories on every
+//! host, `current` switched by one atomic rename, hooks, and rollbacks that read the
+//! recorded state of each release.
+//!
+//! The flow of every command: load and validate the config ([`config`]), connect
+//! ([`fleet`], [`transport`]), read the hosts ([`run::probe`]), decide ([`plan`]), then
+//! apply one remote script per step per host ([`script`]).
+
+pub mod archive;
+pub mod audit;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod fault;
+pub mod fleet;
+pub mod interrupt;
+pub mod layout;
+pub mod lock;
+pub mod plan;
+pub mod release;
+pub mod report;
+pub mod rollback;
+pub mod run;
+pub mod script;
+pub mod transport;
+
+pub use error::{Error, ExitClass, Result};

@@ -1,0 +1,178 @@
+//! The deploy lock, one per host in `.slipway/lock` (a directory: `mkdir` is atomic).
+//!
+//! Hosts are locked in a fixed order, the first host alone before the others: two runs
+//! that start at once both go for the first host, exactly one gets it, and the winner
+//! then takes the rest. Locking every host in parallel could leave each run holding some
+//! hosts and neither able to proceed.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::audit::Actor;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::interrupt::Interrupt;
+use crate::release::LockInfo;
+use crate::script;
+
+/// A lock this run holds on every host of the fleet.
+#[derive(Debug, Clone)]
+pub struct HeldLock {
+    pub token: String,
+}
+
+enum Attempt {
+    Acquired,
+    Held {
+        host: String,
+        holder: String,
+        taken: Vec<usize>,
+    },
+}
+
+/// Takes the lock on every host, waiting up to `wait` for a held lock to be released.
+pub async fn acquire(
+    fleet: &Fleet,
+    actor: &Actor,
+    command: &str,
+    wait: Duration,
+    interrupt: &Interrupt,
+) -> Result<HeldLock> {
+    let token = format!("{:032x}", rand::random::<u128>());
+    let info = LockInfo {
+        user: actor.user.clone(),
+        machine: actor.machine.clone(),
+        pid: std::process::id(),
+        command: command.to_string(),
+        since: Utc::now(),
+        token: token.clone(),
+    };
+    let owner = serde_json::to_string(&info).unwrap_or_default();
+    let deadline = Instant::now() + wait;
+    let mut announced = false;
+    loop {
+        match attempt(fleet, &owner).await? {
+            Attempt::Acquired => return Ok(HeldLock { token }),
+            Attempt::Held {
+                host,
+                holder,
+                taken,
+            } => {
+                release_on(fleet, &taken, &token).await;
+                if Instant::now() >= deadline {
+                    return Err(Error::Locked {
+                        host,
+                        holder,
+                        stage: fleet.stage.name.clone(),
+                    });
+                }
+                if !announced {
+                    fleet.reporter.info(&format!(
+                        "{host}: the deploy lock is held by {holder}; waiting up to {}",
+                        humantime::format_duration(wait)
+                    ));
+                    announced = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500 + rand::random::<u64>() % 1000)) => {}
+                    signal = interrupt.wait() => {
+                        return Err(Error::Interrupted(format!("{signal} while waiting for the deploy lock; nothing was changed")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
+    let timeout = fleet.stage.timeouts.command;
+    let script = script::lock(&fleet.layout, owner);
+    let mut taken = Vec::new();
+    let order = fleet.all();
+    let (first, rest) = order
+        .split_first()
+        .map(|(f, r)| (vec![*f], r.to_vec()))
+        .unwrap_or_default();
+    for group in [first, rest] {
+        let runs = futures::future::join_all(group.iter().map(|&i| {
+            let script = &script;
+            async move { (i, fleet.exec(i, "lock", script, None, timeout).await) }
+        }))
+        .await;
+        let mut held = None;
+        let mut failure = None;
+        for (i, result) in runs {
+            match result {
+                Ok(out) if out.success() => taken.push(i),
+                Ok(out) if out.code == script::EXIT_LOCK_HELD => {
+                    let holder =
+                        serde_json::from_str::<crate::release::LockInfo>(out.stdout.trim())
+                            .map(|l| l.describe())
+                            .unwrap_or_else(|_| {
+                                "another run (its lock record is unreadable or still being written)"
+                                    .into()
+                            });
+                    held.get_or_insert((fleet.name(i).to_string(), holder));
+                }
+                Ok(out) => {
+                    failure.get_or_insert(Error::Step {
+                        host: fleet.name(i).into(),
+                        step: "lock".into(),
+                        message: out.message(),
+                    });
+                }
+                Err(message) => {
+                    failure.get_or_insert(Error::Step {
+                        host: fleet.name(i).into(),
+                        step: "lock".into(),
+                        message,
+                    });
+                }
+            }
+        }
+        if let Some(error) = failure {
+            release_on(fleet, &taken, owner_token(owner)).await;
+            return Err(error);
+        }
+        if let Some((host, holder)) = held {
+            return Ok(Attempt::Held {
+                host,
+                holder,
+                taken,
+            });
+        }
+    }
+    Ok(Attempt::Acquired)
+}
+
+fn owner_token(owner: &str) -> &str {
+    // The token is the last field of the serialised LockInfo; parse rather than slice.
+    owner
+        .rsplit("\"token\":\"")
+        .next()
+        .and_then(|t| t.split('"').next())
+        .unwrap_or("")
+}
+
+async fn release_on(fleet: &Fleet, which: &[usize], token: &str) {
+    let script = script::unlock(&fleet.layout, token);
+    let timeout = fleet.stage.timeouts.command;
+    futures::future::join_all(which.iter().map(|&i| {
+        let script = &script;
+        async move {
+            if let Err(e) = fleet.exec(i, "unlock", script, None, timeout).await {
+                fleet.reporter.warning(
+                    Some(fleet.name(i)),
+                    &format!("could not release the deploy lock: {e}"),
+                );
+            }
+        }
+    }))
+    .await;
+}
+
+/// Releases this run's lock on every host.
+pub async fn release(fleet: &Fleet, lock: &HeldLock) {
+    release_on(fleet, &fleet.all(), &lock.token).await;
+}

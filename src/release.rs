@@ -1,0 +1,253 @@
+//! What a host holds: its releases with their recorded state, `current`, the lock.
+//! Every decision reads these records, never directory mtimes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::ReleaseId;
+
+/// The recorded state of a release (`.slipway/release.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReleaseState {
+    /// Uploaded or being built; never a switch target.
+    Preparing,
+    /// Complete and built: may be switched to (includes releases that were live before).
+    Ready,
+    /// What `current` points at.
+    Live,
+    /// A deploy of it failed; never chosen automatically.
+    Failed,
+    /// It was live and was rolled back; never chosen automatically.
+    RolledBack,
+}
+
+impl ReleaseState {
+    /// Complete and not marked bad: a candidate for rollback, counted by retention.
+    pub fn is_good(self) -> bool {
+        matches!(self, ReleaseState::Ready | ReleaseState::Live)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseState::Preparing => "preparing",
+            ReleaseState::Ready => "ready",
+            ReleaseState::Live => "live",
+            ReleaseState::Failed => "failed",
+            ReleaseState::RolledBack => "rolled-back",
+        }
+    }
+}
+
+/// The record slipway keeps in each release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    pub id: ReleaseId,
+    pub app: String,
+    pub stage: String,
+    pub revision: String,
+    pub state: ReleaseState,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `user@machine` of the deployer.
+    pub deployed_by: String,
+    pub manifest_digest: String,
+    pub files: usize,
+    pub bytes: u64,
+    /// The schema version after this release's migrations (when the app has a database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    /// Why the state changed last (a failed step, a rollback reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl ReleaseMeta {
+    /// A copy in `state`, stamped now, with `note`.
+    pub fn with_state(&self, state: ReleaseState, note: Option<String>) -> ReleaseMeta {
+        ReleaseMeta {
+            state,
+            updated_at: Utc::now(),
+            note,
+            ..self.clone()
+        }
+    }
+
+    /// One line of JSON, as stored on the host.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One release directory as found on a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseEntry {
+    pub id: ReleaseId,
+    /// `None` when `release.json` is missing or unreadable: such a release is incomplete.
+    pub meta: Option<ReleaseMeta>,
+}
+
+impl ReleaseEntry {
+    pub fn state(&self) -> Option<ReleaseState> {
+        self.meta.as_ref().map(|m| m.state)
+    }
+    pub fn is_good(&self) -> bool {
+        self.state().is_some_and(ReleaseState::is_good)
+    }
+}
+
+/// Who holds the deploy lock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub user: String,
+    pub machine: String,
+    pub pid: u32,
+    pub command: String,
+    pub since: DateTime<Utc>,
+    /// Random per run: a run only ever removes the lock it took.
+    pub token: String,
+}
+
+impl LockInfo {
+    pub fn describe(&self) -> String {
+        let age = Utc::now().signed_duration_since(self.since);
+        let minutes = age.num_minutes();
+        let ago = if minutes >= 1 {
+            format!("{minutes} min ago")
+        } else {
+            format!("{} s ago", age.num_seconds().max(0))
+        };
+        format!(
+            "{}@{} (pid {}, `{}`, since {}, {ago})",
+            self.user,
+            self.machine,
+            self.pid,
+            self.command,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Everything the probe script read on one host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostState {
+    pub host: String,
+    /// Whether `deploy_to` exists at all.
+    pub exists: bool,
+    /// The raw target of `current` (`releases/ID`), if the link exists.
+    pub current_link: Option<String>,
+    /// Releases, oldest first.
+    pub releases: Vec<ReleaseEntry>,
+    /// Names of `releases/*.partial` directories (uploads that never finished).
+    pub partials: Vec<String>,
+    /// Entries in `releases/` that are not release ids (left alone, but reported).
+    pub strays: Vec<String>,
+    /// The lock holder, if locked. `Some(None)` when the lock exists but is unreadable.
+    pub lock: Option<Option<LockInfo>>,
+    /// The host's clock, seconds since the epoch.
+    pub clock: Option<i64>,
+}
+
+impl HostState {
+    /// The release `current` points at, if it is a well-formed `releases/ID` link.
+    pub fn current(&self) -> Option<ReleaseId> {
+        let link = self.current_link.as_deref()?;
+        let id = link.trim_end_matches('/').rsplit('/').next()?;
+        ReleaseId::parse(id).ok()
+    }
+
+    pub fn release(&self, id: &ReleaseId) -> Option<&ReleaseEntry> {
+        self.releases.iter().find(|r| &r.id == id)
+    }
+
+    /// Parses the probe script's output (see `script::probe`).
+    pub fn parse(host: &str, stdout: &str) -> HostState {
+        let mut state = HostState {
+            host: host.to_string(),
+            ..HostState::default()
+        };
+        for line in stdout.lines() {
+            let mut parts = line.splitn(3, '\t');
+            let tag = parts.next().unwrap_or_default();
+            let a = parts.next().unwrap_or_default();
+            let b = parts.next().unwrap_or_default();
+            match tag {
+                "exists" => state.exists = a == "1",
+                "current" if !a.is_empty() => state.current_link = Some(a.to_string()),
+                "release" => match ReleaseId::parse(a) {
+                    Ok(id) => {
+                        let meta = serde_json::from_str::<ReleaseMeta>(b)
+                            .ok()
+                            .filter(|m| m.id == id);
+                        state.releases.push(ReleaseEntry { id, meta });
+                    }
+                    Err(_) if a.ends_with(".partial") => state.partials.push(a.to_string()),
+                    Err(_) => state.strays.push(a.to_string()),
+                },
+                "lock" => state.lock = Some(serde_json::from_str(a).ok()),
+                "clock" => state.clock = a.parse().ok(),
+                _ => {}
+            }
+        }
+        state.releases.sort_by(|x, y| x.id.cmp(&y.id));
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn meta(id: &str, state: ReleaseState) -> ReleaseMeta {
+        let now = Utc::now();
+        ReleaseMeta {
+            id: ReleaseId::parse(id).unwrap(),
+            app: "shop".into(),
+            stage: "prod".into(),
+            revision: "abc".into(),
+            state,
+            created_at: now,
+            updated_at: now,
+            deployed_by: "me@here".into(),
+            manifest_digest: "d".into(),
+            files: 1,
+            bytes: 1,
+            schema_version: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn parses_probe_output() {
+        let m = meta("20261124T040512Z", ReleaseState::Live);
+        let out = format!(
+            "exists\t1\ncurrent\treleases/20261124T040512Z\nrelease\t20261124T040512Z\t{}\nrelease\t20261124T050000Z.partial\t\nrelease\tjunk\t\nrelease\t20261124T030000Z\t{{broken\nclock\t1790000000\n",
+            m.to_line()
+        );
+        let s = HostState::parse("h1", &out);
+        assert!(s.exists);
+        assert_eq!(s.current().unwrap().as_str(), "20261124T040512Z");
+        assert_eq!(s.releases.len(), 2);
+        assert_eq!(s.releases[0].id.as_str(), "20261124T030000Z");
+        assert!(
+            s.releases[0].meta.is_none(),
+            "unreadable meta means incomplete"
+        );
+        assert_eq!(
+            s.releases[1].meta.as_ref().unwrap().state,
+            ReleaseState::Live
+        );
+        assert_eq!(s.partials, vec!["20261124T050000Z.partial"]);
+        assert_eq!(s.strays, vec!["junk"]);
+        assert_eq!(s.clock, Some(1790000000));
+        assert_eq!(s.lock, None);
+    }
+
+    #[test]
+    fn meta_whose_id_disagrees_with_its_directory_is_ignored() {
+        let m = meta("20261124T040512Z", ReleaseState::Ready);
+        let out = format!("release\t20261124T050000Z\t{}\n", m.to_line());
+        let s = HostState::parse("h1", &out);
+        assert!(s.releases[0].meta.is_none());
+    }
+}

@@ -1,0 +1,299 @@
+//! The rollback executor: plan the target, switch every host back at once, restart.
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::audit::Record;
+use crate::config::Stage;
+use crate::deploy::{audit, common_current, run_restart};
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::fleet::Fleet;
+use crate::layout::ReleaseId;
+use crate::lock;
+use crate::plan::{self, PlanStep, RollbackPlan};
+use crate::release::{HostState, ReleaseState};
+use crate::run::{Context, Outcome, probe};
+use crate::script;
+
+pub struct Request {
+    pub to: Option<ReleaseId>,
+    pub reason: Option<String>,
+}
+
+pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result<Outcome> {
+    let started = std::time::Instant::now();
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let result = if ctx.dry_run {
+        match probe(&fleet).await {
+            Ok(states) => plan_rollback(&fleet, &states, request).map(|plan| {
+                let human = render(&plan);
+                fleet
+                    .reporter
+                    .plan(&human, serde_json::to_value(&plan).unwrap_or_default());
+                Outcome {
+                    human: "Nothing was changed (--dry-run).".into(),
+                    data: json!({ "dry_run": true, "to": plan.to.as_str() }),
+                }
+            }),
+            Err(e) => Err(e),
+        }
+    } else {
+        match lock::acquire(
+            &fleet,
+            &ctx.actor,
+            &ctx.command,
+            ctx.lock_wait,
+            &ctx.interrupt,
+        )
+        .await
+        {
+            Ok(held) => {
+                let (from, to, result) = run_rollback(&fleet, request).await;
+                let record = Record {
+                    time: Utc::now(),
+                    action: "rollback".into(),
+                    stage: stage.name.clone(),
+                    actor: ctx.actor.clone(),
+                    command: ctx.command.clone(),
+                    from,
+                    to: to.map(|t| t.to_string()),
+                    reason: request.reason.clone(),
+                    result: match &result {
+                        Ok(_) => "ok".into(),
+                        Err(e) => e.class().name().into(),
+                    },
+                    message: result.as_ref().err().map(|e| e.to_string()),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                };
+                audit(&fleet, &record).await;
+                lock::release(&fleet, &held).await;
+                result
+            }
+            Err(e) => Err(e),
+        }
+    };
+    fleet.close().await;
+    result
+}
+
+fn plan_rollback(fleet: &Fleet, states: &[HostState], request: &Request) -> Result<RollbackPlan> {
+    let target =
+        plan::fleet_rollback_target(states, request.to.as_ref()).map_err(
+            |refusal| match refusal {
+                plan::RollbackRefusal::Diverged { .. } => Error::Diverged(refusal.to_string()),
+                other => Error::Refused(other.to_string()),
+            },
+        )?;
+    Ok(RollbackPlan {
+        stage: fleet.stage.name.clone(),
+        from: states
+            .iter()
+            .map(|s| (s.host.clone(), s.current().map(|c| c.to_string())))
+            .collect(),
+        to: target.clone(),
+        steps: vec![
+            PlanStep {
+                step: "lock".into(),
+                detail: "take the deploy lock on every host".into(),
+            },
+            PlanStep {
+                step: "switch".into(),
+                detail: format!(
+                    "point current at releases/{target} on every host at once; mark the release left rolled-back"
+                ),
+            },
+            PlanStep {
+                step: "restart".into(),
+                detail: if fleet.stage.restart_hooks.is_empty() {
+                    "no restart hooks".into()
+                } else {
+                    format!("restart hooks: {}", fleet.stage.restart_hooks.join(", "))
+                },
+            },
+            PlanStep {
+                step: "audit".into(),
+                detail: "append to .slipway/log.jsonl and release the lock".into(),
+            },
+        ],
+    })
+}
+
+fn render(plan: &RollbackPlan) -> String {
+    let mut s = format!(
+        "Plan: roll back stage {} to release {}\n",
+        plan.stage, plan.to
+    );
+    for (n, step) in plan.steps.iter().enumerate() {
+        s.push_str(&format!("  {}. {:<8} {}\n", n + 1, step.step, step.detail));
+    }
+    s.push_str("Hosts:\n");
+    for (host, from) in &plan.from {
+        s.push_str(&format!(
+            "  {:<24} {} -> {}\n",
+            host,
+            from.as_deref().unwrap_or("(none)"),
+            plan.to
+        ));
+    }
+    s
+}
+
+async fn run_rollback(
+    fleet: &Fleet,
+    request: &Request,
+) -> (Option<String>, Option<ReleaseId>, Result<Outcome>) {
+    let states = match probe(fleet).await {
+        Ok(s) => s,
+        Err(e) => return (None, None, Err(e)),
+    };
+    let from = common_current(&states);
+    let plan = match plan_rollback(fleet, &states, request) {
+        Ok(p) => p,
+        Err(e) => return (from, None, Err(e)),
+    };
+    let target = plan.to.clone();
+    let reason = request.reason.clone().unwrap_or_else(|| "rollback".into());
+    fleet.reporter.info(&format!(
+        "rolling back {} to {target} ({} host{})",
+        fleet.stage.name,
+        fleet.len(),
+        if fleet.len() == 1 { "" } else { "s" }
+    ));
+    if let Err(m) = fault::point("rollback.before-switch").await {
+        return (
+            from,
+            Some(target),
+            Err(Error::Step {
+                host: "-".into(),
+                step: "switch".into(),
+                message: m,
+            }),
+        );
+    }
+    let all = fleet.all();
+    let results = fleet
+        .step_on(
+            &all,
+            "switch",
+            |i| {
+                script::switch(
+                    &fleet.layout,
+                    Some(&target),
+                    &format!("{:016x}", rand::random::<u64>()),
+                    &records(&states[i], &target, &reason),
+                )
+            },
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    let failed: Vec<(usize, String)> = results
+        .iter()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
+        .collect();
+    if let Some((_, why)) = failed.first() {
+        // Undo: put the switched hosts back where they were, so the stage stays on one release.
+        let switched: Vec<usize> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        let back = fleet
+            .step_on(
+                &switched,
+                "switch-back",
+                |i| {
+                    let prior = states[i].current();
+                    let restore: Vec<(ReleaseId, String)> = [prior.as_ref(), Some(&target)]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| {
+                            states[i]
+                                .release(id)
+                                .and_then(|r| r.meta.clone())
+                                .map(|m| (id.clone(), m.to_line()))
+                        })
+                        .collect();
+                    script::switch(
+                        &fleet.layout,
+                        prior.as_ref(),
+                        &format!("{:016x}", rand::random::<u64>()),
+                        &restore,
+                    )
+                },
+                None,
+                fleet.stage.timeouts.command,
+            )
+            .await;
+        let stuck: Vec<&str> = back
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| fleet.name(*i))
+            .collect();
+        let names: Vec<&str> = failed.iter().map(|(i, _)| fleet.name(*i)).collect();
+        let error = if stuck.is_empty() {
+            Error::Reverted(format!(
+                "rollback to {target} failed on {} ({why}); every host was left on the release it was on",
+                names.join(", ")
+            ))
+        } else {
+            Error::Diverged(format!(
+                "rollback to {target} failed on {} ({why}) and undoing it failed on {}: hosts are on different releases. Fix the hosts, then run `slipway rollback {} --to {target}`",
+                names.join(", "),
+                stuck.join(", "),
+                fleet.stage.name
+            ))
+        };
+        return (from, Some(target), Err(error));
+    }
+    if !fleet.stage.restart_hooks.is_empty() {
+        let results = run_restart(fleet, &all, &target).await;
+        let bad: Vec<String> = results
+            .iter()
+            .filter_map(|(i, r)| r.as_ref().err().map(|e| format!("{}: {e}", fleet.name(*i))))
+            .collect();
+        if !bad.is_empty() {
+            return (
+                from,
+                Some(target.clone()),
+                Err(Error::Diverged(format!(
+                    "every host is on {target}, but the restart hooks failed ({}): the old code may still be running there. Fix it and restart by hand, or run `slipway rollback {} --to {target}` again",
+                    bad.join("; "),
+                    fleet.stage.name
+                ))),
+            );
+        }
+    }
+    let human = format!(
+        "rolled back {} ({} host{}) to {target}",
+        fleet.stage.name,
+        fleet.len(),
+        if fleet.len() == 1 { "" } else { "s" }
+    );
+    let data = json!({ "to": target.as_str(), "from": from, "hosts": fleet.len() });
+    (from, Some(target), Ok(Outcome { human, data }))
+}
+
+/// The records written with the switch: the target becomes live, the release being
+/// left becomes rolled-back (with the reason).
+fn records(state: &HostState, target: &ReleaseId, reason: &str) -> Vec<(ReleaseId, String)> {
+    let mut out = Vec::new();
+    if let Some(meta) = state.release(target).and_then(|r| r.meta.clone()) {
+        out.push((
+            target.clone(),
+            meta.with_state(ReleaseState::Live, None).to_line(),
+        ));
+    }
+    if let Some(current) = state.current()
+        && &current != target
+        && let Some(meta) = state.release(&current).and_then(|r| r.meta.clone())
+    {
+        out.push((
+            current,
+            meta.with_state(ReleaseState::RolledBack, Some(reason.to_string()))
+                .to_line(),
+        ));
+    }
+    out
+}

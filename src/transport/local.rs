@@ -1,0 +1,92 @@
+//! The `local` transport: `deploy_to` on this machine, no server. It runs the very same
+//! scripts as the ssh transport, through `sh`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{Output, Stdin, Transport, TransportError, command_line};
+
+pub struct LocalTransport {
+    name: String,
+}
+
+impl LocalTransport {
+    pub fn new(name: &str) -> LocalTransport {
+        LocalTransport {
+            name: name.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for LocalTransport {
+    fn host(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(
+        &self,
+        script: &str,
+        stdin: Stdin,
+        timeout: Duration,
+    ) -> Result<Output, TransportError> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(command_line(script))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| TransportError::Connect(format!("cannot start sh: {e}")))?;
+        let input = child.stdin.take();
+        let mut out = child.stdout.take();
+        let mut err = child.stderr.take();
+        let work = async move {
+            let feed = async {
+                if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
+                    // A script that exits early closes its stdin: not an error of ours.
+                    let _ = pipe.write_all(&bytes).await;
+                    let _ = pipe.shutdown().await;
+                }
+            };
+            let read_out = async {
+                let mut buf = Vec::new();
+                if let Some(pipe) = out.as_mut() {
+                    let _ = pipe.read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let read_err = async {
+                let mut buf = Vec::new();
+                if let Some(pipe) = err.as_mut() {
+                    let _ = pipe.read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let ((), stdout, stderr) = tokio::join!(feed, read_out, read_err);
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| TransportError::Lost(e.to_string()))?;
+            Ok(Output {
+                code: status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            })
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
+    }
+
+    async fn close(&self) {}
+}

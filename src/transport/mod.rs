@@ -1,0 +1,100 @@
+//! How slipway reaches a host. Every remote operation is "run this `sh` script, with
+//! this stdin": reading state, streaming the release archive in, switching `current`.
+//! The same scripts run on every transport, so `local` exercises the code path `ssh` uses.
+
+mod local;
+mod ssh;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use local::LocalTransport;
+pub use ssh::{SshOptions, SshTransport};
+
+use crate::layout::quote;
+
+/// What a remote script left behind.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    /// The script's own explanation of a failure: its last lines of stderr.
+    pub fn message(&self) -> String {
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(5)..];
+        if tail.is_empty() {
+            format!("exit status {}", self.code)
+        } else {
+            tail.join("; ")
+        }
+    }
+}
+
+/// Failures of the transport itself (as opposed to a script that ran and failed).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error(
+        "the host key is not known (refused: known_hosts = strict). If this is the right host, trust it with: ssh-keyscan {keyscan} >> ~/.ssh/known_hosts (compare the fingerprint with the host first), or set known_hosts = \"accept-new\" in [ssh]"
+    )]
+    UnknownHostKey { keyscan: String },
+    #[error(
+        "THE HOST KEY HAS CHANGED: this may be a machine in the middle, or a reinstalled host. Refusing to connect. Verify the new key out of band, then remove the old one with: ssh-keygen -R {host}"
+    )]
+    ChangedHostKey { host: String },
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error(
+        "no answer within {0:?} (the step's timeout; raise it in [timeouts] if the step is slow)"
+    )]
+    Timeout(Duration),
+}
+
+/// Bytes fed to a script's stdin, shared by every host without copying.
+pub type Stdin = Option<Arc<Vec<u8>>>;
+
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The host's name in messages.
+    fn host(&self) -> &str;
+
+    /// Runs `script` with `sh` on the host, feeding it `stdin`, within `timeout`.
+    async fn run(
+        &self,
+        script: &str,
+        stdin: Stdin,
+        timeout: Duration,
+    ) -> Result<Output, TransportError>;
+
+    /// Ends the connection (for ssh: the master exits unless it should persist).
+    async fn close(&self);
+}
+
+/// Exit status a script reports when a command was not found (127 is remapped: the ssh
+/// layer cannot tell a missing `sh` from a missing hook command, and loses the output).
+pub const EXIT_NOT_FOUND: i32 = 126;
+
+/// The command line that runs `script`: `sh` reads it from its `-c` argument, and 127
+/// ("command not found") comes back as 126 with its message intact.
+pub fn command_line(script: &str) -> String {
+    let wrapper = format!(
+        "sh -c {}; rc=$?; if [ \"$rc\" -eq 127 ]; then echo 'slipway: a command was not found on this host (exit status 127)' >&2; exit {EXIT_NOT_FOUND}; fi; exit \"$rc\"",
+        quote(script)
+    );
+    format!("exec sh -c {}", quote(&wrapper))
+}

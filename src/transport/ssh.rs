@@ -1,0 +1,247 @@
+//! The `ssh` transport: system ssh through the `openssh` crate, one multiplexed master
+//! connection per host. The user's ssh config, agent and known_hosts apply as they do
+//! for `ssh` on the command line.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::{Output, Stdin, Transport, TransportError, command_line};
+use crate::config::{Host, KnownHostsPolicy, Ssh};
+
+/// Stock sshd allows 10 sessions per connection (MaxSessions); beyond about 6-8
+/// concurrent channels, opens are refused. Stay well below.
+const CHANNELS_PER_HOST: usize = 4;
+
+/// The master exits by itself after this long without a client, so that a deployer
+/// killed with SIGKILL does not leave ssh processes behind forever.
+const MASTER_IDLE_SECONDS: usize = 120;
+
+/// How to connect: the stage's ssh settings.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub ssh: Ssh,
+}
+
+pub struct SshTransport {
+    name: String,
+    session: Mutex<Option<Arc<Session>>>,
+    channels: Semaphore,
+}
+
+impl SshTransport {
+    pub async fn connect(
+        host: &Host,
+        options: &SshOptions,
+    ) -> Result<SshTransport, TransportError> {
+        let ssh = &options.ssh;
+        let mut builder = SessionBuilder::default();
+        builder
+            .known_hosts_check(match ssh.known_hosts {
+                KnownHostsPolicy::Strict => KnownHosts::Strict,
+                // `Add` is ssh's accept-new: unknown keys are recorded, changed keys refused.
+                KnownHostsPolicy::AcceptNew => KnownHosts::Add,
+            })
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(MASTER_IDLE_SECONDS)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            ))
+            .control_directory(control_directory().map_err(TransportError::Connect)?)
+            .connect_timeout(ssh.connect_timeout)
+            .server_alive_interval(Duration::from_secs(15));
+        if let Some(user) = host.user.as_ref().or(ssh.user.as_ref()) {
+            builder.user(user.clone());
+        }
+        if let Some(port) = host.port.or(ssh.port) {
+            builder.port(port);
+        }
+        if let Some(key) = &ssh.identity_file {
+            builder.keyfile(key);
+        }
+        if let Some(config) = &ssh.config_file {
+            builder.config_file(config);
+        }
+        let session = builder
+            .connect_mux(&host.address)
+            .await
+            .map_err(|e| classify_connect_error(host, e))?;
+        Ok(SshTransport {
+            name: host.name.clone(),
+            session: Mutex::new(Some(Arc::new(session))),
+            channels: Semaphore::new(CHANNELS_PER_HOST),
+        })
+    }
+
+    fn session(&self) -> Result<Arc<Session>, TransportError> {
+        let guard = self
+            .session
+            .lock()
+            .map_err(|_| TransportError::Lost("session state poisoned".into()))?;
+        guard
+            .clone()
+            .ok_or_else(|| TransportError::Lost("the connection was closed".into()))
+    }
+
+    async fn run_once(&self, command: &str, stdin: &Stdin) -> Result<Output, String> {
+        let session = self.session().map_err(|e| e.to_string())?;
+        let mut child = session
+            .raw_command(command)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| describe(&e))?;
+        let input = child.stdin().take();
+        let mut out = child.stdout().take();
+        let mut err = child.stderr().take();
+        // Feed stdin while draining stdout and stderr: a script that writes a lot before
+        // reading its input would otherwise deadlock against us.
+        let feed = async {
+            if let (Some(mut pipe), Some(bytes)) = (input, stdin.as_ref()) {
+                let _ = pipe.write_all(bytes).await;
+                let _ = pipe.shutdown().await;
+            }
+        };
+        let read_out = async {
+            let mut buf = Vec::new();
+            if let Some(pipe) = out.as_mut() {
+                let _ = pipe.read_to_end(&mut buf).await;
+            }
+            buf
+        };
+        let read_err = async {
+            let mut buf = Vec::new();
+            if let Some(pipe) = err.as_mut() {
+                let _ = pipe.read_to_end(&mut buf).await;
+            }
+            buf
+        };
+        let ((), stdout, stderr) = tokio::join!(feed, read_out, read_err);
+        let status = child.wait().await.map_err(|e| describe(&e))?;
+        Ok(Output {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn host(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(
+        &self,
+        script: &str,
+        stdin: Stdin,
+        timeout: Duration,
+    ) -> Result<Output, TransportError> {
+        let command = command_line(script);
+        let work = async {
+            let _permit = self
+                .channels
+                .acquire()
+                .await
+                .map_err(|_| TransportError::Lost("closed".into()))?;
+            let mut attempt = 0;
+            loop {
+                match self.run_once(&command, &stdin).await {
+                    Ok(output) => return Ok(output),
+                    // sshd refuses channels beyond MaxSessions; that passes when others end.
+                    Err(e) if attempt < 5 && e.to_string().contains("refused") => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    }
+                    Err(e) => return Err(TransportError::Lost(e)),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
+    }
+
+    async fn close(&self) {
+        let session = self.session.lock().ok().and_then(|mut s| s.take());
+        if let Some(session) = session.and_then(|s| Arc::try_unwrap(s).ok()) {
+            let _ = session.close().await;
+        }
+    }
+}
+
+fn describe(error: &openssh::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn classify_connect_error(host: &Host, error: openssh::Error) -> TransportError {
+    let text = describe(&error);
+    if text.contains("IDENTIFICATION HAS CHANGED")
+        || text.contains("Host key for") && text.contains("has changed")
+    {
+        return TransportError::ChangedHostKey {
+            host: keyscan_name(host, false),
+        };
+    }
+    if text.contains("Host key verification failed")
+        || text.contains("No ED25519 host key is known")
+        || text.contains("host key is known")
+    {
+        return TransportError::UnknownHostKey {
+            keyscan: keyscan_name(host, true),
+        };
+    }
+    TransportError::Connect(text)
+}
+
+fn keyscan_name(host: &Host, for_keyscan: bool) -> String {
+    match (host.port, for_keyscan) {
+        (Some(p), true) => format!("-p {p} {}", host.address),
+        (Some(p), false) => format!("'[{}]:{p}'", host.address),
+        (None, _) => host.address.clone(),
+    }
+}
+
+/// A short, private directory for control sockets (ssh appends its own name, and a
+/// Unix socket path must stay under ~108 bytes).
+fn control_directory() -> Result<PathBuf, String> {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("slipway-{uid}"));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(0o700);
+    match builder.create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    // Another user could pre-create the directory to watch or hijack our sockets.
+    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is not a private directory of this user (mode 0700, owned by uid {uid}); remove it and try again",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
