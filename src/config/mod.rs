@@ -227,11 +227,17 @@ impl Config {
                 }
                 None => (None, None),
             };
+            // serde names unknown keys itself; for a wrong type it names only the value.
+            let key = e
+                .span()
+                .and_then(|s| locate::key_at(text, s.start))
+                .map(|k| k.to_string())
+                .unwrap_or_default();
             ConfigError {
                 file: file.to_path_buf(),
                 line,
                 column,
-                key: String::new(),
+                key,
                 message: e.message().trim().to_string(),
             }
         })?;

@@ -131,18 +131,21 @@ fn resolve_stage(
     let ssh = resolve_ssh(stage, top, at, base)?;
 
     let mut shared_files = Vec::new();
+    let mut shared_at = at.key("shared");
     if let Some((files, p)) = field!(stage.shared, top.shared, at, "shared", files) {
+        shared_at = p.clone();
         for (i, f) in files.iter().enumerate() {
             shared_files.push(check_relative(f, "shared file", &p.index(i))?);
         }
     }
     let mut shared_dirs = Vec::new();
     if let Some((dirs, p)) = field!(stage.shared, top.shared, at, "shared", dirs) {
+        shared_at = p.clone();
         for (i, d) in dirs.iter().enumerate() {
             shared_dirs.push(check_relative(d, "shared dir", &p.index(i))?);
         }
     }
-    check_shared_overlap(&shared_files, &shared_dirs, &at.key("shared"))?;
+    check_shared_overlap(&shared_files, &shared_dirs, &shared_at)?;
 
     let mut hooks = [Vec::new(), Vec::new()];
     let build = field!(stage.hooks, top.hooks, at, "hooks", build);
