@@ -363,7 +363,7 @@ mod tests {
         );
         let missing = ReleaseId::parse(D).unwrap();
         assert!(matches!(
-            fleet_rollback_target(&[h1.clone()], Some(&missing)),
+            fleet_rollback_target(std::slice::from_ref(&h1), Some(&missing)),
             Err(RollbackRefusal::TargetMissing { .. })
         ));
         let only = host("h", Some(A), vec![entry(A, Some(Live))]);

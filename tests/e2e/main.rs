@@ -3,7 +3,6 @@
 //! with `scripts/test`, which installs what is missing.
 
 #[path = "../support/hosts.rs"]
-#[allow(dead_code)]
 mod hosts;
 #[allow(dead_code)]
 mod scenario;
@@ -13,5 +12,6 @@ mod config_errors;
 mod deploy;
 mod failures;
 mod hostile;
+mod hostkeys;
 mod lock;
 mod quickstart;
