@@ -127,6 +127,9 @@ fn resolve_stage(
         }
     };
 
+    let link_unchanged = field!(stage, top, at, link_unchanged)
+        .map(|(v, _)| *v)
+        .unwrap_or(true);
     let source = resolve_source(stage, top, at, base)?;
     let ssh = resolve_ssh(stage, top, at, base)?;
 
@@ -190,6 +193,7 @@ fn resolve_stage(
         app: app.clone(),
         deploy_to,
         keep_releases,
+        link_unchanged,
         transport,
         source,
         ssh,

@@ -186,3 +186,83 @@ fn releases_status_and_check_change_nothing_and_report() {
         run.stdout
     );
 }
+
+#[test]
+fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
+    let s = Scenario::new().hosts(2);
+    for n in 0..200 {
+        s.app_file(
+            &format!("assets/file{n:03}.txt"),
+            &format!("{n}").repeat(500),
+        );
+    }
+    let cold = s.slipway(&["deploy", "test", "--json"]).ok();
+    let result = |run: &crate::scenario::Run| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(run.stdout.lines().last().unwrap()).unwrap()["data"]["result"].clone()
+    };
+    let cold = result(&cold);
+    s.app_file("assets/file007.txt", "changed");
+    s.app_file("assets/new.txt", "new");
+    let warm = s.slipway(&["deploy", "test", "--json"]).ok();
+    let warm = result(&warm);
+    let (cold_bytes, warm_bytes) = (
+        cold["bytes_sent"].as_u64().unwrap(),
+        warm["bytes_sent"].as_u64().unwrap(),
+    );
+    println!(
+        "incremental: cold deploy sent {cold_bytes} bytes, second deploy {warm_bytes} bytes, linked {}",
+        warm["linked"]
+    );
+    assert!(
+        warm_bytes * 5 < cold_bytes,
+        "second deploy sent {warm_bytes} of {cold_bytes} bytes"
+    );
+    let (first, second) = (
+        cold["release"].as_str().unwrap().to_string(),
+        warm["release"].as_str().unwrap().to_string(),
+    );
+    use std::os::unix::fs::MetadataExt;
+    for i in 0..2 {
+        let old =
+            fs::metadata(s.app_path(i, &format!("releases/{first}/assets/file001.txt"))).unwrap();
+        let new =
+            fs::metadata(s.app_path(i, &format!("releases/{second}/assets/file001.txt"))).unwrap();
+        assert_eq!(
+            old.ino(),
+            new.ino(),
+            "unchanged file is a hard link on host {i}"
+        );
+        assert_eq!(
+            fs::read_to_string(s.app_path(i, "current/assets/file007.txt")).unwrap(),
+            "changed"
+        );
+        assert_eq!(
+            fs::read_to_string(s.app_path(i, "current/assets/new.txt")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            fs::read_to_string(s.app_path(i, &format!("releases/{first}/assets/file007.txt")))
+                .unwrap(),
+            "7".repeat(500)
+        );
+    }
+
+    // A previous release whose file no longer matches its manifest cannot serve as a
+    // base: that host gets the whole release, and the result is verified all the same.
+    fs::write(
+        s.app_path(1, &format!("releases/{second}/assets/file002.txt")),
+        "tampered",
+    )
+    .unwrap();
+    s.app_file("index.html", "v3");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(s.app_path(1, "current/assets/file002.txt")).unwrap(),
+        "2".repeat(500)
+    );
+}
