@@ -50,9 +50,14 @@ impl Fleet {
                             .map(|t| Arc::new(t) as Arc<dyn Transport>),
                     };
                 match &result {
-                    Ok(_) => {
+                    Ok(t) => {
                         if stage.transport == TransportKind::Ssh {
-                            reporter.finished(&host.name, "connect", started.elapsed(), None)
+                            let how = if t.reused() {
+                                "reused an open connection"
+                            } else {
+                                "new connection"
+                            };
+                            reporter.finished(&host.name, "connect", started.elapsed(), Some(how))
                         }
                     }
                     Err(e) => {

@@ -318,7 +318,7 @@ fn resolve_ssh(stage: &Layer, top: &Layer, at: &KeyPath, base: &Path) -> Result<
     };
     let persist = duration(
         field!(stage.ssh, top.ssh, at, "ssh", persist),
-        Duration::from_secs(0),
+        Duration::from_secs(60),
     )?;
     let connect_timeout = duration(
         field!(stage.ssh, top.ssh, at, "ssh", connect_timeout),

@@ -266,3 +266,60 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
         "2".repeat(500)
     );
 }
+
+#[test]
+fn a_command_right_after_another_reuses_its_connections_and_replaces_dead_ones() {
+    let s = Scenario::new().hosts(2);
+    s.deploy_ok();
+    let connects = |run: &crate::scenario::Run| -> Vec<String> {
+        run.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["step"] == "connect" && v["status"] == "ok")
+            .map(|v| v["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let run = s.slipway(&["status", "test", "--json"]).ok();
+    assert_eq!(
+        connects(&run),
+        vec!["reused an open connection"; 2],
+        "{}",
+        run.stdout
+    );
+    // Kill every master of this fleet's hosts: the next command reconnects without an error.
+    for h in s.fleet().hosts() {
+        let _ = std::process::Command::new("pkill")
+            .args([
+                "-f",
+                &format!("ControlPersist.* {}$", h.address.replace('.', "[.]")),
+            ])
+            .status();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = s.slipway(&["status", "test", "--json"]).ok();
+    assert_eq!(connects(&run), vec!["new connection"; 2], "{}", run.stdout);
+    // persist = "0s" turns reuse off.
+    let s = crate::scenario::Scenario {
+        extra: String::new(),
+        ..s
+    };
+    let text = s.config_text().replace(
+        "connect_timeout = \"5s\"",
+        "connect_timeout = \"5s\"\npersist = \"0s\"",
+    );
+    fs::write(s.dir().join("nopersist.toml"), &text).unwrap();
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .arg("-c")
+            .arg(s.dir().join("nopersist.toml"))
+            .args(["status", "test", "--json"])
+            .output()
+            .unwrap();
+        let run = crate::scenario::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::new(),
+        };
+        assert_eq!(connects(&run), vec!["new connection"; 2], "{}", run.stdout);
+    }
+}
