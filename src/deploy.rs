@@ -74,7 +74,7 @@ async fn locked_deploy(
         &ctx.interrupt,
     )
     .await?;
-    let result = run_deploy(fleet, ctx, archive).await;
+    let result = run_deploy(fleet, ctx, archive, &held.states).await;
     // Every outcome is on record, on every host: success, failure, or a revert.
     let (id, from, outcome) = match &result {
         Ok((id, from, _)) => (Some(id.clone()), from.clone(), Ok(())),
@@ -96,8 +96,7 @@ async fn locked_deploy(
         message: outcome.err().map(|e| e.to_string()),
         duration_ms: started.elapsed().as_millis() as u64,
     };
-    append_audit(fleet, &record).await;
-    lock::release(fleet, &held).await;
+    lock::finish(fleet, &held, &record).await;
     result.map(|(_, _, outcome)| outcome).map_err(|(_, _, e)| e)
 }
 
@@ -106,10 +105,14 @@ type DeployResult = std::result::Result<
     (Option<ReleaseId>, Option<String>, Error),
 >;
 
-async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployResult {
+async fn run_deploy(
+    fleet: &Fleet,
+    ctx: &Context,
+    archive: Archive,
+    states: &[HostState],
+) -> DeployResult {
     let stage = &fleet.stage;
     let timeouts = &stage.timeouts;
-    let states = probe(fleet).await.map_err(|e| (None, None, e))?;
     let from = common_current(&states);
     let id = next_release_id(&states);
     let fail = |e: Error| (Some(id.clone()), from.clone(), e);
