@@ -113,8 +113,8 @@ async fn run_deploy(
 ) -> DeployResult {
     let stage = &fleet.stage;
     let timeouts = &stage.timeouts;
-    let from = common_current(&states);
-    let id = next_release_id(&states);
+    let from = common_current(states);
+    let id = next_release_id(states);
     let fail = |e: Error| (Some(id.clone()), from.clone(), e);
     let interrupted = |signal: &str| {
         Error::Interrupted(format!(
@@ -143,7 +143,7 @@ async fn run_deploy(
         .chain(&stage.shared_dirs)
         .cloned()
         .collect();
-    let uploads = plan_uploads(fleet, &states, &archive, &meta, &shared)
+    let uploads = plan_uploads(fleet, states, &archive, &meta, &shared)
         .await
         .map_err(|e| fail(Error::Io(e)))?;
     fleet.reporter.info(&format!(
@@ -314,26 +314,24 @@ async fn run_deploy(
             .map(|(i, _)| *i)
             .collect();
         return Err(fail(
-            switch_back(fleet, &states, &switched, &meta, &id, &e.to_string()).await,
+            switch_back(fleet, states, &switched, &meta, &id, &e.to_string()).await,
         ));
     }
     if let Err(m) = fault::point("deploy.after-switch").await {
-        return Err(fail(
-            switch_back(fleet, &states, &all, &meta, &id, &m).await,
-        ));
+        return Err(fail(switch_back(fleet, states, &all, &meta, &id, &m).await));
     }
 
     // Restart hooks in the new release; a failure switches every host back.
     if !stage.restart_hooks.is_empty() {
         let results = run_restart(fleet, &all, &id).await;
         if let Some(e) = first_failure(fleet, "restart", &results) {
-            let error = switch_back(fleet, &states, &all, &meta, &id, &e.to_string()).await;
+            let error = switch_back(fleet, states, &all, &meta, &id, &e.to_string()).await;
             return Err(fail(error));
         }
     }
 
     // Retention.
-    let pruned = prune(fleet, &states, &live).await;
+    let pruned = prune(fleet, states, &live).await;
     let human = format!(
         "deployed {} to {} ({} host{}): {} is live{}",
         stage.app,
