@@ -40,6 +40,10 @@ printf 'clock\t%s\n' "$(date +%s)"
     )
 }
 
+fn probe_in_subshell(layout: &Layout) -> String {
+    format!("(\n{}\n)", probe(layout))
+}
+
 /// Takes the deploy lock: `mkdir` is atomic, so of two runs exactly one succeeds. The
 /// winner writes who it is; a loser prints the holder and exits [`EXIT_LOCK_HELD`].
 /// Once the lock is taken, the same script reads the host's state (the probe), saving
@@ -60,7 +64,7 @@ exit {EXIT_LOCK_HELD}
 "#,
         d = quote(layout.deploy_to()),
         owner = quote(owner_json),
-        then = format!("(\n{}\n)", probe(layout)),
+        then = probe_in_subshell(layout),
     )
 }
 
