@@ -7,7 +7,6 @@
 //! another command with connections kept open (`persist = "60s"`).
 
 #[path = "../tests/support/hosts.rs"]
-#[allow(dead_code)]
 mod hosts;
 
 use std::fs;
@@ -29,6 +28,8 @@ struct Measured {
 }
 
 /// Runs a command, returning its wall time, peak RSS (from wait4) and stdout.
+// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> Measured {
     let started = Instant::now();
     let mut child = cmd
