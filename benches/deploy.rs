@@ -131,8 +131,23 @@ fn bytes_sent(stdout: &str) -> u64 {
 }
 
 /// CPU seconds (user + system) that the hosts' sshd listeners have reaped from their
-/// finished sessions: everything the deploy made the hosts do.
+/// finished sessions: everything the deploy made the hosts do. Sessions end a moment
+/// after the client does; wait until the count settles so that no work is counted
+/// against the next operation.
 fn host_cpu(fleet: &Fleet) -> f64 {
+    let mut last = host_cpu_now(fleet);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = host_cpu_now(fleet);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+fn host_cpu_now(fleet: &Fleet) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let configs: Vec<String> = fleet
