@@ -128,5 +128,14 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
             }
         }
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
+        Command::Log { stage, since } => {
+            let since = match since {
+                Some(text) => {
+                    Some(commands::parse_since(text, chrono::Utc::now()).map_err(Error::Usage)?)
+                }
+                None => None,
+            };
+            commands::log(config.stage(stage)?, &ctx, since).await
+        }
     }
 }

@@ -312,6 +312,14 @@ pub fn audit(layout: &Layout, line: &str) -> String {
     )
 }
 
+/// Prints the audit log (nothing if there is none yet).
+pub fn read_audit(layout: &Layout) -> String {
+    format!(
+        "{PRELUDE}l={}\nif [ -f \"$l\" ]; then cat -- \"$l\"; fi\n",
+        quote(&layout.audit_log())
+    )
+}
+
 /// The preflight survey `slipway check` judges: changes nothing.
 pub fn check(layout: &Layout, files: &[String], dirs: &[String]) -> String {
     let mut s = format!(
