@@ -447,7 +447,7 @@ pub fn merge_logs(
             }
         }
     }
-    merged.sort_by(|a, b| a.time.cmp(&b.time));
+    merged.sort_by_key(|e| e.time);
     merged
 }
 
