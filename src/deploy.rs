@@ -130,6 +130,7 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
         files: archive.manifest.file_count(),
         bytes: archive.manifest.total_bytes(),
         schema_version: None,
+        migrations: vec![],
         note: None,
     };
     let payload = release_payload(&archive, &meta).map_err(|e| fail(Error::Io(e)))?;
@@ -637,6 +638,7 @@ fn build_plan(
         files: archive.manifest.file_count(),
         bytes: archive.manifest.total_bytes(),
         schema_version: None,
+        migrations: vec![],
         note: None,
     };
     let list = |v: &[String]| {

@@ -264,6 +264,7 @@ mod tests {
             files: 0,
             bytes: 0,
             schema_version: None,
+            migrations: vec![],
             note: None,
         });
         ReleaseEntry { id: rid, meta }
@@ -363,7 +364,7 @@ mod tests {
         );
         let missing = ReleaseId::parse(D).unwrap();
         assert!(matches!(
-            fleet_rollback_target(&[h1.clone()], Some(&missing)),
+            fleet_rollback_target(std::slice::from_ref(&h1), Some(&missing)),
             Err(RollbackRefusal::TargetMissing { .. })
         ));
         let only = host("h", Some(A), vec![entry(A, Some(Live))]);

@@ -19,6 +19,7 @@ use crate::script;
 pub struct Request {
     pub to: Option<ReleaseId>,
     pub reason: Option<String>,
+    pub schema: crate::db::undo::Options,
 }
 
 pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result<Outcome> {
