@@ -82,26 +82,68 @@ impl Prepared {
     }
 }
 
+/// The schema part of a rollback, decided before any host is switched.
+pub enum SchemaRollback {
+    /// The stage has no database, or the code does not change.
+    Nothing,
+    /// `--skip-schema`: the code only.
+    Skipped,
+    /// sqlx migrations (postgres, mysql, sqlite): down scripts to run.
+    Undo(Prepared),
+    /// Command mode: `rollback_command` in the release being left, to `target`.
+    Command { left: ReleaseId, target: i64 },
+}
+
+impl SchemaRollback {
+    /// One line for the plan and the report.
+    pub fn describe(&self) -> String {
+        match self {
+            SchemaRollback::Nothing => "no database change".into(),
+            SchemaRollback::Skipped => {
+                "SKIPPED (--skip-schema): only the code is switched, the database stays as it is"
+                    .into()
+            }
+            SchemaRollback::Undo(p) => p.describe(),
+            SchemaRollback::Command { left, target } => format!(
+                "run rollback_command in release {left} with SLIPWAY_TARGET_VERSION={target}"
+            ),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            SchemaRollback::Nothing => serde_json::json!(null),
+            SchemaRollback::Skipped => serde_json::json!({ "skipped": true }),
+            SchemaRollback::Undo(p) => serde_json::to_value(p.summary()).unwrap_or_default(),
+            SchemaRollback::Command { left, target } => {
+                serde_json::json!({ "command": true, "release": left.as_str(), "target_version": target })
+            }
+        }
+    }
+}
+
 /// Plans the schema rollback from release `from` (current on the primary) to `target`.
 /// Refuses, touching nothing, when a down script is missing, a migration is
 /// irreversible (without `--force-schema`), or records and database disagree.
 pub async fn prepare(
     fleet: &Fleet,
-    config: &Database,
     states: &[HostState],
     target: &ReleaseId,
     options: Options,
-) -> Result<Option<Prepared>, Error> {
+) -> Result<SchemaRollback, Error> {
+    let Some(config) = fleet.stage.database.as_ref() else {
+        return Ok(SchemaRollback::Nothing);
+    };
     if options.skip_schema {
-        return Ok(None);
+        return Ok(SchemaRollback::Skipped);
     }
     let primary = config.primary;
     let state = &states[primary];
     let Some(from) = state.current() else {
-        return Ok(None);
+        return Ok(SchemaRollback::Nothing);
     };
     if &from == target {
-        return Ok(None);
+        return Ok(SchemaRollback::Nothing);
     }
     let refuse = |m: String| {
         Error::Refused(format!(
@@ -111,6 +153,23 @@ pub async fn prepare(
     };
     let left_meta = state.release(&from).and_then(|r| r.meta.clone());
     let target_meta = state.release(target).and_then(|r| r.meta.clone());
+    if let Some(commands) = &config.commands {
+        let target_version = target_meta
+            .as_ref()
+            .and_then(|m| m.schema_version)
+            .ok_or_else(|| {
+                refuse(super::plan::Refusal::NoTargetVersion(target.to_string()).to_string())
+            })?;
+        if commands.rollback.is_none() {
+            return Err(refuse(
+                "no rollback_command is configured (set one in [database], or use --skip-schema to switch the code only)".into(),
+            ));
+        }
+        return Ok(SchemaRollback::Command {
+            left: from,
+            target: target_version,
+        });
+    }
     let out = fleet
         .step(
             primary,
@@ -147,7 +206,43 @@ pub async fn prepare(
         options.force_schema,
     )
     .map_err(|r| refuse(r.to_string()))?;
-    Ok(Some(Prepared { plan, set, from }))
+    Ok(SchemaRollback::Undo(Prepared { plan, set, from }))
+}
+
+/// Applies the schema part after the code switched; returns what to report.
+pub async fn apply_any(fleet: &Fleet, schema: &SchemaRollback) -> Result<String, String> {
+    let Some(config) = fleet.stage.database.as_ref() else {
+        return Ok(String::new());
+    };
+    match schema {
+        SchemaRollback::Nothing => Ok(String::new()),
+        SchemaRollback::Skipped => Ok(
+            "the schema was NOT rolled back (--skip-schema): the database stays as it was".into(),
+        ),
+        SchemaRollback::Undo(p) => {
+            let undone = apply(fleet, config, p).await?;
+            Ok(if undone.is_empty() {
+                format!(
+                    "no migrations to undo (schema at version {})",
+                    p.plan.target
+                )
+            } else {
+                format!(
+                    "undid {} (schema now at version {})",
+                    describe_all(&p.set, &undone),
+                    p.plan.target
+                )
+            })
+        }
+        SchemaRollback::Command { left, target } => {
+            let commands = config
+                .commands
+                .as_ref()
+                .ok_or_else(|| "command mode is not configured".to_string())?;
+            super::command::rollback(fleet, config, commands, left, *target).await?;
+            Ok(format!("ran rollback_command to version {target}"))
+        }
+    }
 }
 
 /// Applies a prepared schema rollback; returns the versions undone.
