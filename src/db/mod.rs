@@ -282,6 +282,7 @@ impl<'a> Db<'a> {
     }
 
     async fn run_sqlite(&self, step: &str, program: String) -> Result<(), RunError> {
+        let started = Instant::now();
         let script = script::sqlite(&self.fleet.layout, self.sqlite_path());
         let out = self
             .fleet
@@ -306,7 +307,7 @@ impl<'a> Db<'a> {
                 message: out.message(),
             })
         };
-        self.report(step, Instant::now(), &result);
+        self.report(step, started, &result);
         result
     }
 
