@@ -382,7 +382,7 @@ pub fn snapshot(
             let db = layout.shared_path(sqlite_path.unwrap_or_default());
             s.push_str(&need_tool("sqlite3", "sqlite3"));
             s.push_str(&format!(
-                "sqlite3 -bail {db} {sql} || {{ rm -f -- \"$t\"; echo 'sqlite3 VACUUM INTO failed' >&2; exit 1; }}\n",
+                "mkdir -p -- \"$(dirname -- {db})\" || exit 1\nsqlite3 -bail {db} {sql} || {{ rm -f -- \"$t\"; echo 'sqlite3 VACUUM INTO failed' >&2; exit 1; }}\n",
                 db = quote(&db),
                 sql = quote(&format!("VACUUM INTO {}", sql_literal(&tmp))),
             ));
