@@ -197,9 +197,8 @@ impl Postgres {
                 .expect("cannot run pg_ctl"),
             "pg_ctl start",
         );
-        pg.admin(&format!(
-            "CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'; CREATE DATABASE appdb OWNER app;"
-        ));
+        pg.admin(&format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"));
+        pg.admin("CREATE DATABASE appdb OWNER app");
         pg
     }
 
