@@ -372,8 +372,7 @@ pub fn snapshot(
             s.push_str("pg_dump -Fc -f \"$t\" || { rm -f -- \"$t\"; echo 'pg_dump failed' >&2; exit 1; }\n");
         }
         DbDriver::Mysql => {
-            s.push_str("if command -v mariadb-dump >/dev/null 2>&1; then dump=mariadb-dump; else dump=mysqldump; fi\n");
-            s.push_str(&need_tool("$dump", "mariadb-client"));
+            s.push_str("if command -v mariadb-dump >/dev/null 2>&1; then dump=mariadb-dump; elif command -v mysqldump >/dev/null 2>&1; then dump=mysqldump; else echo 'mariadb-dump/mysqldump is not installed on this host: install it (Debian/Ubuntu: apt-get install mariadb-client)' >&2; exit 1; fi\n");
             s.push_str(READ_DB_CREDENTIALS);
             s.push_str(MYSQL_CONNECTION);
             s.push_str("MYSQL_PWD=$db_password \"$dump\" \"$@\" --single-transaction --routines --triggers --no-tablespaces --add-drop-database --databases \"$db_name\" > \"$t\" || { rm -f -- \"$t\"; echo \"$dump failed\" >&2; exit 1; }\n");
@@ -415,8 +414,7 @@ pub fn restore(
             s.push_str("pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d \"$db_name\" \"$f\" || { echo 'pg_restore failed' >&2; exit 1; }\n");
         }
         DbDriver::Mysql => {
-            s.push_str("if command -v mariadb >/dev/null 2>&1; then client=mariadb; else client=mysql; fi\n");
-            s.push_str(&need_tool("$client", "mariadb-client"));
+            s.push_str("if command -v mariadb >/dev/null 2>&1; then client=mariadb; elif command -v mysql >/dev/null 2>&1; then client=mysql; else echo 'the mariadb/mysql client is not installed on this host: install it (Debian/Ubuntu: apt-get install mariadb-client)' >&2; exit 1; fi\n");
             s.push_str(READ_DB_CREDENTIALS);
             s.push_str(MYSQL_CONNECTION);
             s.push_str("MYSQL_PWD=$db_password \"$client\" \"$@\" < \"$f\" || { echo \"$client failed to load the snapshot\" >&2; exit 1; }\n");
