@@ -11,4 +11,5 @@ mod fixtures;
 mod scenario;
 
 mod acceptance;
+mod more;
 mod sqlite_bookkeeping;

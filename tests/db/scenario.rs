@@ -39,6 +39,10 @@ pub struct Scenario {
     pub stage: String,
     /// Environment for slipway.
     pub url: Option<String>,
+    /// More environment for the next commands (e.g. SLIPWAY_FAULT).
+    pub env: Vec<(String, String)>,
+    /// Replaces the whole `[database]` section when set (command mode).
+    pub database_section: Option<String>,
 }
 
 pub struct Run {
@@ -83,6 +87,8 @@ impl Scenario {
             db_extra: String::new(),
             stage: "transport = \"local\"\n".into(),
             url,
+            env: Vec::new(),
+            database_section: None,
         }
     }
 
@@ -115,13 +121,18 @@ impl Scenario {
         } else {
             ""
         };
+        let database = self.database_section.clone().unwrap_or_else(|| {
+            format!(
+                "[database]\ndriver = \"{}\"\n{sqlite_path}{}",
+                self.driver(),
+                self.db_extra
+            )
+        });
         fs::write(
             self.config_path(),
             format!(
-                "app = \"shop\"\ndeploy_to = \"{}\"\nkeep_releases = 10\n\n[source]\npath = \"app\"\n\n[database]\ndriver = \"{}\"\n{sqlite_path}{}\n[stages.test]\n{}",
+                "app = \"shop\"\ndeploy_to = \"{}\"\nkeep_releases = 10\n\n[source]\npath = \"app\"\n\n{database}\n[stages.test]\n{}",
                 self.deploy_to.display(),
-                self.driver(),
-                self.db_extra,
                 self.stage
             ),
         )
@@ -138,6 +149,9 @@ impl Scenario {
             cmd.env("DATABASE_URL", url);
         }
         cmd.env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         let out: Output = cmd.output().expect("cannot run slipway");
         let run = Run {
             code: out.status.code().unwrap_or(-1),
