@@ -13,8 +13,8 @@ fn count(s: &Scenario, table: &str) -> i64 {
 
 /// 1, 4, 6, 7: deploy v1, a deploy without new migrations, v2, rollback; snapshots,
 /// retention and restore; no secret anywhere.
-fn deploy_migrate_rollback_restore(kind: Kind) {
-    let mut s = Scenario::new(kind);
+fn deploy_migrate_rollback_restore(mut s: Scenario) {
+    let kind = s.kind;
     s.db_extra = "keep_snapshots = 2\n".into();
 
     // v1: two migrations.
@@ -178,8 +178,8 @@ fn deploy_migrate_rollback_restore(kind: Kind) {
 }
 
 /// 2: a v3 whose second migration fails leaves v2 live and v2's schema.
-fn failing_migration(kind: Kind) {
-    let mut s = Scenario::new(kind);
+fn failing_migration(mut s: Scenario) {
+    let kind = s.kind;
     s.app(&v1(kind), "v1");
     s.deploy();
     s.app(&v2(kind), "v2");
@@ -219,8 +219,8 @@ fn failing_migration(kind: Kind) {
 
 /// 3: a rollback whose down script is missing refuses before switching; with
 /// --skip-schema it switches the code only and says so.
-fn missing_down_script(kind: Kind) {
-    let mut s = Scenario::new(kind);
+fn missing_down_script(mut s: Scenario) {
+    let kind = s.kind;
     s.app(&v1(kind), "v1");
     s.deploy();
     let r1 = s.current();
@@ -254,25 +254,21 @@ fn missing_down_script(kind: Kind) {
     assert_eq!(s.catalog(), catalog);
 }
 
+/// Each scenario for each database: through the `local` transport, and through two
+/// real sshd hosts (host1 has the db role).
 macro_rules! for_each_database {
     ($($name:ident),*) => {
-        mod postgres {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Kind::Postgres) } )*
+        mod local {
+            mod postgres { $( #[test] fn $name() { super::super::$name(crate::scenario::Scenario::new(crate::scenario::Kind::Postgres)) } )* }
+            mod mariadb { $( #[test] fn $name() { super::super::$name(crate::scenario::Scenario::new(crate::scenario::Kind::MariaDb)) } )* }
+            mod sqlite { $( #[test] fn $name() { super::super::$name(crate::scenario::Scenario::new(crate::scenario::Kind::Sqlite)) } )* }
         }
-        mod mariadb {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Kind::MariaDb) } )*
-        }
-        mod sqlite {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Kind::Sqlite) } )*
+        mod ssh {
+            mod postgres { $( #[test] fn $name() { super::super::$name(crate::ssh::on_hosts(crate::scenario::Kind::Postgres)) } )* }
+            mod mariadb { $( #[test] fn $name() { super::super::$name(crate::ssh::on_hosts(crate::scenario::Kind::MariaDb)) } )* }
+            mod sqlite { $( #[test] fn $name() { super::super::$name(crate::ssh::on_hosts(crate::scenario::Kind::Sqlite)) } )* }
         }
     };
 }
 
-for_each_database!(
-    deploy_migrate_rollback_restore,
-    failing_migration,
-    missing_down_script
-);
+for_each_database!(deploy_migrate_rollback_restore, failing_migration, missing_down_script);

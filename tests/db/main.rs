@@ -1,12 +1,16 @@
 //! Database migrations end to end: the real `slipway` binary, real PostgreSQL, MariaDB
 //! and SQLite (throwaway servers, see tests/support/db.rs). These run through the
-//! `local` transport, which runs the very scripts the ssh transport runs; the tests
-//! that need an ssh hop (the tunnel) are in `tunnel.rs`.
+//! `local` transport and through real sshd hosts (tests/support/hosts.rs); the tunnel
+//! tests are in `ssh.rs`.
 //!
 //! Each acceptance scenario runs once per database.
 
 #[path = "../support/db.rs"]
 mod db_support;
+#[path = "../support/hosts.rs"]
+#[allow(dead_code)]
+mod hosts;
+mod ssh;
 mod fixtures;
 mod scenario;
 

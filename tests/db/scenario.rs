@@ -29,7 +29,12 @@ pub type Mig = (u32, &'static str, String, Option<String>);
 pub struct Scenario {
     pub kind: Kind,
     pub dir: tempfile::TempDir,
+    /// `deploy_to` of the primary (db) host, as this machine sees it.
     pub deploy_to: PathBuf,
+    /// `deploy_to` as written in the config (as the hosts see it).
+    pub remote_deploy_to: String,
+    /// `deploy_to` of the other hosts, as this machine sees them.
+    pub other_hosts: Vec<PathBuf>,
     pub server: Server,
     /// Everything every command printed, for the leak test.
     pub transcript: String,
@@ -43,6 +48,8 @@ pub struct Scenario {
     pub env: Vec<(String, String)>,
     /// Replaces the whole `[database]` section when set (command mode).
     pub database_section: Option<String>,
+    /// Things that must live as long as the scenario (the ssh test hosts).
+    pub guards: Vec<Box<dyn std::any::Any>>,
 }
 
 pub struct Run {
@@ -68,6 +75,18 @@ impl Scenario {
             .tempdir()
             .unwrap();
         let deploy_to = dir.path().join("srv").join("app");
+        Scenario::build(kind, listen, dir, deploy_to.clone(), deploy_to.display().to_string())
+    }
+
+    /// A scenario whose stage is `stage` (hosts, ssh settings), deploying to
+    /// `remote_deploy_to`, which this machine sees at `deploy_to` on the db host.
+    pub fn build(
+        kind: Kind,
+        listen: Listen,
+        dir: tempfile::TempDir,
+        deploy_to: PathBuf,
+        remote_deploy_to: String,
+    ) -> Scenario {
         let server = match kind {
             Kind::Postgres => Server::Postgres(Postgres::start(listen)),
             Kind::MariaDb => Server::MariaDb(MariaDb::start(listen)),
@@ -82,6 +101,8 @@ impl Scenario {
             kind,
             dir,
             deploy_to,
+            remote_deploy_to,
+            other_hosts: Vec::new(),
             server,
             transcript: String::new(),
             db_extra: String::new(),
@@ -89,6 +110,7 @@ impl Scenario {
             url,
             env: Vec::new(),
             database_section: None,
+            guards: Vec::new(),
         }
     }
 
@@ -132,7 +154,7 @@ impl Scenario {
             self.config_path(),
             format!(
                 "app = \"shop\"\ndeploy_to = \"{}\"\nkeep_releases = 10\n\n[source]\npath = \"app\"\n\n{database}\n[stages.test]\n{}",
-                self.deploy_to.display(),
+                self.remote_deploy_to,
                 self.stage
             ),
         )
