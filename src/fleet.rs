@@ -50,9 +50,14 @@ impl Fleet {
                             .map(|t| Arc::new(t) as Arc<dyn Transport>),
                     };
                 match &result {
-                    Ok(_) => {
+                    Ok(t) => {
                         if stage.transport == TransportKind::Ssh {
-                            reporter.finished(&host.name, "connect", started.elapsed(), None)
+                            let how = if t.reused() {
+                                "reused an open connection"
+                            } else {
+                                "new connection"
+                            };
+                            reporter.finished(&host.name, "connect", started.elapsed(), Some(how))
                         }
                     }
                     Err(e) => {
@@ -172,6 +177,42 @@ impl Fleet {
             let text = script(i);
             let stdin = stdin.clone();
             async move { (i, self.step(i, step, &text, stdin, timeout).await) }
+        });
+        join_all(runs).await
+    }
+
+    /// Like [`Fleet::step_on`], with each host's own stdin, returning the raw output
+    /// (whatever the exit status) so the caller can act on specific codes.
+    pub async fn step_on_each<F, G>(
+        &self,
+        which: &[usize],
+        step: &str,
+        script: F,
+        stdin: G,
+        timeout: Duration,
+    ) -> Vec<(usize, std::result::Result<Output, String>)>
+    where
+        F: Fn(usize) -> String,
+        G: Fn(usize) -> Stdin,
+    {
+        let runs = which.iter().map(|&i| {
+            let text = script(i);
+            let stdin = stdin(i);
+            async move {
+                let host = self.hosts[i].host();
+                let started = Instant::now();
+                let result = self.exec(i, step, &text, stdin, timeout).await;
+                match &result {
+                    Ok(out) if out.success() => {
+                        self.reporter.finished(host, step, started.elapsed(), None)
+                    }
+                    Ok(out) => self
+                        .reporter
+                        .failed(host, step, started.elapsed(), &out.message()),
+                    Err(_) => {}
+                }
+                (i, result)
+            }
         });
         join_all(runs).await
     }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod delta;
 pub mod deploy;
 pub mod error;
 pub mod fault;

@@ -2,10 +2,14 @@
 //! per host: a login shell that is slow to start is paid once per step, not per command.
 //! Every interpolated value goes through [`quote`].
 
-use crate::layout::{Layout, RELEASE_META, ReleaseId, quote};
+use crate::layout::{Layout, RELEASE_MANIFEST, RELEASE_META, ReleaseId, quote};
 
 /// Exit status of the lock script when someone else holds the lock.
 pub const EXIT_LOCK_HELD: i32 = 75;
+
+/// Exit status when a release does not match its manifest, or its unchanged files could
+/// not be linked from the previous release: the deployer then sends the whole release.
+pub const EXIT_NOT_VERIFIED: i32 = 76;
 
 const PRELUDE: &str = "set -u\numask 022\n";
 
@@ -85,9 +89,11 @@ fi
 
 /// Receives the release archive on stdin into `releases/ID.partial`. Leftovers of a
 /// crashed run (stale `.partial` dirs and temporary `current` links) are removed first:
-/// the lock is held, so nobody else is writing them.
-pub fn upload(layout: &Layout, id: &ReleaseId) -> String {
-    format!(
+/// the lock is held, so nobody else is writing them. With `previous`, the archive holds
+/// only new and changed files plus `.slipway/link-list`, the files to hard-link from the
+/// previous release: one `cp -l` for all of them, not one command per file.
+pub fn upload(layout: &Layout, id: &ReleaseId, previous: Option<&ReleaseId>) -> String {
+    let mut s = format!(
         r#"{PRELUDE}d={d}
 mkdir -p -- "$d/releases" "$d/shared" || exit 1
 for p in "$d"/releases/*.partial; do
@@ -107,7 +113,23 @@ fi
         d = quote(layout.deploy_to()),
         partial = quote(&layout.partial(id)),
         release = quote(&layout.release(id)),
-    )
+    );
+    if let Some(prev) = previous {
+        s.push_str(&format!(
+            r#"if [ -f "$p/.slipway/link-list" ]; then
+  if ! (cd -- {prev} && tr '\n' '\0' < "$p/.slipway/link-list" | xargs -0 -r cp -l --parents -t "$p" --); then
+    echo "linking unchanged files from release {prev_id} failed" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+  rm -f -- "$p/.slipway/link-list"
+fi
+"#,
+            prev = quote(&layout.release(prev)),
+            prev_id = prev,
+        ));
+    }
+    s
 }
 
 /// Checks the shared files, links shared files and dirs into the partial release, then
@@ -115,7 +137,8 @@ fi
 /// and the partial release is removed.
 pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[String]) -> String {
     let mut s = format!(
-        "{PRELUDE}d={d}\np={partial}\nr={release}\n[ -d \"$p\" ] || {{ echo \"$p is missing (the upload did not finish)\" >&2; exit 1; }}\nmissing=0\n",
+        "{PRELUDE}d={d}\np={partial}\nr={release}\n[ -d \"$p\" ] || {{ echo \"$p is missing (the upload did not finish)\" >&2; exit 1; }}\n{verify}missing=0\n",
+        verify = verify_partial(),
         d = quote(layout.deploy_to()),
         partial = quote(&layout.partial(id)),
         release = quote(&layout.release(id)),
@@ -151,6 +174,22 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     }
     s.push_str("mv -- \"$p\" \"$r\" || { rm -rf -- \"$p\"; exit 1; }\n");
     s
+}
+
+/// Checks every file of the partial release against `.slipway/manifest.sha256`, before
+/// shared links replace any path: a truncated upload, a full disk or a tampered file in
+/// the release linked from is refused, naming the files.
+fn verify_partial() -> String {
+    format!(
+        r#"if [ -f "$p/.slipway/manifest.sha256" ]; then
+  if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c .slipway/manifest.sha256 2>&1); then
+    echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+fi
+"#
+    )
 }
 
 /// The environment every hook sees.
@@ -233,6 +272,14 @@ pub fn remove_releases(layout: &Layout, ids: &[ReleaseId]) -> String {
         s.push_str(&format!("rm -rf -- {}\n", quote(&layout.release(id))));
     }
     s
+}
+
+/// Prints a release's manifest (for incremental uploads).
+pub fn read_manifest(layout: &Layout, id: &ReleaseId) -> String {
+    format!(
+        "{PRELUDE}cat -- {}\n",
+        quote(&format!("{}/{RELEASE_MANIFEST}", layout.release(id)))
+    )
 }
 
 /// Removes a partial upload.
@@ -496,7 +543,8 @@ mod tests {
             lock(&layout, "{\"a\":\"'\"}"),
             unlock(&layout, "abc"),
             break_lock(&layout),
-            upload(&layout, &id),
+            upload(&layout, &id, None),
+            upload(&layout, &id, Some(&id)),
             finalize(&layout, &id, &files, &dirs),
             hooks("build", &env, &["echo 'hi' && false".to_string()], ""),
             switch(&layout, Some(&id), "n1", &[(id.clone(), "{}".into())]),

@@ -105,6 +105,64 @@ pub fn locate(text: &str, path: &KeyPath) -> Option<(usize, usize)> {
     best.map(|offset| line_column(text, offset))
 }
 
+/// The key path whose key or value covers byte `offset` (the deepest one), so that an
+/// error serde reports at a value ("invalid type") can name its key.
+pub fn key_at(text: &str, offset: usize) -> Option<KeyPath> {
+    let doc = Document::parse(text).ok()?;
+    let mut best = None;
+    walk_table(doc.as_table(), &KeyPath::root(), offset, &mut best);
+    best
+}
+
+fn covers(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
+    span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+}
+
+fn walk_table(
+    table: &dyn toml_edit::TableLike,
+    at: &KeyPath,
+    offset: usize,
+    best: &mut Option<KeyPath>,
+) {
+    for (key, item) in table.iter() {
+        let here = at.key(key);
+        let key_span = table.key(key).and_then(|k| k.span());
+        if covers(key_span, offset) || covers(item.span(), offset) {
+            *best = Some(here.clone());
+        }
+        walk_item(item, &here, offset, best);
+    }
+}
+
+fn walk_item(item: &Item, at: &KeyPath, offset: usize, best: &mut Option<KeyPath>) {
+    match item {
+        Item::Table(t) => walk_table(t, at, offset, best),
+        Item::ArrayOfTables(tables) => {
+            for (i, t) in tables.iter().enumerate() {
+                walk_table(t, &at.index(i), offset, best);
+            }
+        }
+        Item::Value(v) => walk_value(v, at, offset, best),
+        Item::None => {}
+    }
+}
+
+fn walk_value(value: &Value, at: &KeyPath, offset: usize, best: &mut Option<KeyPath>) {
+    match value {
+        Value::Array(array) => {
+            for (i, v) in array.iter().enumerate() {
+                let here = at.index(i);
+                if covers(v.span(), offset) {
+                    *best = Some(here.clone());
+                }
+                walk_value(v, &here, offset, best);
+            }
+        }
+        Value::InlineTable(t) => walk_table(t, at, offset, best),
+        _ => {}
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Cursor<'a> {
     Item(&'a Item),
@@ -131,7 +189,19 @@ mod tests {
         // A missing key points at the nearest existing parent.
         assert_eq!(
             locate(text, &KeyPath::root().key("stages").key("prod").key("nope")),
-            Some((2, 2))
+            Some((2, 9))
+        );
+    }
+
+    #[test]
+    fn key_at_names_the_key_of_a_value() {
+        let text = "app = \"x\"\nkeep_releases = \"five\"\n[stages.prod]\nhosts = [{ address = \"a\", port = \"p\" }]\n";
+        let offset = text.find("\"five\"").unwrap();
+        assert_eq!(key_at(text, offset).unwrap().to_string(), "keep_releases");
+        let offset = text.find("\"p\"").unwrap();
+        assert_eq!(
+            key_at(text, offset).unwrap().to_string(),
+            "stages.prod.hosts[0].port"
         );
     }
 

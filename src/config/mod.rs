@@ -60,6 +60,7 @@ pub struct Layer {
     pub app: Option<String>,
     pub deploy_to: Option<String>,
     pub keep_releases: Option<i64>,
+    pub link_unchanged: Option<bool>,
     pub transport: Option<String>,
     pub source: Option<SourceLayer>,
     pub ssh: Option<SshLayer>,
@@ -198,6 +199,8 @@ pub struct Stage {
     pub app: String,
     pub deploy_to: String,
     pub keep_releases: usize,
+    /// Hard-link files unchanged since the current release instead of sending them.
+    pub link_unchanged: bool,
     pub transport: TransportKind,
     pub source: Source,
     pub ssh: Ssh,
@@ -249,11 +252,17 @@ impl Config {
                 }
                 None => (None, None),
             };
+            // serde names unknown keys itself; for a wrong type it names only the value.
+            let key = e
+                .span()
+                .and_then(|s| locate::key_at(text, s.start))
+                .map(|k| k.to_string())
+                .unwrap_or_default();
             ConfigError {
                 file: file.to_path_buf(),
                 line,
                 column,
-                key: String::new(),
+                key,
                 message: e.message().trim().to_string(),
             }
         })?;

@@ -127,22 +127,28 @@ fn resolve_stage(
         }
     };
 
+    let link_unchanged = field!(stage, top, at, link_unchanged)
+        .map(|(v, _)| *v)
+        .unwrap_or(true);
     let source = resolve_source(stage, top, at, base)?;
     let ssh = resolve_ssh(stage, top, at, base)?;
 
     let mut shared_files = Vec::new();
+    let mut shared_at = at.key("shared");
     if let Some((files, p)) = field!(stage.shared, top.shared, at, "shared", files) {
+        shared_at = p.clone();
         for (i, f) in files.iter().enumerate() {
             shared_files.push(check_relative(f, "shared file", &p.index(i))?);
         }
     }
     let mut shared_dirs = Vec::new();
     if let Some((dirs, p)) = field!(stage.shared, top.shared, at, "shared", dirs) {
+        shared_at = p.clone();
         for (i, d) in dirs.iter().enumerate() {
             shared_dirs.push(check_relative(d, "shared dir", &p.index(i))?);
         }
     }
-    check_shared_overlap(&shared_files, &shared_dirs, &at.key("shared"))?;
+    check_shared_overlap(&shared_files, &shared_dirs, &shared_at)?;
 
     let mut hooks = [Vec::new(), Vec::new()];
     let build = field!(stage.hooks, top.hooks, at, "hooks", build);
@@ -194,6 +200,7 @@ fn resolve_stage(
         app: app.clone(),
         deploy_to,
         keep_releases,
+        link_unchanged,
         transport,
         source,
         ssh,
@@ -319,7 +326,7 @@ fn resolve_ssh(stage: &Layer, top: &Layer, at: &KeyPath, base: &Path) -> Result<
     };
     let persist = duration(
         field!(stage.ssh, top.ssh, at, "ssh", persist),
-        Duration::from_secs(0),
+        Duration::from_secs(60),
     )?;
     let connect_timeout = duration(
         field!(stage.ssh, top.ssh, at, "ssh", connect_timeout),

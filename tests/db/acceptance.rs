@@ -271,4 +271,8 @@ macro_rules! for_each_database {
     };
 }
 
-for_each_database!(deploy_migrate_rollback_restore, failing_migration, missing_down_script);
+for_each_database!(
+    deploy_migrate_rollback_restore,
+    failing_migration,
+    missing_down_script
+);

@@ -7,12 +7,11 @@
 
 #[path = "../support/db.rs"]
 mod db_support;
-#[path = "../support/hosts.rs"]
-#[allow(dead_code)]
-mod hosts;
-mod ssh;
 mod fixtures;
+#[path = "../support/hosts.rs"]
+mod hosts;
 mod scenario;
+mod ssh;
 
 mod acceptance;
 mod more;

@@ -75,7 +75,13 @@ impl Scenario {
             .tempdir()
             .unwrap();
         let deploy_to = dir.path().join("srv").join("app");
-        Scenario::build(kind, listen, dir, deploy_to.clone(), deploy_to.display().to_string())
+        Scenario::build(
+            kind,
+            listen,
+            dir,
+            deploy_to.clone(),
+            deploy_to.display().to_string(),
+        )
     }
 
     /// A scenario whose stage is `stage` (hosts, ssh settings), deploying to

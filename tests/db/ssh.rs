@@ -92,7 +92,11 @@ fn tunnel(kind: Kind) {
     s.app(&v1(kind), "v1");
     let out = s.run(&["deploy", "test"]);
     assert_ne!(out.code, 0, "{}", out.all());
-    assert!(out.all().contains("cannot connect to the database"), "{}", out.all());
+    assert!(
+        out.all().contains("cannot connect to the database"),
+        "{}",
+        out.all()
+    );
     assert_eq!(s.current(), "");
 
     // Through it, it can: deploy, migrate, roll back.
