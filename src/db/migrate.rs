@@ -28,8 +28,12 @@ pub struct Migrated {
     pub before: i64,
 }
 
-/// The new release's migrations, read from the archive the deployer built.
+/// The new release's migrations, read from the archive the deployer built. Also checks
+/// that the URL is there (postgres, mysql), so that neither mistake costs an upload.
 pub async fn load(config: &Database, tar: &[u8]) -> Result<MigrationSet, Error> {
+    if let Some(driver) = config.driver.filter(|d| *d != DbDriver::Sqlite) {
+        super::url::DbUrl::from_env(&config.url_env, driver).map_err(Error::Usage)?;
+    }
     MigrationSet::from_tar(tar, &config.migrations)
         .await
         .map_err(|m| Error::Usage(format!("{}: {m}", config.migrations)))

@@ -77,3 +77,22 @@ fn command_mode_records_and_rolls_back_the_reported_version() {
         "7"
     );
 }
+
+/// Without the URL in the environment nothing is uploaded, and the message says which
+/// variable to set.
+#[test]
+fn a_missing_database_url_fails_before_the_upload() {
+    let mut s = Scenario::new(Kind::Sqlite);
+    s.database_section =
+        Some("[database]\ndriver = \"postgres\"\nurl_env = \"SHOP_DB_URL\"\n".into());
+    s.app(&v1(Kind::Postgres), "v1");
+    let out = s.run(&["deploy", "test"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.all().contains("SHOP_DB_URL"), "{}", out.all());
+    assert!(!out.all().contains("upload ok"), "{}", out.all());
+    // A URL of the wrong kind is refused without being echoed.
+    s.env = vec![("SHOP_DB_URL".into(), "mysql://u:Very-Secret-1@h/db".into())];
+    let out = s.run(&["deploy", "test"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(!out.all().contains("Very-Secret-1"), "{}", out.all());
+}
