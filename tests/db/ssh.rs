@@ -10,14 +10,8 @@ use crate::fixtures::{v1, v2};
 use crate::hosts::Fleet;
 use crate::scenario::{Kind, Scenario, Server};
 
-/// Scenarios on ssh hosts run one at a time: with several fleets at once in one test
-/// process, every remote command of slipway took ~61 s here (a single fleet: 0.1-0.3 s);
-/// see the report on branch `db`.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A scenario on two fresh hosts; `listen` picks where the database listens.
 pub fn on_hosts_with(kind: Kind, listen: impl FnOnce(&Fleet) -> Listen) -> Scenario {
-    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let fleet = Fleet::start(2);
     let listen = listen(&fleet);
     let dir = tempfile::Builder::new()
@@ -42,7 +36,6 @@ pub fn on_hosts_with(kind: Kind, listen: impl FnOnce(&Fleet) -> Listen) -> Scena
         fleet.ssh_config().display()
     );
     s.guards.push(Box::new(fleet));
-    s.guards.push(Box::new(turn));
     s
 }
 
