@@ -141,7 +141,7 @@ pub fn undo(
     let newest = applied.iter().map(|a| a.version).max().unwrap_or(0);
     if target > newest {
         return Err(Refusal::Disagree(format!(
-            "release {target_id} recorded schema version {target}, but the database is at {newest}"
+            "release {target_id} recorded schema version {target}, but the database is at {newest}: a rollback only undoes migrations (to move the schema forward, deploy that code again)"
         )));
     }
     let mut steps = Vec::new();
