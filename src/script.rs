@@ -479,6 +479,18 @@ pub fn restore(
     s
 }
 
+/// Which of the database tools the db host has: one `tool<TAB>path-or-empty` per line.
+pub fn db_tools(tools: &[&str]) -> String {
+    let mut s = String::from(PRELUDE);
+    for t in tools {
+        s.push_str(&format!(
+            "printf 'tool\t%s\t%s\n' {t} \"$(command -v {t} 2>/dev/null)\"\n",
+            t = quote(t)
+        ));
+    }
+    s
+}
+
 /// Lists the snapshots in `backups/db/`, one name per line.
 pub fn list_snapshots(layout: &Layout) -> String {
     format!(
@@ -556,6 +568,7 @@ mod tests {
             sqlite_applied(&layout, "db/a.sqlite3", "SELECT 'x'"),
             fetch_migrations(&layout, &id, "db/migrate"),
             list_snapshots(&layout),
+            db_tools(&["sqlite3", "pg_dump"]),
             remove_snapshots(&layout, &["x-postgres.dump".to_string()]),
             db_command(&env, "bin/migrate --to {version}", Some(3)),
         ];

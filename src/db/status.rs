@@ -287,3 +287,82 @@ pub async fn restore(stage: &Stage, ctx: &Context, name: &str, yes: bool) -> Res
         data: json!({ "restored": name }),
     })
 }
+
+/// What `slipway check` verifies for the database, without touching it: the URL is in
+/// the deployer's environment (postgres, mysql), and the db host has the tools the
+/// snapshots and the sqlite migrations need. `(host, ok, what)`.
+pub async fn check(fleet: &Fleet, config: &Database) -> Vec<(String, bool, String)> {
+    use crate::config::DbDriver;
+    let host = fleet.name(config.primary).to_string();
+    let mut out = Vec::new();
+    let Some(driver) = config.driver else {
+        out.push((
+            host,
+            true,
+            "database: command mode (the framework's tool runs the migrations)".into(),
+        ));
+        return out;
+    };
+    if driver != DbDriver::Sqlite {
+        match super::url::DbUrl::from_env(&config.url_env, driver) {
+            Ok(_) => out.push((
+                host.clone(),
+                true,
+                format!("database URL: set in {} (not shown)", config.url_env),
+            )),
+            Err(m) => out.push((host.clone(), false, format!("database URL: {m}"))),
+        }
+    }
+    let needed: &[(&[&str], &str)] = match driver {
+        DbDriver::Sqlite => &[(&["sqlite3"], "sqlite3")],
+        DbDriver::Postgres => &[
+            (&["pg_dump"], "postgresql-client"),
+            (&["pg_restore"], "postgresql-client"),
+        ],
+        DbDriver::Mysql => &[
+            (&["mariadb-dump", "mysqldump"], "mariadb-client"),
+            (&["mariadb", "mysql"], "mariadb-client"),
+        ],
+    };
+    let all: Vec<&str> = needed.iter().flat_map(|(t, _)| t.iter().copied()).collect();
+    match fleet
+        .step(
+            config.primary,
+            "check",
+            &script::db_tools(&all),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await
+    {
+        Ok(o) => {
+            let found: Vec<&str> = o
+                .stdout
+                .lines()
+                .filter_map(|l| {
+                    let mut p = l.splitn(3, '\t');
+                    match (p.next(), p.next(), p.next()) {
+                        (Some("tool"), Some(t), Some(path)) if !path.is_empty() => Some(t),
+                        _ => None,
+                    }
+                })
+                .collect();
+            for (tools, package) in needed {
+                let have = tools.iter().find(|t| found.contains(t));
+                out.push(match have {
+                    Some(t) => (host.clone(), true, format!("database tool: {t}")),
+                    None => (
+                        host.clone(),
+                        false,
+                        format!(
+                            "database tool missing: {} (install {package} on the db host)",
+                            tools.join(" or ")
+                        ),
+                    ),
+                });
+            }
+        }
+        Err(e) => out.push((host, false, format!("database tools: cannot check ({e})"))),
+    }
+    out
+}

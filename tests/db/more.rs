@@ -90,6 +90,19 @@ fn a_missing_database_url_fails_before_the_upload() {
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.all().contains("SHOP_DB_URL"), "{}", out.all());
     assert!(!out.all().contains("upload ok"), "{}", out.all());
+    // `check` says so too, and looks for the snapshot tools on the db host.
+    let out = s.run(&["check", "test"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all().contains("FAIL") && out.all().contains("SHOP_DB_URL"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.all().contains("database tool: pg_dump"),
+        "{}",
+        out.all()
+    );
     // A URL of the wrong kind is refused without being echoed.
     s.env = vec![("SHOP_DB_URL".into(), "mysql://u:Very-Secret-1@h/db".into())];
     let out = s.run(&["deploy", "test"]);
