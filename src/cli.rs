@@ -63,7 +63,16 @@ pub enum Command {
         /// Why: recorded in the audit log and the release record.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Roll back across irreversible migrations: leave them applied, undo the others.
+        #[arg(long)]
+        force_schema: bool,
+        /// Switch the code only; leave the database as it is (the output says so).
+        #[arg(long, conflicts_with = "force_schema")]
+        skip_schema: bool,
     },
+    /// The database of STAGE: migrations and snapshots.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// List each host's releases with their state.
     Releases { stage: String },
     /// Show which release each host is on, and who holds the lock.
@@ -83,6 +92,21 @@ pub enum Command {
         /// Only entries newer than this: a duration (2h, 7d) or a time (2026-11-24T05:00:00Z).
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Applied and pending migrations, the schema version each release recorded, snapshots.
+    Status { stage: String },
+    /// Replace the database's content with a snapshot from backups/db/ (see `db status`).
+    Restore {
+        stage: String,
+        /// The snapshot's name, e.g. 20261124T040512Z-postgres.dump.
+        snapshot: String,
+        /// Yes, replace the database's current content.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

@@ -353,6 +353,10 @@ pub async fn check(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             stage.timeouts.command,
         )
         .await;
+    let db_findings = match &stage.database {
+        Some(config) => crate::db::status::check(&fleet, config).await,
+        None => Vec::new(),
+    };
     fleet.close().await;
     let local_clock = Utc::now().timestamp();
     let mut findings = Vec::new();
@@ -366,6 +370,11 @@ pub async fn check(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             }),
         }
     }
+    findings.extend(
+        db_findings
+            .into_iter()
+            .map(|(host, ok, what)| Finding { host, ok, what }),
+    );
     let mut human = String::new();
     for f in &findings {
         human.push_str(&format!(

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::archive::{self, Archive};
 use crate::audit::Record;
 use crate::config::Stage;
+use crate::db::{self, migrate::Migrated};
 use crate::delta;
 use crate::error::{Error, Result};
 use crate::fault;
@@ -49,7 +50,32 @@ pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
 async fn dry_run(fleet: &Fleet, archive: &Archive) -> Result<Outcome> {
     let states = probe(fleet).await?;
     let id = next_release_id(&states);
-    let plan = build_plan(fleet, archive, &states, &id);
+    let mut plan = build_plan(fleet, archive, &states, &id);
+    if let Some(config) = &fleet.stage.database {
+        let detail = match &config.commands {
+            Some(c) => format!(
+                "run migrate_command `{}` in the new release on {}, record the version version_command prints",
+                c.migrate,
+                fleet.name(config.primary)
+            ),
+            None => {
+                let set = db::migrate::load(config, &archive.tar).await?;
+                db::migrate::preview(fleet, config, &set).await?
+            }
+        };
+        let at = plan
+            .steps
+            .iter()
+            .position(|s| s.step == "switch")
+            .unwrap_or(plan.steps.len());
+        plan.steps.insert(
+            at,
+            PlanStep {
+                step: "migrate".into(),
+                detail,
+            },
+        );
+    }
     let human = render_plan(&plan);
     fleet
         .reporter
@@ -135,7 +161,17 @@ async fn run_deploy(
         files: archive.manifest.file_count(),
         bytes: archive.manifest.total_bytes(),
         schema_version: None,
+        migrations: vec![],
         note: None,
+    };
+    // A broken migrations directory is found before anything is uploaded.
+    let migrations = match &stage.database {
+        Some(config) if config.commands.is_none() => Some(
+            db::migrate::load(config, &archive.tar)
+                .await
+                .map_err(&fail)?,
+        ),
+        _ => None,
     };
     let shared: Vec<String> = stage
         .shared_files
@@ -287,6 +323,36 @@ async fn run_deploy(
         }
     }
 
+    // The database, once, on the primary: after the build, before any switch. Not
+    // interruptible half-way: a signal waits for the migration to finish or fail.
+    let mut migrated: Option<Migrated> = None;
+    let mut meta = meta;
+    if let Some(config) = &stage.database {
+        let result = match (&config.commands, migrations) {
+            (Some(commands), _) => db::command::migrate(fleet, config, commands, &id)
+                .await
+                .map(|v| (Some(v), vec![], None)),
+            (None, Some(set)) => db::migrate::run(fleet, config, set, &id)
+                .await
+                .map(|m| (Some(m.schema_version), m.records.clone(), Some(m))),
+            (None, None) => Ok((None, vec![], None)),
+        };
+        match result {
+            Ok((version, records, m)) => {
+                meta.schema_version = version;
+                meta.migrations = records;
+                migrated = m;
+            }
+            Err(e) => {
+                discard(fleet, &id, &meta, &e.to_string()).await;
+                return Err(fail(e));
+            }
+        }
+        if let Some(m) = &migrated {
+            fleet.reporter.info(&schema_summary(m));
+        }
+    }
+
     // The switch: from here on, a signal no longer stops the run half-way.
     let live = meta.with_state(ReleaseState::Live, None);
     let results = fleet
@@ -313,12 +379,12 @@ async fn run_deploy(
             .filter(|(_, r)| r.is_ok())
             .map(|(i, _)| *i)
             .collect();
-        return Err(fail(
-            switch_back(fleet, states, &switched, &meta, &id, &e.to_string()).await,
-        ));
+        let error = switch_back(fleet, states, &switched, &meta, &id, &e.to_string()).await;
+        return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
     }
     if let Err(m) = fault::point("deploy.after-switch").await {
-        return Err(fail(switch_back(fleet, states, &all, &meta, &id, &m).await));
+        let error = switch_back(fleet, states, &all, &meta, &id, &m).await;
+        return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
     }
 
     // Restart hooks in the new release; a failure switches every host back.
@@ -326,19 +392,24 @@ async fn run_deploy(
         let results = run_restart(fleet, &all, &id).await;
         if let Some(e) = first_failure(fleet, "restart", &results) {
             let error = switch_back(fleet, states, &all, &meta, &id, &e.to_string()).await;
-            return Err(fail(error));
+            return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
         }
     }
 
     // Retention.
     let pruned = prune(fleet, states, &live).await;
     let human = format!(
-        "deployed {} to {} ({} host{}): {} is live{}",
+        "deployed {} to {} ({} host{}): {} is live{}{}",
         stage.app,
         stage.name,
         fleet.len(),
         if fleet.len() == 1 { "" } else { "s" },
         id,
+        match (&migrated, meta.schema_version) {
+            (Some(m), _) => format!("; {}", schema_summary(m)),
+            (None, Some(v)) => format!("; schema version {v}"),
+            (None, None) => String::new(),
+        },
         if pruned > 0 {
             format!(", {pruned} old release(s) pruned")
         } else {
@@ -351,11 +422,48 @@ async fn run_deploy(
         "hosts": fleet.len(),
         "from": from,
         "pruned": pruned,
+        "schema_version": meta.schema_version,
+        "migrations_applied": migrated.as_ref().map(|m| m.applied_now.clone()),
+        "snapshot": migrated.as_ref().and_then(|m| m.snapshot.clone()),
         "bytes_sent": bytes_sent,
         "files": archive.manifest.file_count(),
         "linked": uploads.iter().map(|u| u.linked).max().unwrap_or(0),
     });
     Ok((id, from, Outcome { human, data }))
+}
+
+/// "migrated to schema version 3 (applied 2 (...), 3 (...); snapshot ...)".
+fn schema_summary(m: &Migrated) -> String {
+    if m.applied_now.is_empty() {
+        format!(
+            "no new migrations: schema stays at version {}, database untouched",
+            m.schema_version
+        )
+    } else {
+        format!(
+            "migrated the database to schema version {} (applied {}; snapshot backups/db/{})",
+            m.schema_version,
+            db::describe_all(&m.set, &m.applied_now),
+            m.snapshot.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// After a switch-back: the old code needs its schema, so this deploy's migrations are
+/// undone too; the error says what happened to the database.
+async fn revert_schema(fleet: &Fleet, migrated: Option<&Migrated>, error: Error) -> Error {
+    let (Some(m), Some(config)) = (migrated, fleet.stage.database.as_ref()) else {
+        return error;
+    };
+    if m.applied_now.is_empty() {
+        return error;
+    }
+    let text = db::migrate::revert(fleet, config, m).await;
+    match error {
+        Error::Reverted(msg) => Error::Reverted(format!("{msg}; database: {text}")),
+        Error::Diverged(msg) => Error::Diverged(format!("{msg}; database: {text}")),
+        other => other,
+    }
 }
 
 /// The release `current` points at on every host, if they agree.
@@ -776,6 +884,7 @@ fn build_plan(
         files: archive.manifest.file_count(),
         bytes: archive.manifest.total_bytes(),
         schema_version: None,
+        migrations: vec![],
         note: None,
     };
     let list = |v: &[String]| {

@@ -164,6 +164,14 @@ impl Layout {
     pub fn backups(&self) -> String {
         self.join("backups")
     }
+    /// Database snapshots: `backups/db/<release>-<driver>.dump`.
+    pub fn db_backups(&self) -> String {
+        self.join("backups/db")
+    }
+    /// `name` must be a validated snapshot name (see `db::snapshot`).
+    pub fn db_snapshot(&self, name: &str) -> String {
+        self.join(&format!("backups/db/{name}"))
+    }
 }
 
 /// Inside a release directory: files slipway writes.

@@ -7,14 +7,14 @@ use clap::Parser;
 use serde_json::json;
 
 use slipway::audit::Actor;
-use slipway::cli::{Cli, Command};
+use slipway::cli::{Cli, Command, DbCommand};
 use slipway::config::Config;
 use slipway::error::{Error, ExitClass};
 use slipway::interrupt::Interrupt;
 use slipway::layout::ReleaseId;
 use slipway::report::{Format, Reporter};
 use slipway::run::{Context, Outcome};
-use slipway::{commands, deploy, rollback};
+use slipway::{commands, db, deploy, rollback};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -84,7 +84,13 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
     };
     match &cli.command {
         Command::Deploy { stage } => deploy::deploy(config.stage(stage)?, &ctx).await,
-        Command::Rollback { stage, to, reason } => {
+        Command::Rollback {
+            stage,
+            to,
+            reason,
+            force_schema,
+            skip_schema,
+        } => {
             let stage = config.stage(stage)?;
             let to = match to {
                 Some(t) => {
@@ -105,6 +111,10 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
                 &rollback::Request {
                     to,
                     reason: reason.clone(),
+                    schema: db::undo::Options {
+                        force_schema: *force_schema,
+                        skip_schema: *skip_schema,
+                    },
                 },
             )
             .await
@@ -127,6 +137,14 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
                 commands::check(stage, &ctx).await
             }
         }
+        Command::Db(DbCommand::Status { stage }) => {
+            db::status::status(config.stage(stage)?, &ctx).await
+        }
+        Command::Db(DbCommand::Restore {
+            stage,
+            snapshot,
+            yes,
+        }) => db::status::restore(config.stage(stage)?, &ctx, snapshot, *yes).await,
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
         Command::Log { stage, since } => {
             let since = match since {

@@ -264,6 +264,7 @@ mod tests {
             files: 0,
             bytes: 0,
             schema_version: None,
+            migrations: vec![],
             note: None,
         });
         ReleaseEntry { id: rid, meta }

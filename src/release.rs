@@ -57,6 +57,10 @@ pub struct ReleaseMeta {
     /// The schema version after this release's migrations (when the app has a database).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<i64>,
+    /// The migrations applied in the database once this release was migrated, oldest
+    /// first, with the checksums of their up scripts (sqlx's SHA-384, hex).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<MigrationRecord>,
     /// Why the state changed last (a failed step, a rollback reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -77,6 +81,15 @@ impl ReleaseMeta {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// One applied migration, as a release records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    pub version: i64,
+    pub description: String,
+    /// SHA-384 of the up script, lower-case hex.
+    pub checksum: String,
 }
 
 /// One release directory as found on a host.
@@ -213,6 +226,7 @@ mod tests {
             files: 1,
             bytes: 1,
             schema_version: None,
+            migrations: vec![],
             note: None,
         }
     }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::audit::Record;
 use crate::config::Stage;
+use crate::db::{self, undo::SchemaRollback};
 use crate::deploy::{common_current, run_restart};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -19,25 +20,14 @@ use crate::script;
 pub struct Request {
     pub to: Option<ReleaseId>,
     pub reason: Option<String>,
+    pub schema: crate::db::undo::Options,
 }
 
 pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
     let result = if ctx.dry_run {
-        match probe(&fleet).await {
-            Ok(states) => plan_rollback(&fleet, &states, request).map(|plan| {
-                let human = render(&plan);
-                fleet
-                    .reporter
-                    .plan(&human, serde_json::to_value(&plan).unwrap_or_default());
-                Outcome {
-                    human: "Nothing was changed (--dry-run).".into(),
-                    data: json!({ "dry_run": true, "to": plan.to.as_str() }),
-                }
-            }),
-            Err(e) => Err(e),
-        }
+        dry_run(&fleet, request).await
     } else {
         match lock::acquire(
             &fleet,
@@ -74,6 +64,40 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
     };
     fleet.close().await;
     result
+}
+
+async fn dry_run(fleet: &Fleet, request: &Request) -> Result<Outcome> {
+    let states = probe(fleet).await?;
+    let mut plan = plan_rollback(fleet, &states, request)?;
+    let schema = db::undo::prepare(fleet, &states, &plan.to, request.schema).await?;
+    add_schema_step(&mut plan, &schema);
+    let human = render(&plan);
+    let mut data = serde_json::to_value(&plan).unwrap_or_default();
+    data["schema"] = schema.to_json();
+    fleet.reporter.plan(&human, data);
+    Ok(Outcome {
+        human: "Nothing was changed (--dry-run).".into(),
+        data: json!({ "dry_run": true, "to": plan.to.as_str(), "schema": schema.to_json() }),
+    })
+}
+
+/// The schema step goes after the restart: code first, then schema.
+fn add_schema_step(plan: &mut RollbackPlan, schema: &SchemaRollback) {
+    if matches!(schema, SchemaRollback::Nothing) {
+        return;
+    }
+    let at = plan
+        .steps
+        .iter()
+        .position(|s| s.step == "audit")
+        .unwrap_or(plan.steps.len());
+    plan.steps.insert(
+        at,
+        PlanStep {
+            step: "schema".into(),
+            detail: schema.describe(),
+        },
+    );
 }
 
 fn plan_rollback(fleet: &Fleet, states: &[HostState], request: &Request) -> Result<RollbackPlan> {
@@ -144,11 +168,22 @@ async fn run_rollback(
     states: &[HostState],
 ) -> (Option<String>, Option<ReleaseId>, Result<Outcome>) {
     let from = common_current(states);
-    let plan = match plan_rollback(fleet, states, request) {
+    let mut plan = match plan_rollback(fleet, states, request) {
         Ok(p) => p,
         Err(e) => return (from, None, Err(e)),
     };
     let target = plan.to.clone();
+    // The schema is planned (and any refusal made) before a single host is switched.
+    let schema = match db::undo::prepare(fleet, states, &target, request.schema).await {
+        Ok(s) => s,
+        Err(e) => return (from, Some(target), Err(e)),
+    };
+    add_schema_step(&mut plan, &schema);
+    if !matches!(schema, SchemaRollback::Nothing) {
+        fleet
+            .reporter
+            .info(&format!("schema: {}", schema.describe()));
+    }
     let reason = request.reason.clone().unwrap_or_else(|| "rollback".into());
     fleet.reporter.info(&format!(
         "rolling back {} to {target} ({} host{})",
@@ -261,13 +296,31 @@ async fn run_rollback(
             );
         }
     }
+    let schema_result = match db::undo::apply_any(fleet, &schema).await {
+        Ok(text) => text,
+        Err(m) => {
+            return (
+                from,
+                Some(target.clone()),
+                Err(Error::Diverged(format!(
+                    "every host is on {target}, but the schema rollback failed: {m}. The database may be between versions: check it with `slipway db status {}`, fix it, or restore a snapshot with `slipway db restore`",
+                    fleet.stage.name
+                ))),
+            );
+        }
+    };
     let human = format!(
-        "rolled back {} ({} host{}) to {target}",
+        "rolled back {} ({} host{}) to {target}{}",
         fleet.stage.name,
         fleet.len(),
-        if fleet.len() == 1 { "" } else { "s" }
+        if fleet.len() == 1 { "" } else { "s" },
+        if schema_result.is_empty() {
+            String::new()
+        } else {
+            format!("; {schema_result}")
+        }
     );
-    let data = json!({ "to": target.as_str(), "from": from, "hosts": fleet.len() });
+    let data = json!({ "to": target.as_str(), "from": from, "hosts": fleet.len(), "schema": schema.to_json(), "schema_result": schema_result });
     (from, Some(target), Ok(Outcome { human, data }))
 }
 

@@ -351,6 +351,210 @@ if [ -d "$d/.slipway/lock" ]; then printf 'lock\t%s\n' "$(tr '\n\t' '  ' < "$d/.
     s
 }
 
+// --- database (src/db) ---------------------------------------------------------------
+//
+// Credentials of postgres/mysql reach these scripts on stdin (one value per line: host or
+// socket, port, user, password, database), never on a command line (`ps` shows those)
+// and never in a file: the tools read them from their environment (PGPASSWORD,
+// MYSQL_PWD), which only the same user and root can read.
+
+const READ_DB_CREDENTIALS: &str = "IFS= read -r db_host || { echo 'no database credentials on stdin' >&2; exit 1; }\nIFS= read -r db_port\nIFS= read -r db_user\nIFS= read -r db_password\nIFS= read -r db_name\n";
+
+fn need_tool(tool: &str, package: &str) -> String {
+    format!(
+        "command -v {t} >/dev/null 2>&1 || {{ echo {msg} >&2; exit 1; }}\n",
+        t = quote(tool),
+        msg = quote(&format!(
+            "{tool} is not installed on this host: install it (Debian/Ubuntu: apt-get install {package})"
+        )),
+    )
+}
+
+/// Runs `sqlite3` on the database file `shared/<path>` with the SQL program on stdin:
+/// `-bail` stops at the first error (sqlite3 exits non-zero; an open transaction is
+/// rolled back when it closes the file).
+pub fn sqlite(layout: &Layout, path: &str) -> String {
+    format!(
+        "{PRELUDE}{}f={}\nmkdir -p -- \"$(dirname -- \"$f\")\" || exit 1\nexec sqlite3 -bail -batch \"$f\"\n",
+        need_tool("sqlite3", "sqlite3"),
+        quote(&layout.shared_path(path))
+    )
+}
+
+/// Runs the read-only `query` on `_sqlx_migrations` of `shared/<path>`, rows separated
+/// by `|`; prints nothing when the file or the table does not exist (a read never
+/// creates either).
+pub fn sqlite_applied(layout: &Layout, path: &str, query: &str) -> String {
+    format!(
+        "{PRELUDE}{}f={}\n[ -f \"$f\" ] || exit 0\nn=$(sqlite3 -readonly -batch \"$f\" \"SELECT count(*) FROM sqlite_master WHERE type='table' AND name='_sqlx_migrations'\") || exit 1\n[ \"$n\" = 0 ] && exit 0\nexec sqlite3 -readonly -batch -noheader -separator '|' \"$f\" {}\n",
+        need_tool("sqlite3", "sqlite3"),
+        quote(&layout.shared_path(path)),
+        quote(query),
+    )
+}
+
+/// Prints, base64-encoded, a tar of the directory `dir` of release `id` (nothing if the
+/// release has no such directory): how a rollback reads the down scripts of the release
+/// being left, which only the host has.
+pub fn fetch_migrations(layout: &Layout, id: &ReleaseId, dir: &str) -> String {
+    format!(
+        "{PRELUDE}r={r}\n[ -d \"$r\" ] || {{ echo \"release \"{id}\" is not on this host\" >&2; exit 1; }}\ncd -- \"$r\" || exit 1\n[ -d {dir} ] || exit 0\nset -e\ntar -cf - -- {dir} | base64\n",
+        r = quote(&layout.release(id)),
+        id = quote(id.as_str()),
+        dir = quote(dir),
+    )
+}
+
+/// SQL string literal (for sqlite3's command line; then shell-quoted as a whole).
+fn sql_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Argument of a sqlite3 dot-command, double-quoted with C escapes.
+fn dot_quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Takes a snapshot into `backups/db/<name>` (written to a temporary name, then renamed:
+/// a snapshot that exists is complete). For postgres and mysql the credentials come on
+/// stdin; `sqlite_path` is the database file under `shared/`.
+pub fn snapshot(
+    layout: &Layout,
+    driver: crate::config::DbDriver,
+    name: &str,
+    sqlite_path: Option<&str>,
+) -> String {
+    use crate::config::DbDriver;
+    let file = layout.db_snapshot(name);
+    let tmp = format!("{file}.tmp");
+    let mut s = format!(
+        "{PRELUDE}mkdir -p -- {dir} || exit 1\nf={f}\nt={t}\nrm -f -- \"$t\"\n",
+        dir = quote(&layout.db_backups()),
+        f = quote(&file),
+        t = quote(&tmp),
+    );
+    match driver {
+        DbDriver::Postgres => {
+            s.push_str(&need_tool("pg_dump", "postgresql-client"));
+            s.push_str(READ_DB_CREDENTIALS);
+            s.push_str("PGHOST=$db_host PGUSER=$db_user PGPASSWORD=$db_password PGDATABASE=$db_name\nexport PGHOST PGUSER PGPASSWORD PGDATABASE\nif [ -n \"$db_port\" ]; then PGPORT=$db_port; export PGPORT; fi\n");
+            s.push_str("pg_dump -Fc -f \"$t\" || { rm -f -- \"$t\"; echo 'pg_dump failed' >&2; exit 1; }\n");
+        }
+        DbDriver::Mysql => {
+            s.push_str("if command -v mariadb-dump >/dev/null 2>&1; then dump=mariadb-dump; elif command -v mysqldump >/dev/null 2>&1; then dump=mysqldump; else echo 'mariadb-dump/mysqldump is not installed on this host: install it (Debian/Ubuntu: apt-get install mariadb-client)' >&2; exit 1; fi\n");
+            s.push_str(READ_DB_CREDENTIALS);
+            s.push_str(MYSQL_CONNECTION);
+            s.push_str("MYSQL_PWD=$db_password \"$dump\" \"$@\" --single-transaction --routines --triggers --no-tablespaces --add-drop-database --databases \"$db_name\" > \"$t\" || { rm -f -- \"$t\"; echo \"$dump failed\" >&2; exit 1; }\n");
+        }
+        DbDriver::Sqlite => {
+            let db = layout.shared_path(sqlite_path.unwrap_or_default());
+            s.push_str(&need_tool("sqlite3", "sqlite3"));
+            s.push_str(&format!(
+                "mkdir -p -- \"$(dirname -- {db})\" || exit 1\nsqlite3 -bail {db} {sql} || {{ rm -f -- \"$t\"; echo 'sqlite3 VACUUM INTO failed' >&2; exit 1; }}\n",
+                db = quote(&db),
+                sql = quote(&format!("VACUUM INTO {}", sql_literal(&tmp))),
+            ));
+        }
+    }
+    s.push_str("mv -f -- \"$t\" \"$f\" || exit 1\n");
+    s
+}
+
+/// Sets the positional parameters to the mysql client's connection options.
+const MYSQL_CONNECTION: &str = "if [ -z \"$db_port\" ]; then set -- \"--socket=$db_host\" \"--user=$db_user\"; else set -- \"--host=$db_host\" \"--port=$db_port\" \"--user=$db_user\"; fi\n";
+
+/// Restores the snapshot `backups/db/<name>` into the database.
+pub fn restore(
+    layout: &Layout,
+    driver: crate::config::DbDriver,
+    name: &str,
+    sqlite_path: Option<&str>,
+) -> String {
+    use crate::config::DbDriver;
+    let mut s = format!(
+        "{PRELUDE}f={f}\n[ -f \"$f\" ] || {{ echo \"no snapshot $f on this host\" >&2; exit 1; }}\n",
+        f = quote(&layout.db_snapshot(name)),
+    );
+    match driver {
+        DbDriver::Postgres => {
+            s.push_str(&need_tool("pg_restore", "postgresql-client"));
+            s.push_str(READ_DB_CREDENTIALS);
+            s.push_str("PGHOST=$db_host PGUSER=$db_user PGPASSWORD=$db_password\nexport PGHOST PGUSER PGPASSWORD\nif [ -n \"$db_port\" ]; then PGPORT=$db_port; export PGPORT; fi\n");
+            s.push_str("pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d \"$db_name\" \"$f\" || { echo 'pg_restore failed' >&2; exit 1; }\n");
+        }
+        DbDriver::Mysql => {
+            s.push_str("if command -v mariadb >/dev/null 2>&1; then client=mariadb; elif command -v mysql >/dev/null 2>&1; then client=mysql; else echo 'the mariadb/mysql client is not installed on this host: install it (Debian/Ubuntu: apt-get install mariadb-client)' >&2; exit 1; fi\n");
+            s.push_str(READ_DB_CREDENTIALS);
+            s.push_str(MYSQL_CONNECTION);
+            s.push_str("MYSQL_PWD=$db_password \"$client\" \"$@\" < \"$f\" || { echo \"$client failed to load the snapshot\" >&2; exit 1; }\n");
+        }
+        DbDriver::Sqlite => {
+            let db = layout.shared_path(sqlite_path.unwrap_or_default());
+            s.push_str(&need_tool("sqlite3", "sqlite3"));
+            s.push_str(&format!(
+                "mkdir -p -- \"$(dirname -- {db})\" || exit 1\nsqlite3 -bail {db} {cmd} || {{ echo 'sqlite3 .restore failed' >&2; exit 1; }}\n",
+                db = quote(&db),
+                cmd = quote(&format!(".restore {}", dot_quote(&layout.db_snapshot(name)))),
+            ));
+        }
+    }
+    s
+}
+
+/// Which of the database tools the db host has: one `tool<TAB>path-or-empty` per line.
+pub fn db_tools(tools: &[&str]) -> String {
+    let mut s = String::from(PRELUDE);
+    for t in tools {
+        s.push_str(&format!(
+            "printf 'tool\t%s\t%s\n' {t} \"$(command -v {t} 2>/dev/null)\"\n",
+            t = quote(t)
+        ));
+    }
+    s
+}
+
+/// Lists the snapshots in `backups/db/`, one name per line.
+pub fn list_snapshots(layout: &Layout) -> String {
+    format!(
+        "{PRELUDE}d={d}\n[ -d \"$d\" ] || exit 0\nfor f in \"$d\"/*.dump; do [ -f \"$f\" ] && printf '%s\\n' \"${{f##*/}}\"; done\nexit 0\n",
+        d = quote(&layout.db_backups()),
+    )
+}
+
+/// Removes snapshots (retention); `names` are validated snapshot names.
+pub fn remove_snapshots(layout: &Layout, names: &[String]) -> String {
+    let mut s = String::from(PRELUDE);
+    for n in names {
+        s.push_str(&format!("rm -f -- {}\n", quote(&layout.db_snapshot(n))));
+    }
+    s
+}
+
+/// Command mode: runs a framework's migration command on the db host in the release,
+/// with the hook environment and, for a rollback, `SLIPWAY_TARGET_VERSION`.
+pub fn db_command(env: &HookEnv<'_>, command: &str, target: Option<i64>) -> String {
+    let mut s = format!(
+        "{PRELUDE}cd -- {path} || exit 1\nexport SLIPWAY_RELEASE_ID={id} SLIPWAY_RELEASE_PATH={path} SLIPWAY_DEPLOY_TO={deploy_to} SLIPWAY_STAGE={stage} SLIPWAY_HOST={host}\n",
+        path = quote(env.release_path),
+        id = quote(env.release.as_str()),
+        deploy_to = quote(env.deploy_to),
+        stage = quote(env.stage),
+        host = quote(env.host),
+    );
+    let command = match target {
+        Some(v) => {
+            s.push_str(&format!("export SLIPWAY_TARGET_VERSION={v}\n"));
+            command.replace("{version}", &v.to_string())
+        }
+        None => command.to_string(),
+    };
+    s.push_str(&format!(
+        "sh -c {cmd} </dev/null || {{ rc=$?; printf 'database command `%s` exited with status %s\\n' {cmd} \"$rc\" >&2; exit 1; }}\n",
+        cmd = quote(&command),
+    ));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,7 +586,23 @@ mod tests {
             remove_releases(&layout, std::slice::from_ref(&id)),
             audit(&layout, "{\"x\":\"$(y)\"}"),
             check(&layout, &files, &dirs),
+            sqlite(&layout, "db/a'b.sqlite3"),
+            sqlite_applied(&layout, "db/a.sqlite3", "SELECT 'x'"),
+            fetch_migrations(&layout, &id, "db/migrate"),
+            list_snapshots(&layout),
+            db_tools(&["sqlite3", "pg_dump"]),
+            remove_snapshots(&layout, &["x-postgres.dump".to_string()]),
+            db_command(&env, "bin/migrate --to {version}", Some(3)),
         ];
+        let mut scripts = scripts.to_vec();
+        for driver in [
+            crate::config::DbDriver::Postgres,
+            crate::config::DbDriver::Mysql,
+            crate::config::DbDriver::Sqlite,
+        ] {
+            scripts.push(snapshot(&layout, driver, "x-y.dump", Some("db/x\"y'.db")));
+            scripts.push(restore(&layout, driver, "x-y.dump", Some("db/x.db")));
+        }
         for script in scripts {
             // `sh -n` parses without running: every script must be valid POSIX shell.
             let out = std::process::Command::new("sh")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart: deploys the example app in ./app to /tmp/slipway-hello on this machine
-# (transport "local": no server), deploys it again, and rolls back, printing each command.
+# (transport "local": no server), migrating its SQLite database (the `sqlite3` shell must
+# be installed: apt-get install sqlite3), deploys v2 (./app-v2, one more migration), and
+# rolls back code and schema, printing each command.
 # Run from anywhere: `bash examples/hello/quickstart.sh`. Set SLIPWAY to use a built binary.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,10 +24,10 @@ mkdir -p "$deploy_to/shared"
 echo "GREETING=hello" > "$deploy_to/shared/.env"
 
 run check demo
-run deploy demo
-run deploy demo
-run releases demo
-run rollback demo --reason "trying out the quickstart"
-run releases demo
+run deploy demo                      # v1: two SQLite migrations (needs the sqlite3 shell)
+run deploy demo-v2                   # v2: the same app with a third migration (adds a column)
+run db status demo
+run rollback demo --reason "trying out the quickstart"   # code first, then the schema
+run db status demo
 printf '\ncurrent -> %s\n' "$(readlink "$deploy_to/current")"
 cat "$deploy_to/current/public/build-info.txt"

@@ -6,8 +6,11 @@
 //! [`Stage`], the plain data every command works from. Errors of either pass carry the
 //! key path and its line and column.
 
+mod database;
 mod locate;
 mod validate;
+
+pub use database::{Database, DbCommands, DbDriver};
 
 pub use validate::parse_duration;
 
@@ -64,6 +67,7 @@ pub struct Layer {
     pub shared: Option<SharedLayer>,
     pub hooks: Option<HooksLayer>,
     pub timeouts: Option<TimeoutsLayer>,
+    pub database: Option<DatabaseLayer>,
     /// Only in a stage.
     pub hosts: Option<Vec<HostLayer>>,
     /// Only at the top level.
@@ -110,6 +114,22 @@ pub struct TimeoutsLayer {
     pub command: Option<String>,
     pub upload: Option<String>,
     pub hook: Option<String>,
+}
+
+/// `[database]`: see [`Database`] for what each key means.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseLayer {
+    pub driver: Option<String>,
+    pub url_env: Option<String>,
+    pub migrations: Option<String>,
+    pub role: Option<String>,
+    pub tunnel: Option<bool>,
+    pub keep_snapshots: Option<i64>,
+    pub path: Option<String>,
+    pub migrate_command: Option<String>,
+    pub rollback_command: Option<String>,
+    pub version_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -190,6 +210,8 @@ pub struct Stage {
     pub restart_hooks: Vec<String>,
     pub timeouts: Timeouts,
     pub hosts: Vec<Host>,
+    /// `[database]`, when the app has one.
+    pub database: Option<Database>,
 }
 
 /// A loaded and validated configuration file.

@@ -65,6 +65,17 @@ pub enum TransportError {
     Timeout(Duration),
 }
 
+/// Where a forwarded connection goes, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// A Unix socket file on the host.
+    Unix(String),
+}
+
 /// Bytes fed to a script's stdin, shared by every host without copying.
 pub type Stdin = Option<Arc<Vec<u8>>>;
 
@@ -80,6 +91,21 @@ pub trait Transport: Send + Sync {
         stdin: Stdin,
         timeout: Duration,
     ) -> Result<Output, TransportError>;
+
+    /// Opens a local port forward: a connection to 127.0.0.1:`local_port` on this
+    /// machine reaches `remote` as the host sees it. Only ssh can.
+    async fn forward(&self, local_port: u16, remote: &Remote) -> Result<(), TransportError> {
+        let _ = (local_port, remote);
+        Err(TransportError::Connect(
+            "this transport cannot forward ports: a database tunnel needs transport = \"ssh\""
+                .into(),
+        ))
+    }
+
+    /// Closes a forward opened by [`Transport::forward`].
+    async fn close_forward(&self, local_port: u16, remote: &Remote) {
+        let _ = (local_port, remote);
+    }
 
     /// Ends the connection (for ssh: the master exits unless it should persist).
     async fn close(&self);

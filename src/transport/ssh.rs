@@ -13,7 +13,7 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use super::{Output, Stdin, Transport, TransportError, command_line};
+use super::{Output, Remote, Stdin, Transport, TransportError, command_line};
 use crate::config::{Host, KnownHostsPolicy, Ssh};
 
 /// Stock sshd allows 10 sessions per connection (MaxSessions); beyond about 6-8
@@ -200,6 +200,32 @@ impl Transport for SshTransport {
             .map_err(|_| TransportError::Timeout(timeout))?
     }
 
+    async fn forward(&self, local_port: u16, remote: &Remote) -> Result<(), TransportError> {
+        let session = self.session()?;
+        session
+            .request_port_forward(
+                openssh::ForwardType::Local,
+                openssh::Socket::new("127.0.0.1", local_port),
+                remote_socket(remote),
+            )
+            .await
+            .map_err(|e| {
+                TransportError::Connect(format!("cannot open the port forward: {}", describe(&e)))
+            })
+    }
+
+    async fn close_forward(&self, local_port: u16, remote: &Remote) {
+        if let Ok(session) = self.session() {
+            let _ = session
+                .close_port_forward(
+                    openssh::ForwardType::Local,
+                    openssh::Socket::new("127.0.0.1", local_port),
+                    remote_socket(remote),
+                )
+                .await;
+        }
+    }
+
     fn reused(&self) -> bool {
         self.reused
     }
@@ -223,6 +249,13 @@ impl Transport for SshTransport {
                 let _ = session.close().await;
             }
         }
+    }
+}
+
+fn remote_socket(remote: &Remote) -> openssh::Socket<'static> {
+    match remote {
+        Remote::Tcp { host, port } => openssh::Socket::new(host.clone(), *port),
+        Remote::Unix(path) => PathBuf::from(path).into(),
     }
 }
 

@@ -1,0 +1,1 @@
+DELETE FROM greetings WHERE text IN ('Hello, world', 'Hej, världen');

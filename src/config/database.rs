@@ -1,0 +1,243 @@
+//! `[database]`: which database the app migrates, how slipway reaches it, and where its
+//! migrations live in a release. Validated like every other section: errors name the key.
+
+use super::validate::{Invalid, check_name, check_relative, pick};
+use super::{DatabaseLayer, Host, KeyPath, TransportKind};
+
+/// The database engines slipway migrates itself (with sqlx's migration format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbDriver {
+    Postgres,
+    Mysql,
+    Sqlite,
+}
+
+impl DbDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbDriver::Postgres => "postgres",
+            DbDriver::Mysql => "mysql",
+            DbDriver::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Command mode: the framework's own migration tool, run on the db host in the release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbCommands {
+    pub migrate: String,
+    /// Gets the target version as `SLIPWAY_TARGET_VERSION` and in place of `{version}`.
+    pub rollback: Option<String>,
+    /// Prints the current schema version (an integer) on stdout.
+    pub version: String,
+}
+
+/// The resolved `[database]` section of a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// `None` only in command mode without snapshots.
+    pub driver: Option<DbDriver>,
+    /// The deployer's environment variable holding the URL (postgres, mysql).
+    pub url_env: String,
+    /// The migrations directory inside a release.
+    pub migrations: String,
+    pub role: String,
+    /// The index (in the stage's hosts) of the primary: the first host with `role`.
+    pub primary: usize,
+    pub tunnel: bool,
+    pub keep_snapshots: usize,
+    /// sqlite: the database file, relative to `shared/` on the host.
+    pub path: Option<String>,
+    pub commands: Option<DbCommands>,
+}
+
+macro_rules! db_field {
+    ($stage:expr, $top:expr, $at:expr, $key:ident) => {
+        pick(
+            $stage.and_then(|s| s.$key.as_ref()),
+            $top.and_then(|s| s.$key.as_ref()),
+            &$at.key("database").key(stringify!($key)),
+            &KeyPath::root().key("database").key(stringify!($key)),
+        )
+    };
+}
+
+pub(super) fn resolve(
+    stage: Option<&DatabaseLayer>,
+    top: Option<&DatabaseLayer>,
+    at: &KeyPath,
+    hosts: &[Host],
+    transport: TransportKind,
+) -> Result<Option<Database>, Invalid> {
+    if stage.is_none() && top.is_none() {
+        return Ok(None);
+    }
+    let section = if stage.is_some() {
+        at.key("database")
+    } else {
+        KeyPath::root().key("database")
+    };
+    let commands = resolve_commands(stage, top, at)?;
+    let driver = match db_field!(stage, top, at, driver) {
+        Some((d, _)) if d == "postgres" || d == "postgresql" => Some(DbDriver::Postgres),
+        Some((d, _)) if d == "mysql" || d == "mariadb" => Some(DbDriver::Mysql),
+        Some((d, _)) if d == "sqlite" => Some(DbDriver::Sqlite),
+        Some((d, p)) => {
+            return Err((
+                p,
+                format!(
+                    "unknown driver `{}` (use \"postgres\", \"mysql\" or \"sqlite\")",
+                    d.escape_debug()
+                ),
+            ));
+        }
+        None if commands.is_some() => None,
+        None => {
+            return Err((
+                section.key("driver"),
+                "missing: set driver = \"postgres\", \"mysql\" or \"sqlite\" (or migrate_command and version_command for a framework's own tool)".into(),
+            ));
+        }
+    };
+    let url_env = match db_field!(stage, top, at, url_env) {
+        Some((v, p)) => {
+            let ok = !v.is_empty()
+                && v.len() <= 128
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !v.starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                return Err((
+                    p,
+                    format!(
+                        "`{}` is not an environment variable name (letters, digits, `_`)",
+                        v.escape_debug()
+                    ),
+                ));
+            }
+            v.clone()
+        }
+        None => "DATABASE_URL".to_string(),
+    };
+    let migrations = match db_field!(stage, top, at, migrations) {
+        Some((v, p)) => check_relative(v, "migrations directory", &p)?,
+        None => "migrations".to_string(),
+    };
+    let (role, role_at) = match db_field!(stage, top, at, role) {
+        Some((v, p)) => {
+            check_name(v, "role", &p)?;
+            (v.clone(), Some(p))
+        }
+        None => ("db".to_string(), None),
+    };
+    // The `local` transport has one host, this machine: it is the primary whatever its roles.
+    let primary = if transport == TransportKind::Local {
+        0
+    } else {
+        hosts
+            .iter()
+            .position(|h| h.roles.iter().any(|r| r == &role))
+            .ok_or_else(|| {
+                (
+                    role_at.unwrap_or_else(|| at.key("hosts")),
+                    format!(
+                        "no host of this stage has the role `{role}`, which runs the migrations ([database] role): add roles = [\"{role}\"] to one host"
+                    ),
+                )
+            })?
+    };
+    let tunnel = db_field!(stage, top, at, tunnel).is_some_and(|(v, _)| *v);
+    if tunnel && transport == TransportKind::Local {
+        return Err((
+            section.key("tunnel"),
+            "a tunnel goes through ssh: it needs transport = \"ssh\"".into(),
+        ));
+    }
+    let keep_snapshots = match db_field!(stage, top, at, keep_snapshots) {
+        None => 5,
+        Some((&n, p)) => {
+            if !(1..=1000).contains(&n) {
+                return Err((p, format!("must be between 1 and 1000 (got {n})")));
+            }
+            n as usize
+        }
+    };
+    let path = match db_field!(stage, top, at, path) {
+        Some((v, p)) => {
+            if driver != Some(DbDriver::Sqlite) {
+                return Err((
+                    p,
+                    "`path` is the sqlite database file: only with driver = \"sqlite\" (postgres and mysql take their URL from url_env)".into(),
+                ));
+            }
+            Some(check_relative(v, "database path", &p)?)
+        }
+        None if driver == Some(DbDriver::Sqlite) && commands.is_none() => {
+            return Err((
+                section.key("path"),
+                "missing: set path = \"db/app.sqlite3\" (the database file, relative to shared/ on the host)".into(),
+            ));
+        }
+        None => None,
+    };
+    if driver == Some(DbDriver::Sqlite) && tunnel {
+        return Err((
+            section.key("tunnel"),
+            "a sqlite database is a file on the host, migrated there: a tunnel has nothing to reach".into(),
+        ));
+    }
+    Ok(Some(Database {
+        driver,
+        url_env,
+        migrations,
+        role,
+        primary,
+        tunnel,
+        keep_snapshots,
+        path,
+        commands,
+    }))
+}
+
+fn resolve_commands(
+    stage: Option<&DatabaseLayer>,
+    top: Option<&DatabaseLayer>,
+    at: &KeyPath,
+) -> Result<Option<DbCommands>, Invalid> {
+    let mut found = [None, None, None];
+    for (slot, item) in found.iter_mut().zip([
+        db_field!(stage, top, at, migrate_command),
+        db_field!(stage, top, at, rollback_command),
+        db_field!(stage, top, at, version_command),
+    ]) {
+        if let Some((c, p)) = item {
+            if c.trim().is_empty() || c.contains('\0') {
+                return Err((p, "must be a non-empty command without NUL bytes".into()));
+            }
+            *slot = Some((c.clone(), p));
+        }
+    }
+    let [migrate, rollback, version] = found;
+    match (migrate, version) {
+        (None, None) => match rollback {
+            Some((_, p)) => Err((
+                p,
+                "rollback_command belongs to command mode: set migrate_command and version_command too".into(),
+            )),
+            None => Ok(None),
+        },
+        (Some(m), Some(v)) => Ok(Some(DbCommands {
+            migrate: m.0,
+            rollback: rollback.map(|r| r.0),
+            version: v.0,
+        })),
+        (Some((_, p)), None) => Err((
+            p,
+            "command mode needs version_command too (it prints the schema version slipway records)".into(),
+        )),
+        (None, Some((_, p))) => Err((
+            p,
+            "command mode needs migrate_command too".into(),
+        )),
+    }
+}

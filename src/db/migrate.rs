@@ -1,0 +1,250 @@
+//! The deploy's database step, between the build hooks and the switch: if the new
+//! release brings migrations the database lacks, snapshot, then apply them. A failure
+//! puts the schema back (undo this run's steps with their down scripts, or restore the
+//! snapshot: MySQL/MariaDB DDL is not transactional, so there it is always the
+//! snapshot) and says which was done. Without new migrations the database is only read.
+
+use crate::config::{Database, DbDriver};
+use crate::error::Error;
+use crate::fleet::Fleet;
+use crate::layout::ReleaseId;
+use crate::release::MigrationRecord;
+
+use super::migration::{self, MigrationSet};
+use super::{Db, describe, describe_all, plan};
+
+/// What the step did, for the release record and the report.
+#[derive(Debug)]
+pub struct Migrated {
+    pub schema_version: i64,
+    pub records: Vec<MigrationRecord>,
+    /// Versions applied by this deploy, oldest first.
+    pub applied_now: Vec<i64>,
+    pub snapshot: Option<String>,
+    pub pruned_snapshots: Vec<String>,
+    /// The new release's migrations (to revert this deploy's steps if the switch fails).
+    pub set: MigrationSet,
+    /// The schema version before this deploy.
+    pub before: i64,
+}
+
+/// The new release's migrations, read from the archive the deployer built. Also checks
+/// that the URL is there (postgres, mysql), so that neither mistake costs an upload.
+pub async fn load(config: &Database, tar: &[u8]) -> Result<MigrationSet, Error> {
+    if let Some(driver) = config.driver.filter(|d| *d != DbDriver::Sqlite) {
+        super::url::DbUrl::from_env(&config.url_env, driver).map_err(Error::Usage)?;
+    }
+    MigrationSet::from_tar(tar, &config.migrations)
+        .await
+        .map_err(|m| Error::Usage(format!("{}: {m}", config.migrations)))
+}
+
+/// What `--dry-run` says about the database: the pending migrations, or why it would
+/// refuse.
+pub async fn preview(
+    fleet: &Fleet,
+    config: &Database,
+    set: &MigrationSet,
+) -> Result<String, Error> {
+    let mut db = Db::open(fleet, config).await?;
+    let applied = db.applied().await;
+    db.close().await;
+    let applied = applied.map_err(|m| step_error(fleet, config, m))?;
+    Ok(match plan::pending(&set.infos(), &applied) {
+        Ok(p) if p.is_empty() => format!(
+            "no new migrations (schema stays at version {}): no snapshot, the database is not touched",
+            migration::version_of(&applied)
+        ),
+        Ok(p) => format!(
+            "snapshot into backups/db/ on {}, then apply {}",
+            fleet.name(config.primary),
+            describe_all(set, &p)
+        ),
+        Err(refusal) => format!("would refuse: {refusal}"),
+    })
+}
+
+fn step_error(fleet: &Fleet, config: &Database, message: String) -> Error {
+    Error::Step {
+        host: fleet.name(config.primary).to_string(),
+        step: "migrate".into(),
+        message,
+    }
+}
+
+/// Runs the step. `Err` means nothing is to be switched; the error says what happened
+/// to the schema.
+pub async fn run(
+    fleet: &Fleet,
+    config: &Database,
+    set: MigrationSet,
+    release: &ReleaseId,
+) -> Result<Migrated, Error> {
+    let mut db = Db::open(fleet, config).await?;
+    let result = run_open(&mut db, set, release).await;
+    db.close().await;
+    result.map_err(|m| step_error(fleet, config, m))
+}
+
+async fn run_open(
+    db: &mut Db<'_>,
+    set: MigrationSet,
+    release: &ReleaseId,
+) -> Result<Migrated, String> {
+    let applied = db.applied().await?;
+    let before = migration::version_of(&applied);
+    let pending = plan::pending(&set.infos(), &applied).map_err(|r| r.to_string())?;
+    if pending.is_empty() {
+        return Ok(Migrated {
+            schema_version: before,
+            records: migration::records(&applied),
+            applied_now: vec![],
+            snapshot: None,
+            pruned_snapshots: vec![],
+            set,
+            before,
+        });
+    }
+    let snapshot = db
+        .snapshot(release)
+        .await
+        .map_err(|m| format!("the snapshot before migrating failed, nothing was migrated: {m}"))?;
+    let pruned = db.prune_snapshots().await.unwrap_or_default();
+    match db.apply(&set, &pending).await {
+        Ok(()) => {
+            let after = db.applied().await?;
+            let applied_now: Vec<i64> = pending
+                .iter()
+                .copied()
+                .filter(|v| after.iter().any(|a| a.version == *v && a.success))
+                .collect();
+            Ok(Migrated {
+                schema_version: migration::version_of(&after),
+                records: migration::records(&after),
+                applied_now,
+                snapshot: Some(snapshot),
+                pruned_snapshots: pruned,
+                set,
+                before,
+            })
+        }
+        Err(e) => {
+            let failed = match e.version {
+                Some(v) => format!("migration {} failed: {}", describe(&set, v), e.message),
+                None => format!("migrating failed: {}", e.message),
+            };
+            let recovery = put_back(db, &set, &applied, before, &snapshot).await;
+            Err(db.mask(&format!("{failed}; {recovery}")))
+        }
+    }
+}
+
+/// After a failed run: brings the schema back to where it was, and says how.
+async fn put_back(
+    db: &mut Db<'_>,
+    set: &MigrationSet,
+    before: &[super::Applied],
+    version: i64,
+    snapshot: &str,
+) -> String {
+    if db.driver == DbDriver::Mysql {
+        // DDL commits implicitly on MySQL/MariaDB: the failed migration may have left
+        // half its statements behind, which no down script knows about.
+        return match db.restore(snapshot).await {
+            Ok(()) => format!(
+                "MySQL/MariaDB DDL is not transactional: the database was restored from the snapshot {snapshot} taken just before"
+            ),
+            Err(m) => format!(
+                "restoring the snapshot {snapshot} FAILED ({m}): the schema may be half-migrated; restore it with `slipway db restore STAGE {snapshot} --yes`"
+            ),
+        };
+    }
+    let now = match db.applied().await {
+        Ok(a) => a,
+        Err(m) => {
+            return format!(
+                "cannot read the schema after the failure ({m}); check it, the snapshot is {snapshot}"
+            );
+        }
+    };
+    let mut ours: Vec<i64> = now
+        .iter()
+        .filter(|a| !before.iter().any(|b| b.version == a.version))
+        .map(|a| a.version)
+        .collect();
+    if ours.is_empty() {
+        return "the failed migration's transaction was rolled back: the schema is as it was"
+            .into();
+    }
+    ours.sort_unstable_by(|a, b| b.cmp(a));
+    let reversible = ours.iter().all(|v| {
+        set.get(*v)
+            .is_some_and(|m| m.info.reversibility == super::Reversibility::Reversible)
+    });
+    if reversible {
+        match db.undo(set, &ours, version).await {
+            Ok(()) => {
+                return format!(
+                    "the schema was put back by undoing the migrations this deploy had applied with their down scripts: {}",
+                    describe_all(set, &ours)
+                );
+            }
+            Err(e) => {
+                let restored = db.restore(snapshot).await;
+                return match restored {
+                    Ok(()) => format!(
+                        "undoing this deploy's migrations failed ({}); the database was restored from the snapshot {snapshot}",
+                        e.message
+                    ),
+                    Err(m) => format!(
+                        "undoing this deploy's migrations failed ({}) and restoring the snapshot {snapshot} failed too ({m}): restore it with `slipway db restore STAGE {snapshot} --yes`",
+                        e.message
+                    ),
+                };
+            }
+        }
+    }
+    match db.restore(snapshot).await {
+        Ok(()) => format!(
+            "migrations without down scripts were applied ({}): the database was restored from the snapshot {snapshot}",
+            describe_all(set, &ours)
+        ),
+        Err(m) => format!(
+            "restoring the snapshot {snapshot} FAILED ({m}): restore it with `slipway db restore STAGE {snapshot} --yes`"
+        ),
+    }
+}
+
+/// After the switch failed: undoes what this deploy applied, so the old code finds its
+/// schema. Returns what was done, for the report.
+pub async fn revert(fleet: &Fleet, config: &Database, migrated: &Migrated) -> String {
+    if migrated.applied_now.is_empty() {
+        return "the database was not changed by this deploy".into();
+    }
+    let mut db = match Db::open(fleet, config).await {
+        Ok(db) => db,
+        Err(e) => {
+            return format!("cannot reach the database to undo this deploy's migrations: {e}");
+        }
+    };
+    let applied = db.applied().await.unwrap_or_default();
+    let snapshot = migrated.snapshot.clone().unwrap_or_default();
+    let text = put_back(
+        &mut db,
+        &migrated.set,
+        &before_rows(&applied, migrated.before),
+        migrated.before,
+        &snapshot,
+    )
+    .await;
+    db.close().await;
+    text
+}
+
+fn before_rows(applied: &[super::Applied], version: i64) -> Vec<super::Applied> {
+    applied
+        .iter()
+        .filter(|a| a.version <= version)
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,111 @@
+//! Beyond the acceptance list: a failed switch takes the schema back with the code, and
+//! command mode (a framework's own migration tool).
+
+use crate::fixtures::{v1, v2};
+use crate::scenario::{Kind, Scenario};
+
+fn switch_failure_reverts_the_schema(kind: Kind) {
+    let mut s = Scenario::new(kind);
+    s.app(&v1(kind), "v1");
+    s.deploy();
+    let r1 = s.current();
+    let catalog = s.catalog();
+    s.app(&v2(kind), "v2");
+    s.env = vec![("SLIPWAY_FAULT".into(), "deploy.after-switch:fail".into())];
+    let out = s.run(&["deploy", "test"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.all().contains("database: the schema was put back"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(s.current(), r1);
+    assert_eq!(s.versions(), vec![1, 2]);
+    assert_eq!(s.catalog(), catalog);
+}
+
+#[test]
+fn sqlite_switch_failure_reverts_the_schema() {
+    switch_failure_reverts_the_schema(Kind::Sqlite)
+}
+
+#[test]
+fn postgres_switch_failure_reverts_the_schema() {
+    switch_failure_reverts_the_schema(Kind::Postgres)
+}
+
+/// Command mode: slipway runs the tool, records the version it reports, and a rollback
+/// runs rollback_command in the release being left with the target version.
+#[test]
+fn command_mode_records_and_rolls_back_the_reported_version() {
+    let mut s = Scenario::new(Kind::Sqlite);
+    // A "framework" whose schema version is a file in shared/, and whose migrate
+    // command sets it to the release's own number.
+    s.database_section = Some(
+        "[database]\nmigrate_command = \"cp SCHEMA ../../shared/schema\"\nversion_command = \"cat ../../shared/schema\"\nrollback_command = \"echo {version} > ../../shared/schema; echo $SLIPWAY_TARGET_VERSION > ../../shared/target\"\n".into(),
+    );
+    let write = |s: &mut Scenario, v: &str| {
+        s.app(&[], v);
+        std::fs::write(s.path().join("app/SCHEMA"), v).unwrap();
+    };
+    write(&mut s, "7");
+    s.deploy();
+    let r1 = s.current();
+    assert_eq!(s.release_json(&r1)["schema_version"], 7);
+    write(&mut s, "9");
+    let out = s.deploy();
+    assert!(out.all().contains("schema version 9"), "{}", out.all());
+    let dry = s.ok(&["rollback", "test", "--dry-run"]);
+    assert!(
+        dry.all().contains("SLIPWAY_TARGET_VERSION=7"),
+        "{}",
+        dry.all()
+    );
+    s.ok(&["rollback", "test"]);
+    assert_eq!(s.current(), r1);
+    let shared = s.deploy_to.join("shared");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("schema"))
+            .unwrap()
+            .trim(),
+        "7"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.join("target"))
+            .unwrap()
+            .trim(),
+        "7"
+    );
+}
+
+/// Without the URL in the environment nothing is uploaded, and the message says which
+/// variable to set.
+#[test]
+fn a_missing_database_url_fails_before_the_upload() {
+    let mut s = Scenario::new(Kind::Sqlite);
+    s.database_section =
+        Some("[database]\ndriver = \"postgres\"\nurl_env = \"SHOP_DB_URL\"\n".into());
+    s.app(&v1(Kind::Postgres), "v1");
+    let out = s.run(&["deploy", "test"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.all().contains("SHOP_DB_URL"), "{}", out.all());
+    assert!(!out.all().contains("upload ok"), "{}", out.all());
+    // `check` says so too, and looks for the snapshot tools on the db host.
+    let out = s.run(&["check", "test"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all().contains("FAIL") && out.all().contains("SHOP_DB_URL"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.all().contains("database tool: pg_dump"),
+        "{}",
+        out.all()
+    );
+    // A URL of the wrong kind is refused without being echoed.
+    s.env = vec![("SHOP_DB_URL".into(), "mysql://u:Very-Secret-1@h/db".into())];
+    let out = s.run(&["deploy", "test"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(!out.all().contains("Very-Secret-1"), "{}", out.all());
+}
