@@ -73,6 +73,9 @@ pub enum Command {
     /// The database of STAGE: migrations and snapshots.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Staged rollouts ([rollout] in the config): plan, watch and steer them.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// List each host's releases with their state.
     Releases { stage: String },
     /// Show which release each host is on, and who holds the lock.
@@ -108,6 +111,29 @@ pub enum DbCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Which hosts go in which step, and the worst-case promotion and rollback time (from the config; no host is contacted).
+    Plan { stage: String },
+    /// The rollout in progress (or the last one): step, status, last gate, every host's release.
+    Status { stage: String },
+    /// Stop the rollout at its next step boundary (the deployer driving it exits "paused").
+    Pause { stage: String },
+    /// Go on with a paused rollout, or one whose deployer died, from where it stands.
+    Resume { stage: String },
+    /// Go on past the current pause to the next step (gated as always).
+    Promote {
+        stage: String,
+        /// Through every remaining step without pausing (gates still run).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Return every host to its stable release (code, and schema if the deploy migrated).
+    Abort { stage: String },
+    /// Start an aborted or failed rollout again from its first step.
+    Retry { stage: String },
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -24,6 +24,11 @@ use crate::layout::{
 use crate::lock;
 use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
 use crate::release::{HostState, ReleaseEntry, ReleaseMeta, ReleaseState};
+use crate::rollout::{
+    self,
+    executor::{Mode, Progress},
+    state::{RolloutState, Status},
+};
 use crate::run::{Context, Outcome, probe, unless_interrupted};
 use crate::script::{self, HookEnv};
 
@@ -102,6 +107,7 @@ async fn locked_deploy(
     .await?;
     let result = run_deploy(fleet, ctx, archive, &held.states).await;
     // Every outcome is on record, on every host: success, failure, or a revert.
+    let paused = matches!(&result, Ok((_, _, o)) if o.data["paused"] == true);
     let (id, from, outcome) = match &result {
         Ok((id, from, _)) => (Some(id.clone()), from.clone(), Ok(())),
         Err((id, from, e)) => (id.clone(), from.clone(), Err(e)),
@@ -116,6 +122,7 @@ async fn locked_deploy(
         to: id.map(|i| i.to_string()),
         reason: None,
         result: match outcome {
+            Ok(()) if paused => "paused".into(),
             Ok(()) => "ok".into(),
             Err(e) => e.class().name().into(),
         },
@@ -147,6 +154,9 @@ async fn run_deploy(
             "{signal} received before the switch: the partial release was removed, every host is as it was"
         ))
     };
+    if let Err(e) = rollout::state::refuse_if_in_progress(fleet).await {
+        return Err((None, from, e));
+    }
     let now = Utc::now();
     let meta = ReleaseMeta {
         id: id.clone(),
@@ -353,47 +363,67 @@ async fn run_deploy(
         }
     }
 
-    // The switch: from here on, a signal no longer stops the run half-way.
+    // The switch, host by host as the stage's strategy says: from here on, a signal no
+    // longer stops the run half-way.
     let live = meta.with_state(ReleaseState::Live, None);
-    let results = fleet
-        .step_on(
-            &all,
-            "switch",
-            |i| {
-                let mut records = vec![(id.clone(), live.to_line())];
-                if let Some(prev) = previous_meta(&states[i]) {
-                    records.push((
-                        prev.id.clone(),
-                        prev.with_state(ReleaseState::Ready, None).to_line(),
-                    ));
-                }
-                script::switch(&fleet.layout, Some(&id), &nonce(), &records)
-            },
-            None,
-            timeouts.command,
-        )
-        .await;
-    if let Some(e) = first_failure(fleet, "switch", &results) {
-        let switched: Vec<usize> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
-        let error = switch_back(fleet, states, &switched, &meta, &id, &e.to_string()).await;
-        return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
+    let switch = |i: usize| {
+        let mut records = vec![(id.clone(), live.to_line())];
+        if let Some(prev) = previous_meta(&states[i]) {
+            records.push((
+                prev.id.clone(),
+                prev.with_state(ReleaseState::Ready, None).to_line(),
+            ));
+        }
+        script::switch(&fleet.layout, Some(&id), &nonce(), &records)
+    };
+    let mut exec = rollout::executor::Executor {
+        fleet,
+        release: id.clone(),
+        state: rollout_state(fleet, ctx, states, &id),
+        persist: false,
+        switch: &switch,
+    };
+    exec.persist = exec.state.plan.steps.len() > 1 || stage.health.is_some();
+    match exec.advance(Mode::default()).await {
+        Ok(Progress::Done) => {}
+        Ok(Progress::Paused(why)) => {
+            let on = exec.state.hosts_through(exec.state.completed).len();
+            let human = format!(
+                "rollout of {} to {} paused: {id} is live on {on} of {} host(s) ({why}). Go on with `slipway rollout promote {stage}`, or go back with `slipway rollout abort {stage}`",
+                stage.app,
+                stage.name,
+                fleet.len(),
+                stage = stage.name,
+            );
+            let data = json!({
+                "release": id.as_str(),
+                "paused": true,
+                "reason": why,
+                "completed_steps": exec.state.completed,
+                "steps": exec.state.plan.steps.len(),
+                "hosts_on_release": on,
+                "schema_version": meta.schema_version,
+            });
+            return Ok((id, from, Outcome { human, data }));
+        }
+        Err(failure) => {
+            let error = switch_back(
+                fleet,
+                states,
+                &failure.switched,
+                &meta,
+                &id,
+                &failure.reason,
+            )
+            .await;
+            let error = revert_schema(fleet, migrated.as_ref(), error).await;
+            exec.rolled_back(&failure.reason).await;
+            return Err(fail(error));
+        }
     }
     if let Err(m) = fault::point("deploy.after-switch").await {
         let error = switch_back(fleet, states, &all, &meta, &id, &m).await;
         return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
-    }
-
-    // Restart hooks in the new release; a failure switches every host back.
-    if !stage.restart_hooks.is_empty() {
-        let results = run_restart(fleet, &all, &id).await;
-        if let Some(e) = first_failure(fleet, "restart", &results) {
-            let error = switch_back(fleet, states, &all, &meta, &id, &e.to_string()).await;
-            return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
-        }
     }
 
     // Retention.
@@ -1001,4 +1031,39 @@ fn render_plan(plan: &DeployPlan) -> String {
         ));
     }
     s
+}
+
+/// The rollout this deploy starts: the plan frozen over the stage's hosts as they are
+/// now, and each host's stable release (the one it is on).
+fn rollout_state(
+    fleet: &Fleet,
+    ctx: &Context,
+    states: &[HostState],
+    id: &ReleaseId,
+) -> RolloutState {
+    let stage = &fleet.stage;
+    let names: Vec<String> = fleet
+        .all()
+        .iter()
+        .map(|&i| fleet.name(i).to_string())
+        .collect();
+    let now = Utc::now();
+    RolloutState {
+        app: stage.app.clone(),
+        stage: stage.name.clone(),
+        desired: id.to_string(),
+        stable: states
+            .iter()
+            .map(|s| (s.host.clone(), s.current().map(|c| c.to_string())))
+            .collect(),
+        plan: rollout::plan::plan(&stage.rollout.strategy, &stage.app, &names),
+        completed: 0,
+        status: Status::Running,
+        reason: None,
+        migrated: stage.database.is_some(),
+        last_gate: None,
+        started_by: ctx.actor.name(),
+        started_at: now,
+        updated_at: now,
+    }
 }

@@ -161,6 +161,10 @@ impl Layout {
     pub fn audit_log(&self) -> String {
         self.join(".slipway/log.jsonl")
     }
+    /// The state of a staged rollout (see `rollout::state`).
+    pub fn rollout_state(&self) -> String {
+        self.join(".slipway/rollout.json")
+    }
     pub fn backups(&self) -> String {
         self.join("backups")
     }

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod release;
 pub mod report;
 pub mod rollback;
+pub mod rollout;
 pub mod run;
 pub mod script;
 pub mod transport;

@@ -7,12 +7,13 @@ use clap::Parser;
 use serde_json::json;
 
 use slipway::audit::Actor;
-use slipway::cli::{Cli, Command, DbCommand};
+use slipway::cli::{Cli, Command, DbCommand, RolloutCommand};
 use slipway::config::Config;
 use slipway::error::{Error, ExitClass};
 use slipway::interrupt::Interrupt;
 use slipway::layout::ReleaseId;
 use slipway::report::{Format, Reporter};
+use slipway::rollout::command::{self as rollout, Action};
 use slipway::run::{Context, Outcome};
 use slipway::{commands, db, deploy, rollback};
 
@@ -145,6 +146,27 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
             snapshot,
             yes,
         }) => db::status::restore(config.stage(stage)?, &ctx, snapshot, *yes).await,
+        Command::Rollout(RolloutCommand::Plan { stage }) => {
+            Ok(rollout::show_plan(config.stage(stage)?))
+        }
+        Command::Rollout(RolloutCommand::Status { stage }) => {
+            rollout::status(config.stage(stage)?, &ctx).await
+        }
+        Command::Rollout(RolloutCommand::Pause { stage }) => {
+            rollout::pause(config.stage(stage)?, &ctx).await
+        }
+        Command::Rollout(RolloutCommand::Resume { stage }) => {
+            rollout::steer(config.stage(stage)?, &ctx, Action::Resume).await
+        }
+        Command::Rollout(RolloutCommand::Promote { stage, full }) => {
+            rollout::steer(config.stage(stage)?, &ctx, Action::Promote { full: *full }).await
+        }
+        Command::Rollout(RolloutCommand::Abort { stage }) => {
+            rollout::steer(config.stage(stage)?, &ctx, Action::Abort).await
+        }
+        Command::Rollout(RolloutCommand::Retry { stage }) => {
+            rollout::steer(config.stage(stage)?, &ctx, Action::Retry).await
+        }
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
         Command::Log { stage, since } => {
             let since = match since {

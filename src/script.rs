@@ -555,6 +555,26 @@ pub fn db_command(env: &HookEnv<'_>, command: &str, target: Option<i64>) -> Stri
     s
 }
 
+/// Writes the rollout state atomically (a temporary file renamed over the old one).
+pub fn write_rollout(layout: &Layout, json_line: &str) -> String {
+    let file = layout.rollout_state();
+    format!(
+        "{PRELUDE}mkdir -p -- {dir} && printf '%s\\n' {json} > {tmp} && mv -f -- {tmp} {file} || {{ echo \"cannot write \"{file} >&2; exit 1; }}\n",
+        dir = quote(&layout.state_dir()),
+        file = quote(&file),
+        tmp = quote(&format!("{file}.tmp")),
+        json = quote(json_line),
+    )
+}
+
+/// Prints the rollout state (nothing if there is none).
+pub fn read_rollout(layout: &Layout) -> String {
+    format!(
+        "{PRELUDE}f={}\nif [ -f \"$f\" ]; then cat -- \"$f\"; fi\n",
+        quote(&layout.rollout_state())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

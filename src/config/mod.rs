@@ -8,9 +8,13 @@
 
 mod database;
 mod locate;
+mod rollout;
 mod validate;
 
 pub use database::{Database, DbCommands, DbDriver};
+pub use rollout::{
+    Batch, Check, Health, HealthLayer, OnInconclusive, Pause, Rollout, RolloutLayer, Strategy,
+};
 
 pub use validate::parse_duration;
 
@@ -68,6 +72,8 @@ pub struct Layer {
     pub hooks: Option<HooksLayer>,
     pub timeouts: Option<TimeoutsLayer>,
     pub database: Option<DatabaseLayer>,
+    pub rollout: Option<RolloutLayer>,
+    pub health: Option<HealthLayer>,
     /// Only in a stage.
     pub hosts: Option<Vec<HostLayer>>,
     /// Only at the top level.
@@ -212,6 +218,10 @@ pub struct Stage {
     pub hosts: Vec<Host>,
     /// `[database]`, when the app has one.
     pub database: Option<Database>,
+    /// `[rollout]`: how the switch moves across the hosts.
+    pub rollout: Rollout,
+    /// `[health]`: the gate after each step, when there is one.
+    pub health: Option<Health>,
 }
 
 /// A loaded and validated configuration file.

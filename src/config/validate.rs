@@ -194,6 +194,8 @@ fn resolve_stage(
         &hosts,
         transport,
     )?;
+    let rollout = super::rollout::resolve_rollout(stage, top, at)?;
+    let health = super::rollout::resolve_health(stage, top, at)?;
 
     Ok(Stage {
         name: name.to_string(),
@@ -211,6 +213,8 @@ fn resolve_stage(
         timeouts,
         hosts,
         database,
+        rollout,
+        health,
     })
 }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{Output, Stdin, Transport, TransportError, command_line};
+use super::{Output, Reached, Stdin, Transport, TransportError, command_line};
 
 pub struct LocalTransport {
     name: String,
@@ -86,6 +86,19 @@ impl Transport for LocalTransport {
         tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| TransportError::Timeout(timeout))?
+    }
+
+    /// The host is this machine: its ports are reached directly, no forward.
+    async fn reach(&self, host: &str, port: u16) -> Result<Reached, TransportError> {
+        let address = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Reached {
+            address,
+            forward: None,
+        })
     }
 
     async fn close(&self) {}

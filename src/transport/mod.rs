@@ -76,6 +76,15 @@ pub enum Remote {
     Unix(String),
 }
 
+/// An address on this machine that reaches a host's port, see [`Transport::reach`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reached {
+    /// `address:port` to connect to from this machine.
+    pub address: String,
+    /// The ssh forward behind it, if any.
+    pub forward: Option<(u16, Remote)>,
+}
+
 /// Bytes fed to a script's stdin, shared by every host without copying.
 pub type Stdin = Option<Arc<Vec<u8>>>;
 
@@ -105,6 +114,41 @@ pub trait Transport: Send + Sync {
     /// Closes a forward opened by [`Transport::forward`].
     async fn close_forward(&self, local_port: u16, remote: &Remote) {
         let _ = (local_port, remote);
+    }
+
+    /// A TCP address on this machine that reaches `host:port` as the host sees it (for
+    /// health checks of an app port that is not exposed). ssh: a local port forward on a
+    /// free loopback port (ssh cannot report a port it chose, so we pick one; another
+    /// process could take it in between: retried). Close it with [`Transport::unreach`].
+    async fn reach(&self, host: &str, port: u16) -> Result<Reached, TransportError> {
+        let remote = Remote::Tcp {
+            host: host.to_string(),
+            port,
+        };
+        let mut last = TransportError::Connect("no free local port".into());
+        for _ in 0..5 {
+            let local = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| TransportError::Connect(format!("no free local port: {e}")))?;
+            match self.forward(local, &remote).await {
+                Ok(()) => {
+                    return Ok(Reached {
+                        address: format!("127.0.0.1:{local}"),
+                        forward: Some((local, remote)),
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Closes what [`Transport::reach`] opened.
+    async fn unreach(&self, reached: &Reached) {
+        if let Some((local, remote)) = &reached.forward {
+            self.close_forward(*local, remote).await;
+        }
     }
 
     /// Ends the connection (for ssh: the master exits unless it should persist).

@@ -1,0 +1,607 @@
+//! `slipway rollout plan|status|pause|resume|promote|abort|retry STAGE`: the commands
+//! that look at and steer a staged rollout from any invocation, on any machine, through
+//! the state persisted on the hosts.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::executor::{Executor, Failure, Mode, Progress};
+use super::plan;
+use super::state::{self, RolloutState, Status};
+use crate::audit::Record;
+use crate::config::Stage;
+use crate::db;
+use crate::deploy::run_restart;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::layout::{Layout, ReleaseId};
+use crate::lock;
+use crate::release::{HostState, ReleaseState};
+use crate::run::{Context, Outcome, probe};
+use crate::script;
+
+/// `rollout plan`: pure, from the configuration; no host is contacted.
+pub fn show_plan(stage: &Stage) -> Outcome {
+    let names: Vec<String> = stage.hosts.iter().map(|h| h.name.clone()).collect();
+    let p = plan::plan(&stage.rollout.strategy, &stage.app, &names);
+    let worst = plan::worst_case(
+        &p,
+        &stage.rollout,
+        stage.health.as_ref(),
+        &stage.timeouts,
+        !stage.restart_hooks.is_empty(),
+    );
+    let human = plan::render(&stage.name, &stage.app, &p, &worst);
+    let data = json!({
+        "stage": stage.name,
+        "plan": p,
+        "worst_case": {
+            "promotion_secs": worst.promotion.as_secs_f64(),
+            "manual_pauses": worst.manual_pauses,
+            "rollback_secs": worst.rollback.as_secs_f64(),
+        },
+    });
+    Outcome { human, data }
+}
+
+/// `rollout status`: the persisted state and where every host stands. Takes no lock.
+pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let result = async {
+        let st = state::read(&fleet).await?;
+        let states = probe(&fleet).await?;
+        Ok::<_, Error>((st, states))
+    }
+    .await;
+    fleet.close().await;
+    let (st, states) = result?;
+    let Some(st) = st else {
+        return Ok(Outcome {
+            human: format!("no rollout recorded on stage {}", stage.name),
+            data: json!({ "rollout": null }),
+        });
+    };
+    let step_of: BTreeMap<&str, usize> = st
+        .plan
+        .steps
+        .iter()
+        .flat_map(|s| s.hosts.iter().map(move |h| (h.as_str(), s.number)))
+        .collect();
+    let mut human = format!(
+        "{}\n  started by {} at {}, updated {}\n",
+        st.describe(),
+        st.started_by,
+        st.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        st.updated_at.format("%Y-%m-%dT%H:%M:%SZ"),
+    );
+    if let Some(g) = &st.last_gate {
+        human.push_str(&format!(
+            "  last gate (step {}): {}{}\n",
+            g.step,
+            g.verdict,
+            if g.details.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", g.details.join("; "))
+            }
+        ));
+    }
+    let mut hosts = Vec::new();
+    for s in &states {
+        let current = s.current().map(|c| c.to_string());
+        let on = if current.as_deref() == Some(st.desired.as_str()) {
+            "desired"
+        } else if current == st.stable.get(&s.host).cloned().flatten() {
+            "stable"
+        } else {
+            "other"
+        };
+        let step = step_of.get(s.host.as_str()).copied();
+        let lock = s
+            .lock
+            .as_ref()
+            .map(|l| {
+                format!(
+                    "  locked by {}",
+                    l.as_ref()
+                        .map(|l| l.describe())
+                        .unwrap_or_else(|| "an unknown holder".into())
+                )
+            })
+            .unwrap_or_default();
+        human.push_str(&format!(
+            "  {:<24} step {:<3} {:<18} ({on}){lock}\n",
+            s.host,
+            step.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            current.as_deref().unwrap_or("(none)"),
+        ));
+        hosts.push(json!({
+            "host": s.host,
+            "step": step,
+            "current": current,
+            "on": on,
+            "stable": st.stable.get(&s.host),
+            "locked": s.lock.is_some(),
+        }));
+    }
+    if st.status == Status::Running && states.iter().all(|s| s.lock.is_none()) {
+        human.push_str(&format!(
+            "  no deployer holds the lock: the run that drove this rollout is gone. Go on with `slipway rollout resume {0}`, or go back with `slipway rollout abort {0}`\n",
+            stage.name
+        ));
+    } else if st.status == Status::Running {
+        human.push_str(&format!(
+            "  if the deployer that holds the lock is gone (killed, crashed), run `slipway unlock {0}`, then `slipway rollout resume {0}` or `slipway rollout abort {0}`\n",
+            stage.name
+        ));
+    }
+    Ok(Outcome {
+        human: human.trim_end().to_string(),
+        data: json!({ "rollout": st, "hosts": hosts }),
+    })
+}
+
+/// `rollout pause`: marks the rollout paused. A deployer driving it stops at the next
+/// step boundary; no lock is taken (that deployer holds it).
+pub async fn pause(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let result = async {
+        let mut st = in_progress(&fleet).await?;
+        if st.status == Status::Paused {
+            return Ok(Outcome {
+                human: format!("already paused: {}", st.describe()),
+                data: json!({ "rollout": st }),
+            });
+        }
+        st.status = Status::Paused;
+        st.reason = Some(format!("paused by {} (`slipway rollout pause`)", ctx.actor.name()));
+        state::write(&fleet, &mut st).await;
+        Ok(Outcome {
+            human: format!(
+                "{}; a running deployer stops after its current step. Go on with `slipway rollout resume {}`",
+                st.describe(),
+                stage.name
+            ),
+            data: json!({ "rollout": st }),
+        })
+    }
+    .await;
+    fleet.close().await;
+    result
+}
+
+async fn in_progress(fleet: &Fleet) -> Result<RolloutState> {
+    match state::read(fleet).await? {
+        Some(st) if st.in_progress() => Ok(st),
+        Some(st) => Err(Error::Refused(format!(
+            "no rollout in progress on stage {}: the last one is {}",
+            fleet.stage.name,
+            st.describe()
+        ))),
+        None => Err(Error::Refused(format!(
+            "no rollout recorded on stage {}",
+            fleet.stage.name
+        ))),
+    }
+}
+
+/// What a locked rollout command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Go on from where the rollout stands (a pause, or a crashed deployer's step).
+    Resume,
+    /// Go on past the pause; `full`: through every remaining step without pausing.
+    Promote { full: bool },
+    /// Every host back to its stable release.
+    Abort,
+    /// An aborted or failed rollout again, from its first step.
+    Retry,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Resume => "rollout-resume",
+            Action::Promote { .. } => "rollout-promote",
+            Action::Abort => "rollout-abort",
+            Action::Retry => "rollout-retry",
+        }
+    }
+}
+
+/// `rollout resume|promote|abort|retry`: under the deploy lock, with an audit record.
+pub async fn steer(stage: &Stage, ctx: &Context, action: Action) -> Result<Outcome> {
+    let started = std::time::Instant::now();
+    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    let result = match lock::acquire(
+        &fleet,
+        &ctx.actor,
+        &ctx.command,
+        ctx.lock_wait,
+        &ctx.interrupt,
+    )
+    .await
+    {
+        Ok(held) => {
+            let (desired, result) = locked(&fleet, ctx, action, &held.states).await;
+            let record = Record {
+                time: Utc::now(),
+                action: action.name().into(),
+                stage: stage.name.clone(),
+                actor: ctx.actor.clone(),
+                command: ctx.command.clone(),
+                from: None,
+                to: desired,
+                reason: match &result {
+                    Ok(o) => o.data["reason"].as_str().map(String::from),
+                    Err(e) => Some(e.to_string()),
+                },
+                result: match &result {
+                    Ok(o) if o.data["paused"] == true => "paused".into(),
+                    Ok(_) => "ok".into(),
+                    Err(e) => e.class().name().into(),
+                },
+                message: result.as_ref().err().map(|e| e.to_string()),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            lock::finish(&fleet, &held, &record).await;
+            result
+        }
+        Err(e) => Err(e),
+    };
+    fleet.close().await;
+    result
+}
+
+async fn locked(
+    fleet: &Fleet,
+    ctx: &Context,
+    action: Action,
+    states: &[HostState],
+) -> (Option<String>, Result<Outcome>) {
+    let st = match action {
+        Action::Retry => match state::read(fleet).await {
+            Ok(Some(st)) if matches!(st.status, Status::Aborted | Status::Failed) => st,
+            Ok(Some(st)) => {
+                return (
+                    Some(st.desired.clone()),
+                    Err(Error::Refused(format!(
+                        "only an aborted or failed rollout can be retried; the last one is {}",
+                        st.describe()
+                    ))),
+                );
+            }
+            Ok(None) => {
+                return (
+                    None,
+                    Err(Error::Refused(format!(
+                        "no rollout recorded on stage {}",
+                        fleet.stage.name
+                    ))),
+                );
+            }
+            Err(e) => return (None, Err(e)),
+        },
+        _ => match in_progress(fleet).await {
+            Ok(st) => st,
+            Err(e) => return (None, Err(e)),
+        },
+    };
+    let desired_text = Some(st.desired.clone());
+    let desired = match ReleaseId::parse(&st.desired) {
+        Ok(d) => d,
+        Err(m) => {
+            return (
+                desired_text,
+                Err(Error::Refused(format!(
+                    "the rollout state names no valid release: {m}"
+                ))),
+            );
+        }
+    };
+    let result = match action {
+        Action::Abort => {
+            abort(
+                fleet,
+                states,
+                st,
+                &desired,
+                &format!("aborted by {}", ctx.actor.name()),
+            )
+            .await
+        }
+        Action::Retry => {
+            if fleet.stage.database.is_some() && st.migrated {
+                Err(Error::Refused(format!(
+                    "rollout of {desired} cannot be retried: its migrations were undone when it was rolled back. Deploy again instead (`slipway deploy {}`), which migrates first",
+                    fleet.stage.name
+                )))
+            } else {
+                let mut st = st;
+                st.stable = states
+                    .iter()
+                    .map(|s| (s.host.clone(), s.current().map(|c| c.to_string())))
+                    .collect();
+                st.completed = 0;
+                st.last_gate = None;
+                st.started_by = ctx.actor.name();
+                st.started_at = Utc::now();
+                proceed(fleet, states, st, &desired, Mode::default()).await
+            }
+        }
+        Action::Resume => {
+            proceed(
+                fleet,
+                states,
+                st,
+                &desired,
+                Mode {
+                    resumed: true,
+                    full: false,
+                },
+            )
+            .await
+        }
+        Action::Promote { full } => {
+            proceed(
+                fleet,
+                states,
+                st,
+                &desired,
+                Mode {
+                    resumed: true,
+                    full,
+                },
+            )
+            .await
+        }
+    };
+    (desired_text, result)
+}
+
+/// Drives the rollout on from its state; on a failure, every switched host goes back.
+async fn proceed(
+    fleet: &Fleet,
+    states: &[HostState],
+    st: RolloutState,
+    desired: &ReleaseId,
+    mode: Mode,
+) -> Result<Outcome> {
+    let switch = |i: usize| {
+        let s = &states[i];
+        let mut records = Vec::new();
+        if let Some(meta) = s.release(desired).and_then(|r| r.meta.clone()) {
+            records.push((
+                desired.clone(),
+                meta.with_state(ReleaseState::Live, None).to_line(),
+            ));
+        }
+        if let Some(cur) = s.current()
+            && &cur != desired
+            && let Some(meta) = s.release(&cur).and_then(|r| r.meta.clone())
+        {
+            records.push((cur, meta.with_state(ReleaseState::Ready, None).to_line()));
+        }
+        script::switch(&fleet.layout, Some(desired), &nonce(), &records)
+    };
+    let mut exec = Executor {
+        fleet,
+        release: desired.clone(),
+        state: st,
+        persist: true,
+        switch: &switch,
+    };
+    let total = exec.state.plan.steps.len();
+    match exec.advance(mode).await {
+        Ok(Progress::Done) => Ok(Outcome {
+            human: format!(
+                "rollout of {} to {} done: {desired} is live on all {} host(s) of the plan",
+                fleet.stage.app,
+                fleet.stage.name,
+                exec.state.plan.host_count()
+            ),
+            data: json!({ "release": desired.as_str(), "done": true, "steps": total }),
+        }),
+        Ok(Progress::Paused(why)) => Ok(Outcome {
+            human: format!(
+                "rollout of {} to {} paused: {desired} is live on {} of {} host(s) ({why}). Go on with `slipway rollout promote {2}`, or go back with `slipway rollout abort {2}`",
+                fleet.stage.app,
+                fleet.stage.name,
+                exec.state.hosts_through(exec.state.completed).len(),
+                exec.state.plan.host_count(),
+            ),
+            data: json!({ "release": desired.as_str(), "paused": true, "reason": why, "completed_steps": exec.state.completed, "steps": total }),
+        }),
+        Err(Failure { reason, .. }) => {
+            // Hosts are read again: the executor switched some since the lock's probe.
+            let now = probe(fleet).await?;
+            let st = exec.state.clone();
+            let result = abort(fleet, &now, st, desired, &reason).await;
+            exec.rolled_back(&reason).await;
+            match result {
+                Ok(o) => Err(Error::Reverted(format!(
+                    "rollout of {desired} failed ({reason}); {}",
+                    o.human
+                ))),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Returns every host on `desired` to its stable release (code, restart, then schema when
+/// the rollout's deploy migrated), marks `desired` rolled-back, records the state.
+async fn abort(
+    fleet: &Fleet,
+    states: &[HostState],
+    mut st: RolloutState,
+    desired: &ReleaseId,
+    why: &str,
+) -> Result<Outcome> {
+    let on_desired: Vec<usize> = fleet
+        .all()
+        .into_iter()
+        .filter(|&i| states[i].current().as_ref() == Some(desired))
+        .collect();
+    let target_of = |i: usize| -> Option<ReleaseId> {
+        st.stable
+            .get(fleet.name(i))
+            .cloned()
+            .flatten()
+            .and_then(|t| ReleaseId::parse(&t).ok())
+    };
+    // The schema is planned before any host moves, like a rollback: a refusal touches nothing.
+    let stable_targets: std::collections::BTreeSet<Option<ReleaseId>> =
+        fleet.all().into_iter().map(target_of).collect();
+    let schema = match (
+        &fleet.stage.database,
+        st.migrated,
+        stable_targets.iter().next(),
+    ) {
+        (Some(_), true, Some(Some(target))) if stable_targets.len() == 1 => {
+            let mut as_if_done: Vec<HostState> = states.to_vec();
+            for s in &mut as_if_done {
+                s.current_link = Some(Layout::current_target(desired));
+            }
+            db::undo::prepare(fleet, &as_if_done, target, db::undo::Options::default()).await?
+        }
+        _ => db::undo::SchemaRollback::Nothing,
+    };
+    let results = fleet
+        .step_on(
+            &on_desired,
+            "switch-back",
+            |i| {
+                let s = &states[i];
+                let target = target_of(i);
+                let mut records = Vec::new();
+                if let Some(meta) = s.release(desired).and_then(|r| r.meta.clone()) {
+                    records.push((
+                        desired.clone(),
+                        meta.with_state(ReleaseState::RolledBack, Some(why.to_string()))
+                            .to_line(),
+                    ));
+                }
+                if let Some(t) = &target
+                    && let Some(meta) = s.release(t).and_then(|r| r.meta.clone())
+                {
+                    records.push((
+                        t.clone(),
+                        meta.with_state(ReleaseState::Live, None).to_line(),
+                    ));
+                }
+                script::switch(&fleet.layout, target.as_ref(), &nonce(), &records)
+            },
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    let stuck: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| fleet.name(*i))
+        .collect();
+    // Mark the release rolled-back where it was never switched to, so no rollback picks it.
+    let others: Vec<usize> = fleet
+        .all()
+        .into_iter()
+        .filter(|i| !on_desired.contains(i))
+        .filter(|&i| {
+            states[i]
+                .release(desired)
+                .and_then(|r| r.meta.as_ref())
+                .is_some()
+        })
+        .collect();
+    let _ = fleet
+        .step_on(
+            &others,
+            "mark-rolled-back",
+            |i| {
+                let meta = states[i]
+                    .release(desired)
+                    .and_then(|r| r.meta.clone())
+                    .map(|m| {
+                        m.with_state(ReleaseState::RolledBack, Some(why.to_string()))
+                            .to_line()
+                    })
+                    .unwrap_or_default();
+                script::write_meta(&fleet.layout, desired, &meta)
+            },
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    let back: Vec<usize> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    let mut restart_failures = Vec::new();
+    if !fleet.stage.restart_hooks.is_empty() {
+        for &i in &back {
+            if let Some(t) = target_of(i) {
+                for (j, r) in run_restart(fleet, &[i], &t).await {
+                    if let Err(e) = r {
+                        restart_failures.push(format!("{}: {e}", fleet.name(j)));
+                    }
+                }
+            }
+        }
+    }
+    let schema_text = if stuck.is_empty() {
+        match db::undo::apply_any(fleet, &schema).await {
+            Ok(t) => t,
+            Err(m) => {
+                st.status = Status::Failed;
+                st.reason = Some(format!("{why}; schema rollback failed: {m}"));
+                state::write(fleet, &mut st).await;
+                return Err(Error::Diverged(format!(
+                    "every host is back on its stable release, but the schema rollback failed: {m}. Check with `slipway db status {}`",
+                    fleet.stage.name
+                )));
+            }
+        }
+    } else {
+        String::new()
+    };
+    st.status = if st.status == Status::Failed {
+        Status::Failed
+    } else {
+        Status::Aborted
+    };
+    st.reason = Some(why.to_string());
+    state::write(fleet, &mut st).await;
+    if !stuck.is_empty() {
+        return Err(Error::Diverged(format!(
+            "switching back failed on {}: those hosts may still be on {desired}. Check with `slipway rollout status {}`, then run `slipway rollout abort {1}` again",
+            stuck.join(", "),
+            fleet.stage.name
+        )));
+    }
+    if !restart_failures.is_empty() {
+        return Err(Error::Diverged(format!(
+            "every host is back on its stable release, but restart hooks failed ({}): the new code may still be running there",
+            restart_failures.join("; ")
+        )));
+    }
+    Ok(Outcome {
+        human: format!(
+            "{} host(s) switched back to their stable release ({} already there); {desired} marked rolled-back{}",
+            back.len(),
+            fleet.len() - back.len(),
+            if schema_text.is_empty() {
+                String::new()
+            } else {
+                format!("; database: {schema_text}")
+            }
+        ),
+        data: json!({ "release": desired.as_str(), "aborted": true, "switched_back": back.len(), "reason": why, "schema": schema_text }),
+    })
+}
+
+fn nonce() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,472 @@
+//! Switching step by step: each step's hosts are switched and restarted (at most
+//! `max_parallel` at a time), then every host switched so far is gated. A failed switch,
+//! restart or gate stops the rollout and returns the hosts to roll back; the caller owns
+//! the rollback (a deploy undoes its own migration, a later `rollout` command reads the
+//! stable releases from the persisted state).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::gate;
+use super::http;
+use super::state::{self, GateRecord, RolloutState, Status};
+use crate::config::{OnInconclusive, Pause};
+use crate::deploy::run_restart;
+use crate::fleet::Fleet;
+use crate::layout::ReleaseId;
+
+/// How a call to [`Executor::advance`] treats pauses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mode {
+    /// A person said go on (`promote`, `resume`): the pause the rollout stopped at is over.
+    pub resumed: bool,
+    /// `promote --full`: no further pauses (the gates still run).
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Done,
+    Paused(String),
+}
+
+/// Why a rollout stopped, and which hosts (fleet indices) were switched by then.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub switched: Vec<usize>,
+    pub reason: String,
+}
+
+pub struct Executor<'a> {
+    pub fleet: &'a Fleet,
+    pub release: ReleaseId,
+    pub state: RolloutState,
+    /// Record the state on the hosts (a single-step rollout without a gate does not).
+    pub persist: bool,
+    /// The switch script for host i (points `current` at the release, writes records).
+    pub switch: &'a (dyn Fn(usize) -> String + Send + Sync),
+}
+
+impl<'a> Executor<'a> {
+    fn index(&self) -> BTreeMap<&'a str, usize> {
+        let fleet: &'a Fleet = self.fleet;
+        fleet
+            .all()
+            .into_iter()
+            .map(|i| (fleet.name(i), i))
+            .collect()
+    }
+
+    /// Fleet indices of the hosts in the first `steps` steps of the frozen plan.
+    pub fn switched_through(&self, steps: usize) -> Vec<usize> {
+        let index = self.index();
+        self.state
+            .hosts_through(steps)
+            .iter()
+            .filter_map(|h| index.get(h.as_str()).copied())
+            .collect()
+    }
+
+    pub async fn save(&mut self) {
+        if self.persist {
+            state::write(self.fleet, &mut self.state).await;
+        }
+    }
+
+    /// Goes through the remaining steps. Pauses return `Paused` (the state says so on the
+    /// hosts); failures return the hosts to roll back.
+    pub async fn advance(&mut self, mode: Mode) -> Result<Progress, Failure> {
+        let fleet = self.fleet;
+        let stage = &fleet.stage;
+        let rollout = &stage.rollout;
+        let index = self.index();
+        let missing: Vec<&String> = self
+            .state
+            .plan
+            .steps
+            .iter()
+            .flat_map(|s| &s.hosts)
+            .filter(|h| !index.contains_key(h.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Failure {
+                switched: self.switched_through(self.state.completed),
+                reason: format!(
+                    "the frozen rollout plan names host(s) no longer in stage {}: {} (put them back in the config, or abort the rollout)",
+                    stage.name,
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let start = self.state.completed;
+        if start == 0 && !mode.resumed {
+            self.event("started", None).await;
+            if let Err(why) = local_hooks(
+                fleet,
+                "pre_rollout",
+                &rollout.pre_rollout,
+                &self.env(0, None),
+            )
+            .await
+            {
+                return Err(Failure {
+                    switched: vec![],
+                    reason: why,
+                });
+            }
+        }
+        self.state.status = Status::Running;
+        self.state.reason = None;
+        self.save().await;
+        let total = self.state.plan.steps.len();
+        for k in start..total {
+            if k > 0 {
+                let skip = mode.full || (k == start && mode.resumed);
+                if !skip {
+                    match rollout.pause {
+                        Pause::Manual => {
+                            let why = format!(
+                                "manual pause after step {k} of {total} ({} of {} hosts on {})",
+                                self.state.plan.steps[k - 1].total,
+                                self.state.plan.host_count(),
+                                self.release
+                            );
+                            return Ok(self.pause(why).await);
+                        }
+                        Pause::For(d) if !d.is_zero() => {
+                            fleet.reporter.info(&format!(
+                                "step {k} of {total} done; pausing {} before step {}",
+                                humantime::format_duration(d),
+                                k + 1
+                            ));
+                            tokio::time::sleep(d).await;
+                        }
+                        Pause::For(_) => {}
+                    }
+                }
+                if let Some(why) = self.pause_requested().await {
+                    return Ok(self.pause(why).await);
+                }
+                if let Err(why) = local_hooks(
+                    fleet,
+                    "confirm_promotion",
+                    &rollout.confirm_promotion,
+                    &self.env(k + 1, None),
+                )
+                .await
+                {
+                    return Ok(self
+                        .pause(format!("promotion to step {} not confirmed: {why}", k + 1))
+                        .await);
+                }
+            }
+            let step = self.state.plan.steps[k].clone();
+            let new: Vec<usize> = step
+                .hosts
+                .iter()
+                .filter_map(|h| index.get(h.as_str()).copied())
+                .collect();
+            fleet.reporter.info(&format!(
+                "step {} of {total}: switching {} host(s) to {} ({} of {} in total): {}",
+                k + 1,
+                new.len(),
+                self.release,
+                step.total,
+                self.state.plan.host_count(),
+                step.hosts.join(", ")
+            ));
+            let before = self.switched_through(k);
+            let mut switched = before.clone();
+            for wave in new.chunks(rollout.max_parallel.max(1)) {
+                let results = fleet
+                    .step_on(wave, "switch", self.switch, None, stage.timeouts.command)
+                    .await;
+                let mut failed = None;
+                for (i, r) in &results {
+                    match r {
+                        Ok(_) => switched.push(*i),
+                        Err(m) => {
+                            // A failed switch may have happened half-way: send it back too.
+                            switched.push(*i);
+                            failed.get_or_insert(format!("{}: switch failed: {m}", fleet.name(*i)));
+                        }
+                    }
+                }
+                if let Some(reason) = failed {
+                    return Err(self.fail(switched, reason).await);
+                }
+            }
+            if !stage.restart_hooks.is_empty() {
+                for wave in new.chunks(rollout.max_parallel.max(1)) {
+                    let results = run_restart(fleet, wave, &self.release).await;
+                    if let Some((i, Err(m))) = results.iter().find(|(_, r)| r.is_err()) {
+                        let reason = format!("{}: restart failed: {m}", fleet.name(*i));
+                        return Err(self.fail(switched, reason).await);
+                    }
+                }
+            }
+            self.event("switched", Some(k + 1)).await;
+            if let Some(health) = &stage.health {
+                fleet.reporter.info(&format!(
+                    "step {} of {total}: health gate on {} host(s) for up to {}",
+                    k + 1,
+                    switched.len(),
+                    humantime::format_duration(health.window)
+                ));
+                let outcome = gate::run(fleet, &switched, health, &self.release).await;
+                let failures: Vec<String> =
+                    outcome.failures().iter().map(|s| s.to_string()).collect();
+                let unsure: Vec<String> = outcome
+                    .inconclusive()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                let (verdict, details) = if !failures.is_empty() {
+                    ("fail", failures.clone())
+                } else if !unsure.is_empty() {
+                    ("inconclusive", unsure.clone())
+                } else {
+                    (
+                        "pass",
+                        outcome
+                            .verdicts
+                            .iter()
+                            .map(|(_, v)| v.text().to_string())
+                            .collect(),
+                    )
+                };
+                self.state.last_gate = Some(GateRecord {
+                    step: k + 1,
+                    verdict: verdict.into(),
+                    details: details.clone(),
+                    at: Utc::now(),
+                });
+                if !failures.is_empty() {
+                    let reason = format!(
+                        "health gate failed at step {}: {}",
+                        k + 1,
+                        failures.join("; ")
+                    );
+                    return Err(self.fail(switched, reason).await);
+                }
+                if !unsure.is_empty() {
+                    let reason = format!(
+                        "health gate inconclusive at step {}: {}",
+                        k + 1,
+                        unsure.join("; ")
+                    );
+                    if health.on_inconclusive == OnInconclusive::Fail {
+                        return Err(self.fail(switched, reason).await);
+                    }
+                    // The step is switched; a human decides whether it counts.
+                    self.state.completed = k + 1;
+                    return Ok(self
+                        .pause(format!("{reason} (promote to go on, abort to go back)"))
+                        .await);
+                }
+                self.event("gate-passed", Some(k + 1)).await;
+            }
+            self.state.completed = k + 1;
+            // Someone may have asked for a pause from another invocation: the state on
+            // the hosts says so, and must not be overwritten.
+            if k + 1 < total
+                && let Some(why) = self.pause_requested().await
+            {
+                return Ok(self.pause(why).await);
+            }
+            self.save().await;
+        }
+        self.state.status = Status::Done;
+        self.save().await;
+        self.event("done", None).await;
+        if let Err(why) = local_hooks(
+            fleet,
+            "post_rollout",
+            &rollout.post_rollout,
+            &self.env(total, None),
+        )
+        .await
+        {
+            fleet
+                .reporter
+                .warning(None, &format!("post_rollout: {why}"));
+        }
+        Ok(Progress::Done)
+    }
+
+    /// The reason of a `rollout pause` recorded on the hosts since this run last wrote.
+    async fn pause_requested(&self) -> Option<String> {
+        if !self.persist {
+            return None;
+        }
+        match state::read(self.fleet).await {
+            Ok(Some(on_hosts))
+                if on_hosts.desired == self.state.desired && on_hosts.status == Status::Paused =>
+            {
+                Some(
+                    on_hosts
+                        .reason
+                        .unwrap_or_else(|| "paused by `slipway rollout pause`".into()),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    async fn pause(&mut self, why: String) -> Progress {
+        self.fleet
+            .reporter
+            .warning(None, &format!("rollout paused: {why}"));
+        self.state.status = Status::Paused;
+        self.state.reason = Some(why.clone());
+        // A paused rollout must be on the hosts, or no later invocation could go on.
+        state::write(self.fleet, &mut self.state).await;
+        self.event("paused", None).await;
+        Progress::Paused(why)
+    }
+
+    async fn fail(&mut self, switched: Vec<usize>, reason: String) -> Failure {
+        self.state.status = Status::Failed;
+        self.state.reason = Some(reason.clone());
+        self.save().await;
+        Failure { switched, reason }
+    }
+
+    /// After the caller rolled back: `on_rollback` hooks and the event.
+    pub async fn rolled_back(&mut self, reason: &str) {
+        let env = self.env(self.state.completed, Some(reason));
+        if let Err(why) = local_hooks(
+            self.fleet,
+            "on_rollback",
+            &self.fleet.stage.rollout.on_rollback,
+            &env,
+        )
+        .await
+        {
+            self.fleet
+                .reporter
+                .warning(None, &format!("on_rollback: {why}"));
+        }
+        self.event("rolled-back", None).await;
+    }
+
+    fn env(&self, step: usize, reason: Option<&str>) -> Vec<(String, String)> {
+        let stage = &self.fleet.stage;
+        let mut env = vec![
+            ("SLIPWAY_APP".to_string(), stage.app.clone()),
+            ("SLIPWAY_STAGE".to_string(), stage.name.clone()),
+            ("SLIPWAY_RELEASE_ID".to_string(), self.release.to_string()),
+            (
+                "SLIPWAY_ROLLOUT_STRATEGY".to_string(),
+                self.state.plan.strategy.clone(),
+            ),
+            ("SLIPWAY_ROLLOUT_STEP".to_string(), step.to_string()),
+            (
+                "SLIPWAY_ROLLOUT_STEPS".to_string(),
+                self.state.plan.steps.len().to_string(),
+            ),
+            (
+                "SLIPWAY_ROLLOUT_HOSTS".to_string(),
+                self.state.hosts_through(step).join(" "),
+            ),
+        ];
+        if let Some(r) = reason {
+            env.push(("SLIPWAY_ROLLOUT_REASON".to_string(), r.to_string()));
+        }
+        env
+    }
+
+    /// POSTs a transition to the `event` webhook; a webhook that fails is a warning.
+    pub async fn event(&self, event: &str, step: Option<usize>) {
+        let Some(url) = &self.fleet.stage.rollout.event else {
+            return;
+        };
+        let Ok(url) = url::Url::parse(url) else {
+            return;
+        };
+        let body = json!({
+            "event": event,
+            "app": self.state.app,
+            "stage": self.state.stage,
+            "release": self.state.desired,
+            "strategy": self.state.plan.strategy,
+            "step": step,
+            "steps": self.state.plan.steps.len(),
+            "completed": self.state.completed,
+            "status": self.state.status.as_str(),
+            "reason": self.state.reason,
+            "time": Utc::now(),
+        })
+        .to_string();
+        match http::post_json(&url, &body, Duration::from_secs(5)).await {
+            Ok(code) if (200..300).contains(&code) => {}
+            Ok(code) => self
+                .fleet
+                .reporter
+                .warning(None, &format!("event webhook answered {code} to `{event}`")),
+            Err(e) => self
+                .fleet
+                .reporter
+                .warning(None, &format!("event webhook failed for `{event}`: {e:?}")),
+        }
+    }
+}
+
+/// Runs lifecycle hook commands on the deployer, one after another, in the current
+/// directory; the first failure stops and is returned with its output.
+pub async fn local_hooks(
+    fleet: &Fleet,
+    kind: &str,
+    commands: &[String],
+    env: &[(String, String)],
+) -> Result<(), String> {
+    for command in commands {
+        let started = std::time::Instant::now();
+        fleet.reporter.started("deployer", kind);
+        let run = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = match tokio::time::timeout(fleet.stage.timeouts.hook, run).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(format!("{kind} hook `{command}` could not start: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "{kind} hook `{command}` did not finish within {}",
+                    humantime::format_duration(fleet.stage.timeouts.hook)
+                ));
+            }
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        fleet
+            .reporter
+            .detail("deployer", &String::from_utf8_lossy(&output.stdout));
+        fleet.reporter.detail("deployer", &stderr);
+        if !output.status.success() {
+            let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            let why = format!(
+                "{kind} hook `{command}` exited with status {}{}",
+                output.status.code().unwrap_or(-1),
+                tail.last().map(|l| format!(": {l}")).unwrap_or_default()
+            );
+            fleet
+                .reporter
+                .failed("deployer", kind, started.elapsed(), &why);
+            return Err(why);
+        }
+        fleet
+            .reporter
+            .finished("deployer", kind, started.elapsed(), None);
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The persisted state of a staged rollout: `.slipway/rollout.json`, the same on every
+//! host of the stage, written at every transition. It holds the desired release and,
+//! per host, the stable release it came from, the frozen plan, how many steps are done
+//! and whether the rollout runs, is paused, done, failed or aborted. Any invocation on
+//! any machine reads it back: a CI job that stopped at a manual pause, a later job that
+//! promotes or aborts, or an operator after the deployer was killed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::plan::RolloutPlan;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::script;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A deployer is switching and gating (or was, and died: see the lock).
+    Running,
+    /// Stopped between steps: a manual pause, `rollout pause`, an inconclusive gate or a
+    /// refused `confirm_promotion`. `rollout promote|resume` goes on, `abort` goes back.
+    Paused,
+    /// Every host is on the desired release.
+    Done,
+    /// A gate or a switch failed and the switched hosts were rolled back.
+    Failed,
+    /// `rollout abort`: every host was returned to its stable release.
+    Aborted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Done => "done",
+            Status::Failed => "failed",
+            Status::Aborted => "aborted",
+        }
+    }
+}
+
+/// The last gate's outcome, as shown by `rollout status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRecord {
+    pub step: usize,
+    pub verdict: String,
+    pub details: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    pub app: String,
+    pub stage: String,
+    /// The release being rolled out.
+    pub desired: String,
+    /// Per host (by name): the release it was on before the rollout (`None`: nothing).
+    pub stable: BTreeMap<String, Option<String>>,
+    /// Frozen when the rollout starts: a host added to the config later is not in it.
+    pub plan: RolloutPlan,
+    /// Steps completed (switched, restarted, gated).
+    pub completed: usize,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether the deploy migrated the database (an abort then reverts the schema too).
+    #[serde(default)]
+    pub migrated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gate: Option<GateRecord>,
+    pub started_by: String,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RolloutState {
+    pub fn in_progress(&self) -> bool {
+        matches!(self.status, Status::Running | Status::Paused)
+    }
+
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// "canary of 20261124T050000Z (step 1 of 3 done, paused: manual pause)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} rollout of {} on {} ({} of {} step(s) done, {}{})",
+            self.plan.strategy,
+            self.desired,
+            self.stage,
+            self.completed,
+            self.plan.steps.len(),
+            self.status.as_str(),
+            self.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )
+    }
+
+    /// Names of the hosts the completed steps (and the one under way) switched.
+    pub fn hosts_through(&self, steps: usize) -> Vec<String> {
+        self.plan
+            .steps
+            .iter()
+            .take(steps)
+            .flat_map(|s| s.hosts.clone())
+            .collect()
+    }
+}
+
+/// The newest rollout state found on any host (hosts that missed a write, e.g. one that
+/// was down, have an older one). `None` when no host has one.
+pub async fn read(fleet: &Fleet) -> Result<Option<RolloutState>> {
+    let text = script::read_rollout(&fleet.layout);
+    let results = fleet
+        .step_on(
+            &fleet.all(),
+            "read-rollout",
+            |_| text.clone(),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    let mut newest: Option<RolloutState> = None;
+    for (i, r) in results {
+        let out = r.map_err(|message| Error::Step {
+            host: fleet.name(i).into(),
+            step: "read-rollout".into(),
+            message,
+        })?;
+        let line = out.stdout.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<RolloutState>(line) {
+            Ok(s) => {
+                if newest.as_ref().is_none_or(|n| s.updated_at > n.updated_at) {
+                    newest = Some(s);
+                }
+            }
+            Err(e) => fleet.reporter.warning(
+                Some(fleet.name(i)),
+                &format!("ignoring an unreadable .slipway/rollout.json: {e}"),
+            ),
+        }
+    }
+    Ok(newest)
+}
+
+/// Writes `state` on every host. A host that cannot be written is reported, not fatal:
+/// the others hold the state, and readers take the newest.
+pub async fn write(fleet: &Fleet, state: &mut RolloutState) {
+    state.updated_at = Utc::now();
+    let text = script::write_rollout(&fleet.layout, &state.to_line());
+    let results = fleet
+        .step_on(
+            &fleet.all(),
+            "write-rollout",
+            |_| text.clone(),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    for (i, r) in results {
+        if let Err(e) = r {
+            fleet.reporter.warning(
+                Some(fleet.name(i)),
+                &format!("could not record the rollout state: {e}"),
+            );
+        }
+    }
+}
+
+/// Refuses to start a deploy while a rollout is in progress, naming it.
+pub async fn refuse_if_in_progress(fleet: &Fleet) -> Result<()> {
+    if let Some(s) = read(fleet).await?
+        && s.in_progress()
+    {
+        return Err(Error::Refused(format!(
+            "a rollout is in progress: {} started by {} at {}. Finish it with `slipway rollout promote {stage}` or return to the stable release with `slipway rollout abort {stage}` (see `slipway rollout status {stage}`)",
+            s.describe(),
+            s.started_by,
+            s.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            stage = s.stage
+        )));
+    }
+    Ok(())
+}
