@@ -15,3 +15,4 @@ mod hostile;
 mod hostkeys;
 mod lock;
 mod quickstart;
+mod rollout;

@@ -1,0 +1,353 @@
+//! Staged rollouts on real sshd hosts. Each host runs a small HTTP app (python3), started
+//! by the restart hook from the release it restarts into and bound to the host's own
+//! loopback address; a file in the release decides its answer (`status`: 200 or 500,
+//! `delay`: seconds before answering). The gate checks it from the deployer through an
+//! ssh port forward.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::scenario::{Scenario, set_executable, signal, wait_for_stderr};
+
+const APP_PORT: u16 = 18080;
+
+const SERVE: &str = r#"import http.server, os, sys, time
+addr, port = sys.argv[1], int(sys.argv[2])
+status = int(open('status').read().strip()) if os.path.exists('status') else 200
+delay = float(open('delay').read().strip()) if os.path.exists('delay') else 0.0
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(delay)
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(b'ok\n')
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((addr, port), H).serve_forever()
+"#;
+
+const RESTART: &str = r#"#!/bin/sh
+set -u
+addr=${SLIPWAY_HOST%:*}
+pidfile="$SLIPWAY_DEPLOY_TO/server.pid"
+if [ -f "$pidfile" ]; then
+  old=$(cat "$pidfile")
+  kill "$old" 2>/dev/null || true
+  i=0
+  while kill -0 "$old" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+fi
+nohup python3 bin/serve.py "$addr" 18080 </dev/null >/dev/null 2>&1 &
+echo $! > "$pidfile"
+i=0
+until python3 -c "import socket,sys; socket.create_connection((sys.argv[1], 18080), 0.5).close()" "$addr" 2>/dev/null; do
+  i=$((i+1)); [ $i -gt 100 ] && { echo "the app did not start" >&2; exit 1; }; sleep 0.05
+done
+echo "$(date +%s.%N) $addr $SLIPWAY_RELEASE_ID" >> "$RESTART_LOG"
+"#;
+
+/// A scenario whose app is the HTTP server above, with `[rollout]` and `[health]` as given.
+fn app_scenario(hosts: usize, rollout: &str, health: &str) -> Scenario {
+    let mut s = Scenario::new().hosts(hosts);
+    s.app_file("bin/serve.py", SERVE);
+    s.app_file("bin/restart", RESTART);
+    set_executable(&s.dir().join("app/bin/restart"));
+    s.app_file("status", "200\n");
+    let log = s.dir().join("restarts.log");
+    s = s.restart_hook(&format!("RESTART_LOG={} sh bin/restart", log.display()));
+    s.extra = format!("\n[rollout]\n{rollout}\n\n[health]\n{health}\n");
+    s
+}
+
+const HTTP_GATE: &str = r#"http = { port = 18080, path = "/healthz", expect = 200, address = "{host}" }
+window = "2s"
+interval = "200ms"
+timeout = "2s"
+min_samples = 5
+max_consecutive_failures = 3
+max_error_rate = 0.05"#;
+
+/// (time, address, release) per restart, in order.
+fn restarts(s: &Scenario) -> Vec<(f64, String, String)> {
+    fs::read_to_string(s.dir().join("restarts.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut p = l.split_whitespace();
+            (
+                p.next().unwrap().parse().unwrap(),
+                p.next().unwrap().to_string(),
+                p.next().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Addresses of the hosts restarted into `release`, in order.
+fn restarted_into(s: &Scenario, release: &str) -> Vec<String> {
+    restarts(s)
+        .into_iter()
+        .filter(|(_, _, r)| r == release)
+        .map(|(_, a, _)| a)
+        .collect()
+}
+
+/// The status code host i's app answers now.
+fn answer(s: &Scenario, i: usize) -> u16 {
+    let address = &s.fleet().host(i).address;
+    let mut stream = TcpStream::connect((address.as_str(), APP_PORT)).expect("app listens");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn address(s: &Scenario, i: usize) -> String {
+    s.fleet().host(i).address.clone()
+}
+
+/// Host names (address:port) of step `n` (1-based) in `rollout plan` output.
+fn plan_step(s: &Scenario, n: usize) -> BTreeSet<String> {
+    let out = s.slipway(&["rollout", "plan", "test"]).ok().stdout;
+    let mut hosts = BTreeSet::new();
+    let mut inside = false;
+    for line in out.lines() {
+        if line.trim_start().starts_with("step ") {
+            inside = line.trim_start().starts_with(&format!("step {n}"));
+            continue;
+        }
+        if inside && line.starts_with("    ") {
+            hosts.insert(line.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    hosts
+}
+
+fn addresses_of(names: &BTreeSet<String>) -> BTreeSet<String> {
+    names
+        .iter()
+        .map(|n| n.rsplit_once(':').map(|(a, _)| a).unwrap_or(n).to_string())
+        .collect()
+}
+
+#[test]
+fn canary_with_a_failing_gate_rolls_the_canaries_back_and_a_good_release_goes_step_by_step() {
+    let s = app_scenario(8, "strategy = \"canary\"\nsteps = [25, 50, 100]", HTTP_GATE);
+    // A good release goes through 2, 2 and 4 hosts, each step gated.
+    let v1 = s.deploy_ok();
+    s.assert_current_everywhere(&v1);
+    let order = restarted_into(&s, &v1);
+    assert_eq!(order.len(), 8);
+    let step1 = addresses_of(&plan_step(&s, 1));
+    let step2 = addresses_of(&plan_step(&s, 2));
+    assert_eq!(step1.len(), 2);
+    assert_eq!(order[..2].iter().cloned().collect::<BTreeSet<_>>(), step1);
+    assert_eq!(order[2..4].iter().cloned().collect::<BTreeSet<_>>(), step2);
+
+    // A bad release (answers 500): only the two canaries are ever switched.
+    s.app_file("status", "500\n");
+    let run = s.deploy().expect_code(1);
+    let out = run.all_output();
+    assert!(out.contains("health gate failed at step 1"), "{out}");
+    assert!(out.contains("consecutive failed checks"), "{out}");
+    assert!(out.contains("status 500, expected 200"), "{out}");
+    let ids: BTreeSet<String> = restarts(&s).into_iter().map(|(_, _, r)| r).collect();
+    let v2 = ids
+        .into_iter()
+        .find(|r| r != &v1)
+        .expect("v2 was restarted somewhere");
+    let switched: BTreeSet<String> = restarted_into(&s, &v2).into_iter().collect();
+    assert_eq!(switched, step1, "only the canaries ran v2");
+    s.assert_current_everywhere(&v1);
+    for i in 0..8 {
+        assert_eq!(answer(&s, i), 200, "host {i} is healthy on v1 again");
+        assert_eq!(s.state(i, &v2), "failed");
+    }
+    // The audit log says why, with the numbers.
+    let last = s.audit(0).last().cloned().unwrap();
+    assert_eq!(last["result"], "failed");
+    let message = last["message"].as_str().unwrap();
+    assert!(
+        message.contains("3 consecutive failed checks (limit 3)"),
+        "{message}"
+    );
+    // The rollout state records the failure; a new deploy is not refused.
+    let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
+    assert!(status.contains("failed"), "{status}");
+    s.assert_no_partial_and_no_lock();
+}
+
+#[test]
+fn a_slow_release_is_caught_by_p95() {
+    let gate = r#"http = { port = 18080, path = "/", address = "{host}" }
+window = "2s"
+interval = "100ms"
+timeout = "3s"
+min_samples = 3
+max_p95 = "150ms""#;
+    let s = app_scenario(2, "strategy = \"canary\"\nsteps = [50, 100]", gate);
+    let v1 = s.deploy_ok();
+    s.app_file("delay", "0.4\n");
+    let run = s.deploy().expect_code(1);
+    let out = run.all_output();
+    assert!(out.contains("p95 latency"), "{out}");
+    assert!(out.contains("> 150ms"), "{out}");
+    s.assert_current_everywhere(&v1);
+}
+
+#[test]
+fn rolling_batches_of_two_go_in_order_and_a_bad_release_stops_at_the_first() {
+    let s = app_scenario(6, "strategy = \"rolling\"\nbatch = 2", HTTP_GATE);
+    let v1 = s.deploy_ok();
+    let log = restarts(&s);
+    let order: Vec<String> = log.iter().map(|(_, a, _)| a.clone()).collect();
+    let expected: Vec<String> = (0..6).map(|i| address(&s, i)).collect();
+    for b in 0..3 {
+        let got: BTreeSet<_> = order[2 * b..2 * b + 2].iter().collect();
+        let want: BTreeSet<_> = expected[2 * b..2 * b + 2].iter().collect();
+        assert_eq!(got, want, "batch {b}");
+    }
+    // Each batch was gated (the gate takes its window, about 2 s) before the next.
+    for b in 1..3 {
+        let gap = log[2 * b].0 - log[2 * b - 1].0;
+        assert!(
+            gap >= 1.5,
+            "batch {b} started {gap:.2}s after the previous one"
+        );
+    }
+    s.assert_current_everywhere(&v1);
+
+    s.app_file("status", "500\n");
+    s.deploy().expect_code(1);
+    let v2: Vec<String> = restarts(&s)
+        .into_iter()
+        .filter(|(_, _, r)| r != &v1)
+        .map(|(_, a, _)| a)
+        .collect();
+    let got: BTreeSet<_> = v2.iter().cloned().collect();
+    let want: BTreeSet<_> = expected[..2].iter().cloned().collect();
+    assert_eq!(got, want, "only the first batch ran the bad release");
+    s.assert_current_everywhere(&v1);
+}
+
+#[test]
+fn a_manual_pause_is_promoted_by_a_second_invocation_or_aborted() {
+    let s = app_scenario(
+        4,
+        "strategy = \"canary\"\nsteps = [25, 100]\npause = \"manual\"",
+        HTTP_GATE,
+    );
+    let v1 = s.deploy_ok();
+    // v1 itself paused after its first step: promote it to get a stable stage.
+    s.slipway(&["rollout", "promote", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+
+    s.app_file("index.html", "v2\n");
+    let a = s.deploy().ok();
+    assert!(a.stdout.contains("paused"), "{}", a.stdout);
+    let v2 = a.release_id();
+    let canaries: Vec<usize> = (0..4)
+        .filter(|&i| s.current(i).as_deref() == Some(v2.as_str()))
+        .collect();
+    assert_eq!(canaries.len(), 1);
+    // A deploy during the paused rollout is refused, naming it.
+    let refused = s.deploy().expect_code(1);
+    assert!(
+        refused.stderr.contains("a rollout is in progress"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains(&v2), "{}", refused.stderr);
+    let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
+    assert!(status.contains("paused"), "{status}");
+    assert!(status.contains("1 of 2 step(s) done"), "{status}");
+    // Process B promotes: every host ends on v2.
+    let b = s.slipway(&["rollout", "promote", "test"]).ok();
+    assert!(b.stdout.contains("done"), "{}", b.stdout);
+    s.assert_current_everywhere(&v2);
+
+    // v3 pauses at its canary; abort returns every host to v2.
+    s.app_file("index.html", "v3\n");
+    let v3 = s.deploy().ok().release_id();
+    assert_ne!(v3, v2);
+    let aborted = s.slipway(&["rollout", "abort", "test"]).ok();
+    assert!(
+        aborted.stdout.contains("switched back"),
+        "{}",
+        aborted.stdout
+    );
+    s.assert_current_everywhere(&v2);
+    for i in 0..4 {
+        assert_eq!(answer(&s, i), 200);
+        assert_eq!(s.state(i, &v3), "rolled-back");
+    }
+    let last = s.audit(0).last().cloned().unwrap();
+    assert_eq!(last["action"], "rollout-abort");
+    // After an abort a new deploy goes ahead.
+    s.app_file("index.html", "v4\n");
+    s.deploy().ok();
+}
+
+#[test]
+fn an_inconclusive_gate_pauses_and_says_why() {
+    // Each check takes 0.5 s: a 1 s window can never collect 8 samples.
+    let gate = r#"command = "sleep 0.5"
+window = "1s"
+interval = "100ms"
+min_samples = 8"#;
+    let s = app_scenario(2, "strategy = \"canary\"\nsteps = [50, 100]", gate);
+    let run = s.deploy().ok();
+    assert!(run.stdout.contains("paused"), "{}", run.stdout);
+    assert!(
+        run.all_output().contains("needed to judge"),
+        "{}",
+        run.all_output()
+    );
+    let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
+    assert!(status.contains("inconclusive"), "{status}");
+}
+
+#[test]
+fn a_killed_deployer_leaves_a_rollout_that_status_shows_and_resume_finishes() {
+    let s = app_scenario(
+        4,
+        "strategy = \"canary\"\nsteps = [25, 100]\npause = \"60s\"",
+        HTTP_GATE,
+    );
+    let mut child = s.spawn_with_fault(&["deploy", "test"], "");
+    wait_for_stderr(&mut child, "pausing");
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
+    assert!(status.contains("running"), "{status}");
+    assert!(status.contains("1 of 2 step(s) done"), "{status}");
+    s.slipway(&["unlock", "test"]).ok();
+    s.slipway(&["rollout", "resume", "test"]).ok();
+    let id = s.current(0).unwrap();
+    s.assert_current_everywhere(&id);
+}
+
+#[test]
+fn rollout_plan_is_the_same_every_run() {
+    let s = app_scenario(
+        10,
+        "strategy = \"canary\"\nsteps = [10, 50, 100]",
+        HTTP_GATE,
+    );
+    let a = s.slipway(&["rollout", "plan", "test"]).ok().stdout;
+    let b = s.slipway(&["rollout", "plan", "test"]).ok().stdout;
+    assert_eq!(a, b);
+    assert!(a.contains("step 1 (10%): 1 new, 1 of 10"), "{a}");
+    assert!(a.contains("step 2 (50%): 4 new, 5 of 10"), "{a}");
+    assert!(a.contains("Worst case: promotion"), "{a}");
+}
