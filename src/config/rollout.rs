@@ -550,3 +550,148 @@ pub(super) fn resolve_health(
         on_inconclusive,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, ConfigError};
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "app = \"shop\"\ndeploy_to = \"/srv/shop\"\n{extra}\n[stages.prod]\nhosts = [{{ address = \"a1\" }}, {{ address = \"a2\" }}]\n"
+        );
+        Config::parse(&text, Path::new("deploy.toml"), Path::new("."))
+    }
+
+    fn error(extra: &str) -> ConfigError {
+        parse(extra).expect_err("should be refused")
+    }
+
+    #[test]
+    fn defaults_are_all_at_once_without_a_gate() {
+        let c = parse("").unwrap();
+        let s = c.stage("prod").unwrap();
+        assert_eq!(s.rollout, Rollout::default());
+        assert_eq!(s.health, None);
+    }
+
+    #[test]
+    fn a_full_canary_with_an_http_gate() {
+        let c = parse(
+            "[rollout]\nstrategy = \"canary\"\nsteps = [10, 50, 100]\npause = \"manual\"\nmax_parallel = 4\npre_rollout = [\"echo hi\"]\nevent = \"http://127.0.0.1:9000/hook\"\n[health]\nhttp = { port = 8080, path = \"/healthz\", expect = 204 }\nwindow = \"30s\"\ninterval = \"1s\"\nmax_error_rate = 0.05\nmax_p95 = \"300ms\"\nmin_samples = 10\nfailure_budget = 2\non_inconclusive = \"fail\"\n",
+        )
+        .unwrap();
+        let s = c.stage("prod").unwrap();
+        assert_eq!(
+            s.rollout.strategy,
+            Strategy::Canary {
+                steps: vec![10.0, 50.0, 100.0]
+            }
+        );
+        assert_eq!(s.rollout.pause, Pause::Manual);
+        assert_eq!(s.rollout.max_parallel, 4);
+        let h = s.health.as_ref().unwrap();
+        assert_eq!(
+            h.check,
+            Check::Http {
+                address: None,
+                port: 8080,
+                path: "/healthz".into(),
+                expect: 204
+            }
+        );
+        assert_eq!(h.max_p95, Some(Duration::from_millis(300)));
+        assert_eq!(h.failure_budget, Some(2));
+        assert_eq!(h.on_inconclusive, OnInconclusive::Fail);
+    }
+
+    #[test]
+    fn rolling_batches_by_count_or_percent() {
+        let c = parse("[rollout]\nstrategy = \"rolling\"\nbatch = \"25%\"\n").unwrap();
+        assert_eq!(
+            c.stage("prod").unwrap().rollout.strategy,
+            Strategy::Rolling {
+                batch: Batch::Percent(25.0)
+            }
+        );
+        let c = parse("[rollout]\nstrategy = \"rolling\"\nbatch = 2\n").unwrap();
+        assert_eq!(
+            c.stage("prod").unwrap().rollout.strategy,
+            Strategy::Rolling {
+                batch: Batch::Count(2)
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_key_and_line() {
+        let e = error("[rollout]\nstrategy = \"yolo\"\n");
+        assert_eq!(e.key, "rollout.strategy");
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("unknown strategy"), "{e}");
+
+        let e = error("[rollout]\nstrategy = \"canary\"\nsteps = [10, 50, 90]\n");
+        assert_eq!(e.key, "rollout.steps[2]");
+        assert!(e.message.contains("last step must be 100"), "{e}");
+
+        let e = error("[rollout]\nstrategy = \"canary\"\nsteps = [50, 10, 100]\n");
+        assert_eq!(e.key, "rollout.steps[1]");
+
+        let e = error("[rollout]\nstrategy = \"rolling\"\nbatch = \"lots\"\n");
+        assert_eq!(e.key, "rollout.batch");
+        assert_eq!(e.line, Some(5));
+
+        let e = error("[rollout]\nbatch = 2\n");
+        assert!(e.message.contains("strategy = \"rolling\""), "{e}");
+
+        let e = error("[rollout]\npause = \"soon\"\n");
+        assert_eq!(e.key, "rollout.pause");
+        assert!(e.message.contains("manual"), "{e}");
+
+        let e = error("[rollout]\nmax_parallel = 0\n");
+        assert_eq!(e.key, "rollout.max_parallel");
+
+        let e = error("[rollout]\nevent = \"https://chat.example.com/x\"\n");
+        assert_eq!(e.key, "rollout.event");
+
+        let e = error("[health]\nwindow = \"10s\"\n");
+        assert_eq!(e.key, "health");
+        assert!(e.message.contains("missing a check"), "{e}");
+
+        let e = error("[health]\nhttp = { port = 70000 }\n");
+        assert_eq!(e.key, "health.http.port");
+        assert_eq!(e.line, Some(4));
+
+        let e = error("[health]\ncommand = \"true\"\nmax_error_rate = 5.0\n");
+        assert_eq!(e.key, "health.max_error_rate");
+        assert_eq!(e.line, Some(5));
+
+        let e = error(
+            "[health]\ncommand = \"true\"\nwindow = \"2s\"\ninterval = \"1s\"\nmin_samples = 10\n",
+        );
+        assert_eq!(e.key, "health.min_samples");
+        assert!(e.message.contains("can never be reached"), "{e}");
+
+        let e = error("[health]\ncommand = \"true\"\nhttp = { port = 80 }\n");
+        assert!(e.message.contains("not both"), "{e}");
+
+        // serde: unknown keys are named too.
+        let e = error("[rollout]\nstrategy = \"canary\"\nstep = [10]\n");
+        assert!(e.message.contains("unknown field `step`"), "{e}");
+    }
+
+    #[test]
+    fn a_stage_overrides_key_by_key() {
+        let text = "app = \"shop\"\ndeploy_to = \"/srv/shop\"\n[rollout]\nstrategy = \"canary\"\nsteps = [50, 100]\n[stages.prod]\nhosts = [{ address = \"a1\" }]\n[stages.prod.rollout]\npause = \"manual\"\n[stages.dev]\nhosts = [{ address = \"d1\" }]\n";
+        let c = Config::parse(text, Path::new("deploy.toml"), Path::new(".")).unwrap();
+        let prod = &c.stage("prod").unwrap().rollout;
+        assert_eq!(prod.pause, Pause::Manual);
+        assert_eq!(prod.strategy.name(), "canary");
+        assert_eq!(
+            c.stage("dev").unwrap().rollout.pause,
+            Pause::For(Duration::ZERO)
+        );
+    }
+}
