@@ -351,3 +351,149 @@ fn rollout_plan_is_the_same_every_run() {
     assert!(a.contains("step 2 (50%): 4 new, 5 of 10"), "{a}");
     assert!(a.contains("Worst case: promotion"), "{a}");
 }
+
+/// Restart hook that records how many hosts are restarting at the same moment: each
+/// host creates a file in a shared directory, holds it for a while, and notes how many
+/// files it sees.
+fn counting_restart(dir: &std::path::Path) -> String {
+    format!(
+        "d={d}; mkdir -p \"$d/active\"; touch \"$d/active/$SLIPWAY_HOST\"; sleep 0.3; ls \"$d/active\" | wc -l >> \"$d/seen\"; echo \"$SLIPWAY_HOST\" >> \"$d/order\"; rm -f \"$d/active/$SLIPWAY_HOST\"",
+        d = dir.display()
+    )
+}
+
+fn max_seen(dir: &std::path::Path) -> usize {
+    fs::read_to_string(dir.join("seen"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn thirty_two_hosts_all_at_once_and_rolling_respect_max_parallel() {
+    let mut s = Scenario::new().hosts(32);
+    let counts = s.dir().join("counts");
+    s = s.restart_hook(&counting_restart(&counts));
+    s.extra = "\n[rollout]\nstrategy = \"all-at-once\"\nmax_parallel = 5\n".into();
+    let v1 = s.deploy_ok();
+    s.assert_current_everywhere(&v1);
+    let seen = max_seen(&counts);
+    assert!(
+        seen <= 5 && seen >= 2,
+        "at most 5 restarts at once, saw {seen}"
+    );
+    fs::remove_dir_all(&counts).unwrap();
+
+    s.extra = "\n[rollout]\nstrategy = \"rolling\"\nbatch = \"25%\"\nmax_parallel = 3\n".into();
+    s.app_file("index.html", "v2\n");
+    let v2 = s.deploy_ok();
+    s.assert_current_everywhere(&v2);
+    let seen = max_seen(&counts);
+    assert!(
+        seen <= 3 && seen >= 2,
+        "at most 3 restarts at once, saw {seen}"
+    );
+    // Batches of 8 in config order.
+    let order = fs::read_to_string(counts.join("order")).unwrap();
+    let order: Vec<&str> = order.lines().collect();
+    assert_eq!(order.len(), 32);
+    for b in 0..4 {
+        let got: BTreeSet<String> = order[8 * b..8 * b + 8]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let want: BTreeSet<String> = (8 * b..8 * b + 8)
+            .map(|i| format!("{}:{}", s.fleet().host(i).address, s.fleet().host(i).port))
+            .collect();
+        assert_eq!(got, want, "batch {b}");
+    }
+}
+
+#[test]
+fn lifecycle_hooks_and_event_webhook() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = events.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut text = Vec::new();
+            let mut buf = [0u8; 4096];
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            // Read the head and the body (Content-Length).
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => text.extend_from_slice(&buf[..n]),
+                }
+                let t = String::from_utf8_lossy(&text).to_string();
+                if let Some((head, body)) = t.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.0 204 No Content\r\n\r\n");
+            let t = String::from_utf8_lossy(&text).to_string();
+            if let Some((_, body)) = t.split_once("\r\n\r\n") {
+                sink.lock().unwrap().push(body.to_string());
+            }
+        }
+    });
+    let marks = tempfile::tempdir().unwrap();
+    let m = marks.path().display().to_string();
+    let rollout = format!(
+        "strategy = \"canary\"\nsteps = [50, 100]\npre_rollout = [\"echo $SLIPWAY_RELEASE_ID > {m}/pre\"]\nconfirm_promotion = [\"test -f {m}/allow\"]\npost_rollout = [\"echo $SLIPWAY_ROLLOUT_HOSTS > {m}/post\"]\non_rollback = [\"echo \\\"$SLIPWAY_ROLLOUT_REASON\\\" > {m}/rollback\"]\nevent = \"http://127.0.0.1:{port}/hook\""
+    );
+    let s = app_scenario(2, &rollout, HTTP_GATE);
+    // confirm_promotion refuses: the rollout pauses after its first step.
+    let run = s.deploy().ok();
+    assert!(run.stdout.contains("not confirmed"), "{}", run.stdout);
+    let v1 = run.release_id();
+    assert_eq!(
+        fs::read_to_string(marks.path().join("pre")).unwrap().trim(),
+        v1
+    );
+    fs::write(marks.path().join("allow"), "").unwrap();
+    s.slipway(&["rollout", "promote", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+    let post = fs::read_to_string(marks.path().join("post")).unwrap();
+    assert_eq!(post.split_whitespace().count(), 2, "{post}");
+    // A bad release: on_rollback gets the reason.
+    s.app_file("status", "500\n");
+    s.deploy().expect_code(1);
+    let why = fs::read_to_string(marks.path().join("rollback")).unwrap();
+    assert!(why.contains("consecutive failed checks"), "{why}");
+    std::thread::sleep(Duration::from_millis(200));
+    let kinds: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<serde_json::Value>(b).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for k in [
+        "started",
+        "switched",
+        "gate-passed",
+        "paused",
+        "done",
+        "rolled-back",
+    ] {
+        assert!(kinds.iter().any(|e| e == k), "no `{k}` event in {kinds:?}");
+    }
+}
