@@ -154,7 +154,11 @@ async fn run_deploy(
             "{signal} received before the switch: the partial release was removed, every host is as it was"
         ))
     };
-    if let Err(e) = rollout::state::refuse_if_in_progress(fleet).await {
+    let prior = match rollout::state::read(fleet).await {
+        Ok(p) => p,
+        Err(e) => return Err((None, from, e)),
+    };
+    if let Err(e) = rollout::state::refuse_if_in_progress(prior.as_ref()) {
         return Err((None, from, e));
     }
     let now = Utc::now();
@@ -379,11 +383,12 @@ async fn run_deploy(
     let mut exec = rollout::executor::Executor {
         fleet,
         release: id.clone(),
-        state: rollout_state(fleet, ctx, states, &id),
+        state: rollout_state(fleet, ctx, states, &id, prior.as_ref()),
         persist: false,
         switch: &switch,
     };
-    exec.persist = exec.state.plan.steps.len() > 1 || stage.health.is_some();
+    exec.persist =
+        exec.state.plan.steps.len() > 1 || stage.health.is_some() || exec.state.pool.is_some();
     match exec.advance(Mode::default()).await {
         Ok(Progress::Done) => {}
         Ok(Progress::Paused(why)) => {
@@ -1040,6 +1045,7 @@ fn rollout_state(
     ctx: &Context,
     states: &[HostState],
     id: &ReleaseId,
+    prior: Option<&RolloutState>,
 ) -> RolloutState {
     let stage = &fleet.stage;
     let names: Vec<String> = fleet
@@ -1048,6 +1054,24 @@ fn rollout_state(
         .map(|&i| fleet.name(i).to_string())
         .collect();
     let now = Utc::now();
+    // Blue-green switches only the pool without traffic.
+    let (plan, pool) = if stage.rollout.strategy == crate::config::Strategy::BlueGreen {
+        let pool = rollout::state::idle_pool(prior);
+        let pools: Vec<(String, Option<String>)> = stage
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.pool.clone()))
+            .collect();
+        (
+            rollout::plan::blue_green(pool, &pools),
+            Some(pool.to_string()),
+        )
+    } else {
+        (
+            rollout::plan::plan(&stage.rollout.strategy, &stage.app, &names),
+            None,
+        )
+    };
     RolloutState {
         app: stage.app.clone(),
         stage: stage.name.clone(),
@@ -1056,12 +1080,15 @@ fn rollout_state(
             .iter()
             .map(|s| (s.host.clone(), s.current().map(|c| c.to_string())))
             .collect(),
-        plan: rollout::plan::plan(&stage.rollout.strategy, &stage.app, &names),
+        plan,
         completed: 0,
         status: Status::Running,
         reason: None,
         migrated: stage.database.is_some(),
         last_gate: None,
+        previous_pool: prior.and_then(|p| p.previous_pool.clone()),
+        live_pool: prior.and_then(|p| p.live_pool.clone()),
+        pool,
         started_by: ctx.actor.name(),
         started_at: now,
         updated_at: now,

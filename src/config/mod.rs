@@ -146,6 +146,8 @@ pub struct HostLayer {
     pub port: Option<i64>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Blue-green: "blue" or "green".
+    pub pool: Option<String>,
 }
 
 /// How a stage reaches its hosts.
@@ -187,6 +189,8 @@ pub struct Host {
     pub user: Option<String>,
     pub port: Option<u16>,
     pub roles: Vec<String>,
+    /// Blue-green: the pool the host belongs to ("blue" or "green").
+    pub pool: Option<String>,
 }
 
 /// Per-step time limits: a host that stops answering ends the step with a message

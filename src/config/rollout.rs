@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::validate::{Invalid, parse_duration, pick};
-use super::{KeyPath, Layer};
+use super::{Host, KeyPath, Layer};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +21,7 @@ pub struct RolloutLayer {
     pub confirm_promotion: Option<Vec<String>>,
     pub post_rollout: Option<Vec<String>>,
     pub on_rollback: Option<Vec<String>>,
+    pub traffic: Option<Vec<String>>,
     pub event: Option<String>,
 }
 
@@ -109,6 +110,8 @@ pub struct Rollout {
     pub confirm_promotion: Vec<String>,
     pub post_rollout: Vec<String>,
     pub on_rollback: Vec<String>,
+    /// Blue-green: moves traffic to the pool in `SLIPWAY_POOL` (run on the deployer).
+    pub traffic: Vec<String>,
     /// `http://` URL that gets a JSON POST on every transition.
     pub event: Option<String>,
 }
@@ -123,6 +126,7 @@ impl Default for Rollout {
             confirm_promotion: vec![],
             post_rollout: vec![],
             on_rollback: vec![],
+            traffic: vec![],
             event: None,
         }
     }
@@ -234,12 +238,7 @@ pub(super) fn resolve_rollout(
                     Some((list, sp)) => check_steps(list, sp)?,
                 },
             },
-            "blue-green" => {
-                return Err((
-                    p,
-                    "strategy = \"blue-green\" is not supported yet: use \"canary\", \"rolling\" or \"all-at-once\"".into(),
-                ));
-            }
+            "blue-green" => Strategy::BlueGreen,
             other => {
                 return Err((
                     p,
@@ -290,10 +289,63 @@ pub(super) fn resolve_rollout(
     rollout.confirm_promotion = commands(section_field!(s, t, at, "rollout", confirm_promotion))?;
     rollout.post_rollout = commands(section_field!(s, t, at, "rollout", post_rollout))?;
     rollout.on_rollback = commands(section_field!(s, t, at, "rollout", on_rollback))?;
+    let traffic = section_field!(s, t, at, "rollout", traffic);
+    let traffic_at = traffic.as_ref().map(|(_, p)| p.clone());
+    rollout.traffic = commands(traffic)?;
+    match (&rollout.strategy, traffic_at) {
+        (Strategy::BlueGreen, None) => {
+            return Err((
+                strategy_at(s, t, at),
+                "strategy = \"blue-green\" needs a traffic hook: traffic = [\"bin/route-to $SLIPWAY_POOL\"] (it moves traffic to the pool named in SLIPWAY_POOL)".into(),
+            ));
+        }
+        (Strategy::BlueGreen, Some(_)) => {}
+        (other, Some(p)) => {
+            return Err((
+                p,
+                format!(
+                    "traffic applies to strategy = \"blue-green\" (this stage's strategy is {})",
+                    other.name()
+                ),
+            ));
+        }
+        _ => {}
+    }
     if let Some((url, p)) = section_field!(s, t, at, "rollout", event) {
         rollout.event = Some(check_event_url(url).map_err(|m| (p, m))?);
     }
     Ok(rollout)
+}
+
+fn strategy_at(s: &Option<RolloutLayer>, t: &Option<RolloutLayer>, at: &KeyPath) -> KeyPath {
+    section_field!(s, t, at, "rollout", strategy)
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| at.key("rollout"))
+}
+
+/// Blue-green needs every host in a pool, and both pools non-empty.
+pub(super) fn check_pools(rollout: &Rollout, hosts: &[Host], at: &KeyPath) -> Result<(), Invalid> {
+    if rollout.strategy != Strategy::BlueGreen {
+        return Ok(());
+    }
+    if let Some((i, h)) = hosts.iter().enumerate().find(|(_, h)| h.pool.is_none()) {
+        return Err((
+            at.key("hosts").index(i),
+            format!(
+                "host `{}` has no pool: with strategy = \"blue-green\" every host needs pool = \"blue\" or \"green\"",
+                h.name
+            ),
+        ));
+    }
+    for pool in ["blue", "green"] {
+        if !hosts.iter().any(|h| h.pool.as_deref() == Some(pool)) {
+            return Err((
+                at.key("hosts"),
+                format!("blue-green needs hosts in both pools: no host has pool = \"{pool}\""),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_batch(value: &CountOrText, at: &KeyPath) -> Result<Batch, Invalid> {

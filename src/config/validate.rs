@@ -195,6 +195,7 @@ fn resolve_stage(
         transport,
     )?;
     let rollout = super::rollout::resolve_rollout(stage, top, at)?;
+    super::rollout::check_pools(&rollout, &hosts, at)?;
     let health = super::rollout::resolve_health(stage, top, at)?;
 
     Ok(Stage {
@@ -366,6 +367,7 @@ fn resolve_hosts(
             user: None,
             port: None,
             roles: vec![],
+            pool: None,
         }]);
     }
     let hosts = match hosts {
@@ -399,6 +401,18 @@ fn resolve_hosts(
         for (j, role) in h.roles.iter().enumerate() {
             check_name(role, "role", &here.key("roles").index(j))?;
         }
+        if let Some(pool) = &h.pool
+            && pool != "blue"
+            && pool != "green"
+        {
+            return Err((
+                here.key("pool"),
+                format!(
+                    "unknown pool `{}` (use \"blue\" or \"green\")",
+                    pool.escape_debug()
+                ),
+            ));
+        }
         let name = match port {
             Some(p) => format!("{address}:{p}"),
             None => address.clone(),
@@ -415,6 +429,7 @@ fn resolve_hosts(
             user,
             port,
             roles: h.roles.clone(),
+            pool: h.pool.clone(),
         });
     }
     Ok(out)

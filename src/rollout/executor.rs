@@ -283,6 +283,23 @@ impl<'a> Executor<'a> {
             }
             self.save().await;
         }
+        if let Some(pool) = self.state.pool.clone() {
+            // Blue-green: the idle pool passed its gate; move traffic to it. The other
+            // pool stays on its release, ready for `slipway rollback`.
+            let switched = self.switched_through(total);
+            let mut env = self.env(total, None);
+            env.push(("SLIPWAY_POOL".into(), pool.clone()));
+            if let Err(why) = local_hooks(fleet, "traffic", &rollout.traffic, &env).await {
+                let reason = format!("moving traffic to the {pool} pool failed: {why}");
+                return Err(self.fail(switched, reason).await);
+            }
+            fleet
+                .reporter
+                .info(&format!("traffic moved to the {pool} pool"));
+            self.state.previous_pool = self.state.live_pool.take();
+            self.state.live_pool = Some(pool);
+            self.event("traffic", None).await;
+        }
         self.state.status = Status::Done;
         self.save().await;
         self.event("done", None).await;

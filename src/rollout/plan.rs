@@ -133,6 +133,24 @@ pub fn plan(strategy: &Strategy, app: &str, hosts: &[String]) -> RolloutPlan {
     }
 }
 
+/// Blue-green: one step, the hosts of `pool` (in config order).
+pub fn blue_green(pool: &str, hosts: &[(String, Option<String>)]) -> RolloutPlan {
+    let chosen: Vec<String> = hosts
+        .iter()
+        .filter(|(_, p)| p.as_deref() == Some(pool))
+        .map(|(h, _)| h.clone())
+        .collect();
+    RolloutPlan {
+        strategy: "blue-green".into(),
+        steps: vec![Step {
+            number: 1,
+            percent: None,
+            total: chosen.len(),
+            hosts: chosen,
+        }],
+    }
+}
+
 /// How long a rollout can take at most, from the configuration's limits.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorstCase {

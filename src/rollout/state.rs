@@ -72,6 +72,16 @@ pub struct RolloutState {
     pub migrated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_gate: Option<GateRecord>,
+    /// Blue-green: the pool this rollout switches and then moves traffic to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Blue-green: the pool that has traffic now (carried over from rollout to rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_pool: Option<String>,
+    /// Blue-green: the pool that had traffic before this rollout moved it: still on its
+    /// release, ready for `slipway rollback` to move traffic back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_pool: Option<String>,
     pub started_by: String,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -178,8 +188,8 @@ pub async fn write(fleet: &Fleet, state: &mut RolloutState) {
 }
 
 /// Refuses to start a deploy while a rollout is in progress, naming it.
-pub async fn refuse_if_in_progress(fleet: &Fleet) -> Result<()> {
-    if let Some(s) = read(fleet).await?
+pub fn refuse_if_in_progress(prior: Option<&RolloutState>) -> Result<()> {
+    if let Some(s) = prior
         && s.in_progress()
     {
         return Err(Error::Refused(format!(
@@ -191,4 +201,12 @@ pub async fn refuse_if_in_progress(fleet: &Fleet) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Blue-green: the pool without traffic, which the next rollout switches (blue first).
+pub fn idle_pool(prior: Option<&RolloutState>) -> &'static str {
+    match prior.and_then(|p| p.live_pool.as_deref()) {
+        Some("blue") => "green",
+        _ => "blue",
+    }
 }

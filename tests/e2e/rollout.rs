@@ -381,7 +381,7 @@ fn thirty_two_hosts_all_at_once_and_rolling_respect_max_parallel() {
     s.assert_current_everywhere(&v1);
     let seen = max_seen(&counts);
     assert!(
-        seen <= 5 && seen >= 2,
+        (2..=5).contains(&seen),
         "at most 5 restarts at once, saw {seen}"
     );
     fs::remove_dir_all(&counts).unwrap();
@@ -392,7 +392,7 @@ fn thirty_two_hosts_all_at_once_and_rolling_respect_max_parallel() {
     s.assert_current_everywhere(&v2);
     let seen = max_seen(&counts);
     assert!(
-        seen <= 3 && seen >= 2,
+        (2..=3).contains(&seen),
         "at most 3 restarts at once, saw {seen}"
     );
     // Batches of 8 in config order.
@@ -495,5 +495,62 @@ fn lifecycle_hooks_and_event_webhook() {
         "rolled-back",
     ] {
         assert!(kinds.iter().any(|e| e == k), "no `{k}` event in {kinds:?}");
+    }
+}
+
+#[test]
+fn blue_green_moves_traffic_after_the_gate_never_on_a_failed_one_and_back_on_rollback() {
+    let marks = tempfile::tempdir().unwrap();
+    let log = marks.path().join("traffic");
+    let rollout = format!(
+        "strategy = \"blue-green\"\ntraffic = [\"echo $SLIPWAY_POOL >> {}\"]",
+        log.display()
+    );
+    let mut s = app_scenario(4, &rollout, HTTP_GATE);
+    s.host_extra = vec![
+        "pool = \"blue\"".into(),
+        "pool = \"blue\"".into(),
+        "pool = \"green\"".into(),
+        "pool = \"green\"".into(),
+    ];
+    let traffic = || -> Vec<String> {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // The first deploy goes to blue, then traffic moves to blue.
+    let v1 = s.deploy_ok();
+    assert_eq!(s.current(0).as_deref(), Some(v1.as_str()));
+    assert_eq!(s.current(1).as_deref(), Some(v1.as_str()));
+    assert_eq!(s.current(2), None);
+    assert_eq!(traffic(), ["blue"]);
+    // The next one goes to green; blue stays on v1, ready.
+    s.app_file("index.html", "v2\n");
+    let v2 = s.deploy_ok();
+    assert_eq!(s.current(2).as_deref(), Some(v2.as_str()));
+    assert_eq!(s.current(3).as_deref(), Some(v2.as_str()));
+    assert_eq!(s.current(0).as_deref(), Some(v1.as_str()));
+    assert_eq!(traffic(), ["blue", "green"]);
+    // A bad release goes to blue (idle), fails its gate: traffic never moves, blue is back on v1.
+    s.app_file("status", "500\n");
+    s.deploy().expect_code(1);
+    assert_eq!(traffic(), ["blue", "green"]);
+    assert_eq!(s.current(0).as_deref(), Some(v1.as_str()));
+    assert_eq!(s.current(1).as_deref(), Some(v1.as_str()));
+    assert_eq!(s.current(2).as_deref(), Some(v2.as_str()));
+    // Rollback: the traffic hook moves traffic back to the old pool; no host is switched.
+    let run = s.rollback(&["--reason", "v2 is broken"]).ok();
+    assert!(
+        run.stdout.contains("traffic moved back to the blue pool"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(traffic(), ["blue", "green", "blue"]);
+    assert_eq!(s.current(2).as_deref(), Some(v2.as_str()));
+    assert_eq!(s.state(2, &v2), "rolled-back");
+    for i in 0..2 {
+        assert_eq!(answer(&s, i), 200);
     }
 }

@@ -21,6 +21,8 @@ pub struct Scenario {
     pub deploy_to: String,
     /// Raw TOML appended to the generated top level.
     pub extra: String,
+    /// Raw TOML added to host i's inline table (e.g. `pool = "blue"`).
+    pub host_extra: Vec<String>,
 }
 
 /// What one run of the slipway binary did.
@@ -92,6 +94,7 @@ impl Scenario {
             restart_hooks: vec![],
             deploy_to: DEPLOY_TO.into(),
             extra: String::new(),
+            host_extra: Vec::new(),
         }
     }
 
@@ -171,10 +174,16 @@ impl Scenario {
         let hosts: Vec<String> = fleet
             .hosts()
             .iter()
-            .map(|h| {
+            .enumerate()
+            .map(|(i, h)| {
                 format!(
-                    "  {{ address = \"{}\", port = {}, roles = [\"app\", \"db\"] }},",
-                    h.address, h.port
+                    "  {{ address = \"{}\", port = {}, roles = [\"app\", \"db\"]{} }},",
+                    h.address,
+                    h.port,
+                    self.host_extra
+                        .get(i)
+                        .map(|e| format!(", {e}"))
+                        .unwrap_or_default()
                 )
             })
             .collect();
