@@ -735,6 +735,52 @@ mod tests {
     }
 
     #[test]
+    fn blue_green_needs_pools_and_a_traffic_hook() {
+        let text = |rollout: &str, hosts: &str| {
+            format!(
+                "app = \"shop\"\ndeploy_to = \"/srv/shop\"\n[rollout]\n{rollout}\n[stages.prod]\nhosts = [{hosts}]\n"
+            )
+        };
+        let parse = |t: String| Config::parse(&t, Path::new("deploy.toml"), Path::new("."));
+        let ok = parse(text(
+            "strategy = \"blue-green\"\ntraffic = [\"lb $SLIPWAY_POOL\"]",
+            "{ address = \"a1\", pool = \"blue\" }, { address = \"a2\", pool = \"green\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.stage("prod").unwrap().rollout.strategy,
+            Strategy::BlueGreen
+        );
+        let e = parse(text(
+            "strategy = \"blue-green\"",
+            "{ address = \"a1\", pool = \"blue\" }, { address = \"a2\", pool = \"green\" }",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "rollout.strategy");
+        assert!(e.message.contains("traffic hook"), "{e}");
+        let e = parse(text(
+            "strategy = \"blue-green\"\ntraffic = [\"x\"]",
+            "{ address = \"a1\", pool = \"blue\" }, { address = \"a2\" }",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "stages.prod.hosts[1]");
+        let e = parse(text(
+            "strategy = \"blue-green\"\ntraffic = [\"x\"]",
+            "{ address = \"a1\", pool = \"blue\" }, { address = \"a2\", pool = \"blue\" }",
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("both pools"), "{e}");
+        let e = parse(text(
+            "strategy = \"canary\"",
+            "{ address = \"a1\", pool = \"purple\" }",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "stages.prod.hosts[0].pool");
+        let e = parse(text("traffic = [\"x\"]", "{ address = \"a1\" }")).unwrap_err();
+        assert!(e.message.contains("blue-green"), "{e}");
+    }
+
+    #[test]
     fn a_stage_overrides_key_by_key() {
         let text = "app = \"shop\"\ndeploy_to = \"/srv/shop\"\n[rollout]\nstrategy = \"canary\"\nsteps = [50, 100]\n[stages.prod]\nhosts = [{ address = \"a1\" }]\n[stages.prod.rollout]\npause = \"manual\"\n[stages.dev]\nhosts = [{ address = \"d1\" }]\n";
         let c = Config::parse(text, Path::new("deploy.toml"), Path::new(".")).unwrap();

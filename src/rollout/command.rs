@@ -97,6 +97,15 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         st.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
         st.updated_at.format("%Y-%m-%dT%H:%M:%SZ"),
     );
+    if let Some(live) = &st.live_pool {
+        human.push_str(&format!(
+            "  traffic: {live} pool{}\n",
+            st.previous_pool
+                .as_ref()
+                .map(|p| format!(" (previous: {p})"))
+                .unwrap_or_default()
+        ));
+    }
     if let Some(g) = &st.last_gate {
         human.push_str(&format!(
             "  last gate (step {}): {}{}\n",
