@@ -163,7 +163,7 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         ));
     } else if st.status == Status::Running {
         human.push_str(&format!(
-            "  if the deployer that holds the lock is gone (killed, crashed), run `slipway unlock {0}`, then `slipway rollout resume {0}` or `slipway rollout abort {0}`\n",
+            "  if the deployer that holds the lock is gone (killed, crashed): `slipway rollout resume {0}` or `slipway rollout abort {0}` (they take over a lock left by a dead process on this machine; from another machine, `slipway unlock {0}` first)\n",
             stage.name
         ));
     }
@@ -245,6 +245,12 @@ impl Action {
 pub async fn steer(stage: &Stage, ctx: &Context, action: Action) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
+    if matches!(action, Action::Resume | Action::Abort)
+        && let Err(e) = take_over_orphaned_lock(&fleet, ctx).await
+    {
+        fleet.close().await;
+        return Err(e);
+    }
     let result = match lock::acquire(
         &fleet,
         &ctx.actor,
@@ -283,6 +289,69 @@ pub async fn steer(stage: &Stage, ctx: &Context, action: Action) -> Result<Outco
     };
     fleet.close().await;
     result
+}
+
+/// A deployer killed mid-rollout leaves its lock behind. When that lock was taken on this
+/// machine by a process that no longer exists, and the rollout state says `running`,
+/// `resume` and `abort` break it (saying so) instead of sending the user to `unlock`.
+/// A lock from another machine cannot be checked: it is left to `slipway unlock`.
+async fn take_over_orphaned_lock(fleet: &Fleet, ctx: &Context) -> Result<()> {
+    let states = probe(fleet).await?;
+    let holders: Vec<(usize, &crate::release::LockInfo)> = states
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.lock.as_ref().map(|l| (i, l)))
+        .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
+        .collect();
+    let locked = states.iter().filter(|s| s.lock.is_some()).count();
+    if locked == 0 || holders.len() != locked {
+        return Ok(());
+    }
+    let orphaned = holders
+        .iter()
+        .all(|(_, l)| l.machine == ctx.actor.machine && !process_alive(l.pid));
+    if !orphaned {
+        return Ok(());
+    }
+    match state::read(fleet).await? {
+        Some(st) if st.status == Status::Running => {}
+        _ => return Ok(()),
+    }
+    let which: Vec<usize> = holders.iter().map(|(i, _)| *i).collect();
+    fleet.reporter.warning(
+        None,
+        &format!(
+            "breaking the deploy lock of {}: that process is gone (killed mid-rollout)",
+            holders[0].1.describe()
+        ),
+    );
+    let script = script::break_lock(&fleet.layout);
+    let results = fleet
+        .step_on(
+            &which,
+            "unlock",
+            |_| script.clone(),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    if let Some((i, Err(m))) = results.iter().find(|(_, r)| r.is_err()) {
+        return Err(Error::Step {
+            host: fleet.name(*i).into(),
+            step: "unlock".into(),
+            message: m.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 async fn locked(

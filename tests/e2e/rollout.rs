@@ -331,10 +331,52 @@ fn a_killed_deployer_leaves_a_rollout_that_status_shows_and_resume_finishes() {
     let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
     assert!(status.contains("running"), "{status}");
     assert!(status.contains("1 of 2 step(s) done"), "{status}");
-    s.slipway(&["unlock", "test"]).ok();
-    s.slipway(&["rollout", "resume", "test"]).ok();
+    // The lock of the dead deployer is taken over (same machine, process gone).
+    let resumed = s.slipway(&["rollout", "resume", "test"]).ok();
+    assert!(
+        resumed.stderr.contains("that process is gone"),
+        "{}",
+        resumed.stderr
+    );
     let id = s.current(0).unwrap();
     s.assert_current_everywhere(&id);
+    s.assert_no_partial_and_no_lock();
+}
+
+#[test]
+fn a_killed_deployer_can_be_aborted_back_to_the_stable_release() {
+    let s = app_scenario(
+        4,
+        "strategy = \"canary\"\nsteps = [25, 100]\npause = \"60s\"",
+        HTTP_GATE,
+    );
+    s.slipway(&["rollout", "plan", "test"]).ok();
+    // A stable release first (the pause makes it slow: promote --full skips it).
+    let mut first = s.spawn_with_fault(&["deploy", "test"], "");
+    wait_for_stderr(&mut first, "pausing");
+    signal(&first, "KILL");
+    let _ = first.wait();
+    s.slipway(&["rollout", "promote", "test", "--full"])
+        .expect_code(3); // the dead run's lock: promote does not take it over
+    s.slipway(&["unlock", "test"]).ok();
+    s.slipway(&["rollout", "promote", "test", "--full"]).ok();
+    let v1 = s.current(0).unwrap();
+    s.assert_current_everywhere(&v1);
+
+    s.app_file("index.html", "v2\n");
+    let mut child = s.spawn_with_fault(&["deploy", "test"], "");
+    wait_for_stderr(&mut child, "pausing");
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let on_v2 = (0..4)
+        .filter(|&i| s.current(i).as_deref() != Some(v1.as_str()))
+        .count();
+    assert_eq!(on_v2, 1, "the canary is on v2");
+    s.slipway(&["rollout", "abort", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+    for i in 0..4 {
+        assert_eq!(answer(&s, i), 200);
+    }
 }
 
 #[test]
