@@ -70,8 +70,10 @@ pub async fn releases(stage: &Stage, ctx: &Context) -> Result<Outcome> {
 pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
     let states = probe(&fleet).await;
+    let rollout = crate::rollout::state::read(&fleet).await;
     fleet.close().await;
     let states = states?;
+    let rollout = rollout?;
     let mut human = String::new();
     let mut data = Vec::new();
     let currents: std::collections::BTreeSet<_> = states.iter().map(|s| s.current()).collect();
@@ -80,13 +82,47 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             .current()
             .map(|c| c.to_string())
             .unwrap_or_else(|| "(nothing deployed)".into());
+        // The newest good release before the current one: where a rollback would go.
+        let previous = s.current().and_then(|c| {
+            s.releases
+                .iter()
+                .rev()
+                .find(|r| r.id < c && r.is_good())
+                .map(|r| r.id.to_string())
+        });
         let lock = s
             .lock
             .as_ref()
             .map(|l| format!("  locked by {}", describe_lock(l.as_ref())))
             .unwrap_or_default();
-        human.push_str(&format!("{:<24} {current}{lock}\n", s.host));
-        data.push(json!({ "host": s.host, "current": s.current().map(|c| c.to_string()), "locked": s.lock.is_some() }));
+        let (step, gate) = match &rollout {
+            Some(r) => crate::rollout::state::host_summary(r, &s.host),
+            None => (None, None),
+        };
+        human.push_str(&format!(
+            "{:<24} {current}  previous: {}{}{}{lock}\n",
+            s.host,
+            previous.as_deref().unwrap_or("-"),
+            step.as_ref()
+                .map(|x| format!("  rollout: {x}"))
+                .unwrap_or_default(),
+            gate.as_ref()
+                .map(|g| format!("  gate: {g}"))
+                .unwrap_or_default(),
+        ));
+        data.push(json!({ "host": s.host, "current": s.current().map(|c| c.to_string()), "previous": previous, "rollout_step": step, "gate": gate, "locked": s.lock.is_some() }));
+    }
+    if let Some(r) = rollout.as_ref().filter(|r| r.in_progress()) {
+        // Hosts on two releases are what a rollout in progress looks like.
+        human.push_str(&format!(
+            "rollout in progress: {} (`slipway rollout status {}`)\n",
+            r.describe(),
+            stage.name
+        ));
+        return Ok(Outcome {
+            human,
+            data: json!({ "hosts": data, "rollout": r }),
+        });
     }
     if currents.len() > 1 {
         human.push_str(&format!(

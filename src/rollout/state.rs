@@ -210,3 +210,32 @@ pub fn idle_pool(prior: Option<&RolloutState>) -> &'static str {
         _ => "blue",
     }
 }
+
+/// One host's place in a rollout, for `slipway status`: its step ("2/3, desired") and its
+/// verdict at the last gate, if it was gated.
+pub fn host_summary(st: &RolloutState, host: &str) -> (Option<String>, Option<String>) {
+    let step = st
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.hosts.iter().any(|h| h == host))
+        .map(|s| {
+            format!(
+                "step {}/{} {}",
+                s.number,
+                st.plan.steps.len(),
+                if s.number <= st.completed {
+                    "done"
+                } else {
+                    "pending"
+                }
+            )
+        });
+    let gate = st.last_gate.as_ref().and_then(|g| {
+        g.details
+            .iter()
+            .find(|d| d.starts_with(&format!("{host}: ")))
+            .map(|d| format!("{} at step {}", &d[host.len() + 2..], g.step))
+    });
+    (step, gate)
+}

@@ -596,3 +596,24 @@ fn blue_green_moves_traffic_after_the_gate_never_on_a_failed_one_and_back_on_rol
         assert_eq!(answer(&s, i), 200);
     }
 }
+
+#[test]
+fn status_shows_each_host_in_a_paused_rollout_without_calling_it_diverged() {
+    let s = app_scenario(
+        2,
+        "strategy = \"canary\"\nsteps = [50, 100]\npause = \"manual\"",
+        HTTP_GATE,
+    );
+    let v1 = s.deploy().ok().release_id();
+    let out = s.slipway(&["status", "test"]).ok().stdout;
+    assert!(out.contains("rollout in progress"), "{out}");
+    assert!(out.contains("step 1/2 done"), "{out}");
+    assert!(out.contains("step 2/2 pending"), "{out}");
+    assert!(out.contains("gate: healthy"), "{out}");
+    let json = s.slipway(&["--json", "status", "test"]).ok().stdout;
+    assert!(json.contains("\"rollout_step\""), "{json}");
+    s.slipway(&["rollout", "promote", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+    let out = s.slipway(&["status", "test"]).ok().stdout;
+    assert!(!out.contains("rollout in progress"), "{out}");
+}
