@@ -386,6 +386,7 @@ async fn run_deploy(
         state: rollout_state(fleet, ctx, states, &id, prior.as_ref()),
         persist: false,
         switch: &switch,
+        interrupt: ctx.interrupt.clone(),
     };
     exec.persist =
         exec.state.plan.steps.len() > 1 || stage.health.is_some() || exec.state.pool.is_some();

@@ -427,12 +427,13 @@ async fn locked(
                 st.last_gate = None;
                 st.started_by = ctx.actor.name();
                 st.started_at = Utc::now();
-                proceed(fleet, states, st, &desired, Mode::default()).await
+                proceed(fleet, ctx, states, st, &desired, Mode::default()).await
             }
         }
         Action::Resume => {
             proceed(
                 fleet,
+                ctx,
                 states,
                 st,
                 &desired,
@@ -446,6 +447,7 @@ async fn locked(
         Action::Promote { full } => {
             proceed(
                 fleet,
+                ctx,
                 states,
                 st,
                 &desired,
@@ -463,6 +465,7 @@ async fn locked(
 /// Drives the rollout on from its state; on a failure, every switched host goes back.
 async fn proceed(
     fleet: &Fleet,
+    ctx: &Context,
     states: &[HostState],
     st: RolloutState,
     desired: &ReleaseId,
@@ -491,6 +494,7 @@ async fn proceed(
         state: st,
         persist: true,
         switch: &switch,
+        interrupt: ctx.interrupt.clone(),
     };
     let total = exec.state.plan.steps.len();
     match exec.advance(mode).await {

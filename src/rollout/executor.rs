@@ -16,6 +16,7 @@ use super::state::{self, GateRecord, RolloutState, Status};
 use crate::config::{OnInconclusive, Pause};
 use crate::deploy::run_restart;
 use crate::fleet::Fleet;
+use crate::interrupt::Interrupt;
 use crate::layout::ReleaseId;
 
 /// How a call to [`Executor::advance`] treats pauses.
@@ -48,6 +49,9 @@ pub struct Executor<'a> {
     pub persist: bool,
     /// The switch script for host i (points `current` at the release, writes records).
     pub switch: &'a (dyn Fn(usize) -> String + Send + Sync),
+    /// Ctrl-C or SIGTERM: a switch under way finishes; a pause or a gate stops, and the
+    /// rollout is left paused (resume re-gates the step).
+    pub interrupt: Interrupt,
 }
 
 impl<'a> Executor<'a> {
@@ -146,7 +150,13 @@ impl<'a> Executor<'a> {
                                 humantime::format_duration(d),
                                 k + 1
                             ));
-                            tokio::time::sleep(d).await;
+                            tokio::select! {
+                                _ = tokio::time::sleep(d) => {}
+                                signal = self.interrupt.wait() => {
+                                    let why = format!("{signal} received during the pause after step {k}");
+                                    return Ok(self.pause(why).await);
+                                }
+                            }
                         }
                         Pause::For(_) => {}
                     }
@@ -220,7 +230,17 @@ impl<'a> Executor<'a> {
                     switched.len(),
                     humantime::format_duration(health.window)
                 ));
-                let outcome = gate::run(fleet, &switched, health, &self.release).await;
+                let interrupt = self.interrupt.clone();
+                let outcome = tokio::select! {
+                    outcome = gate::run(fleet, &switched, health, &self.release) => outcome,
+                    signal = interrupt.wait() => {
+                        let why = format!(
+                            "{signal} received during the gate of step {}: its hosts are switched but not judged (`rollout resume` gates them again)",
+                            k + 1
+                        );
+                        return Ok(self.pause(why).await);
+                    }
+                };
                 let failures: Vec<String> =
                     outcome.failures().iter().map(|s| s.to_string()).collect();
                 let unsure: Vec<String> = outcome
@@ -320,6 +340,9 @@ impl<'a> Executor<'a> {
 
     /// The reason of a `rollout pause` recorded on the hosts since this run last wrote.
     async fn pause_requested(&self) -> Option<String> {
+        if let Some(signal) = self.interrupt.received() {
+            return Some(format!("{signal} received: stopped at a step boundary"));
+        }
         if !self.persist {
             return None;
         }

@@ -617,3 +617,28 @@ fn status_shows_each_host_in_a_paused_rollout_without_calling_it_diverged() {
     let out = s.slipway(&["status", "test"]).ok().stdout;
     assert!(!out.contains("rollout in progress"), "{out}");
 }
+
+#[test]
+fn ctrl_c_during_a_pause_leaves_the_rollout_paused() {
+    let s = app_scenario(
+        2,
+        "strategy = \"canary\"\nsteps = [50, 100]\npause = \"60s\"",
+        HTTP_GATE,
+    );
+    let mut child = s.spawn_with_fault(&["deploy", "test"], "");
+    wait_for_stderr(&mut child, "pausing");
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("SIGINT received during the pause"),
+        "{stdout}"
+    );
+    let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
+    assert!(status.contains("paused"), "{status}");
+    s.slipway(&["rollout", "resume", "test"]).ok();
+    let id = s.current(0).unwrap();
+    s.assert_current_everywhere(&id);
+    s.assert_no_partial_and_no_lock();
+}
