@@ -606,6 +606,7 @@ fn status_shows_each_host_in_a_paused_rollout_without_calling_it_diverged() {
     );
     let v1 = s.deploy().ok().release_id();
     let out = s.slipway(&["status", "test"]).ok().stdout;
+    eprintln!("{out}");
     assert!(out.contains("rollout in progress"), "{out}");
     assert!(out.contains("step 1/2 done"), "{out}");
     assert!(out.contains("step 2/2 pending"), "{out}");
@@ -641,4 +642,23 @@ fn ctrl_c_during_a_pause_leaves_the_rollout_paused() {
     let id = s.current(0).unwrap();
     s.assert_current_everywhere(&id);
     s.assert_no_partial_and_no_lock();
+}
+
+#[test]
+fn a_rollout_in_progress_keeps_its_frozen_plan_when_the_config_changes() {
+    let mut s = app_scenario(
+        4,
+        "strategy = \"canary\"\nsteps = [50, 100]\npause = \"manual\"",
+        HTTP_GATE,
+    );
+    let v1 = s.deploy().ok().release_id();
+    let first: BTreeSet<String> = restarted_into(&s, &v1).into_iter().collect();
+    assert_eq!(first.len(), 2);
+    // The config now says rolling, one host at a time: the paused rollout goes on as planned.
+    s.extra = format!("\n[rollout]\nstrategy = \"rolling\"\nbatch = 1\n\n[health]\n{HTTP_GATE}\n");
+    s.slipway(&["rollout", "promote", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+    let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
+    assert!(status.contains("canary rollout"), "{status}");
+    assert!(status.contains("2 of 2 step(s) done"), "{status}");
 }
