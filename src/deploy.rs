@@ -962,8 +962,7 @@ fn build_plan(
         },
         PlanStep {
             step: "switch".into(),
-            detail: "point current at the new release on every host at once (rename of a new link)"
-                .into(),
+            detail: switch_detail(stage),
         },
         PlanStep {
             step: "restart".into(),
@@ -1001,6 +1000,38 @@ fn build_plan(
         bytes: live.bytes,
         hosts,
         steps,
+    }
+}
+
+/// How the switch step goes, by the stage's strategy.
+fn switch_detail(stage: &crate::config::Stage) -> String {
+    let gate = if stage.health.is_some() {
+        ", each step restarted and health-gated"
+    } else {
+        ""
+    };
+    match &stage.rollout.strategy {
+        crate::config::Strategy::AllAtOnce => format!(
+            "point current at the new release on every host at once (rename of a new link){gate}"
+        ),
+        crate::config::Strategy::BlueGreen => {
+            format!("switch the pool without traffic{gate}, then run the traffic hook")
+        }
+        other => {
+            let names: Vec<String> = stage.hosts.iter().map(|h| h.name.clone()).collect();
+            let p = rollout::plan::plan(other, &stage.app, &names);
+            format!(
+                "{} in {} step(s) of {} host(s){gate} (see `slipway rollout plan {}`)",
+                p.strategy,
+                p.steps.len(),
+                p.steps
+                    .iter()
+                    .map(|s| s.hosts.len().to_string())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                stage.name
+            )
+        }
     }
 }
 

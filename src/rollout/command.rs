@@ -401,16 +401,7 @@ async fn locked(
         }
     };
     let result = match action {
-        Action::Abort => {
-            abort(
-                fleet,
-                states,
-                st,
-                &desired,
-                &format!("aborted by {}", ctx.actor.name()),
-            )
-            .await
-        }
+        Action::Abort => aborted_by_hand(fleet, ctx, states, st, &desired).await,
         Action::Retry => {
             if fleet.stage.database.is_some() && st.migrated {
                 Err(Error::Refused(format!(
@@ -460,6 +451,38 @@ async fn locked(
         }
     };
     (desired_text, result)
+}
+
+/// `rollout abort`: back to the stable releases, then `on_rollback` and the event.
+async fn aborted_by_hand(
+    fleet: &Fleet,
+    ctx: &Context,
+    states: &[HostState],
+    st: RolloutState,
+    desired: &ReleaseId,
+) -> Result<Outcome> {
+    let why = format!("aborted by {}", ctx.actor.name());
+    let result = abort(fleet, states, st, desired, &why).await;
+    if let Ok(Some(after)) = state::read(fleet).await {
+        let env = vec![
+            ("SLIPWAY_APP".to_string(), after.app.clone()),
+            ("SLIPWAY_STAGE".to_string(), after.stage.clone()),
+            ("SLIPWAY_RELEASE_ID".to_string(), after.desired.clone()),
+            ("SLIPWAY_ROLLOUT_REASON".to_string(), why.clone()),
+        ];
+        if let Err(m) = super::executor::local_hooks(
+            fleet,
+            "on_rollback",
+            &fleet.stage.rollout.on_rollback,
+            &env,
+        )
+        .await
+        {
+            fleet.reporter.warning(None, &format!("on_rollback: {m}"));
+        }
+        super::executor::send_event(fleet, &after, "aborted", None).await;
+    }
+    result
 }
 
 /// Drives the rollout on from its state; on a failure, every switched host goes back.

@@ -425,37 +425,42 @@ impl<'a> Executor<'a> {
 
     /// POSTs a transition to the `event` webhook; a webhook that fails is a warning.
     pub async fn event(&self, event: &str, step: Option<usize>) {
-        let Some(url) = &self.fleet.stage.rollout.event else {
-            return;
-        };
-        let Ok(url) = url::Url::parse(url) else {
-            return;
-        };
-        let body = json!({
-            "event": event,
-            "app": self.state.app,
-            "stage": self.state.stage,
-            "release": self.state.desired,
-            "strategy": self.state.plan.strategy,
-            "step": step,
-            "steps": self.state.plan.steps.len(),
-            "completed": self.state.completed,
-            "status": self.state.status.as_str(),
-            "reason": self.state.reason,
-            "time": Utc::now(),
-        })
-        .to_string();
-        match http::post_json(&url, &body, Duration::from_secs(5)).await {
-            Ok(code) if (200..300).contains(&code) => {}
-            Ok(code) => self
-                .fleet
-                .reporter
-                .warning(None, &format!("event webhook answered {code} to `{event}`")),
-            Err(e) => self
-                .fleet
-                .reporter
-                .warning(None, &format!("event webhook failed for `{event}`: {e:?}")),
-        }
+        send_event(self.fleet, &self.state, event, step).await
+    }
+}
+
+/// POSTs a transition of `state` to the stage's `event` webhook, if it has one; a webhook
+/// that fails is a warning, never a reason to stop.
+pub async fn send_event(fleet: &Fleet, state: &RolloutState, event: &str, step: Option<usize>) {
+    let Some(url) = &fleet.stage.rollout.event else {
+        return;
+    };
+    let Ok(url) = url::Url::parse(url) else {
+        return;
+    };
+    let body = json!({
+        "event": event,
+        "app": state.app,
+        "stage": state.stage,
+        "release": state.desired,
+        "strategy": state.plan.strategy,
+        "step": step,
+        "steps": state.plan.steps.len(),
+        "completed": state.completed,
+        "status": state.status.as_str(),
+        "reason": state.reason,
+        "pool": state.pool,
+        "time": Utc::now(),
+    })
+    .to_string();
+    match http::post_json(&url, &body, Duration::from_secs(5)).await {
+        Ok(code) if (200..300).contains(&code) => {}
+        Ok(code) => fleet
+            .reporter
+            .warning(None, &format!("event webhook answered {code} to `{event}`")),
+        Err(e) => fleet
+            .reporter
+            .warning(None, &format!("event webhook failed for `{event}`: {e:?}")),
     }
 }
 
