@@ -555,11 +555,12 @@ pub fn db_command(env: &HookEnv<'_>, command: &str, target: Option<i64>) -> Stri
     s
 }
 
-/// Writes the rollout state atomically (a temporary file renamed over the old one).
+/// Writes the rollout state atomically (a temporary file renamed over the old one),
+/// private like the audit log beside it.
 pub fn write_rollout(layout: &Layout, json_line: &str) -> String {
     let file = layout.rollout_state();
     format!(
-        "{PRELUDE}mkdir -p -- {dir} && printf '%s\\n' {json} > {tmp} && mv -f -- {tmp} {file} || {{ echo \"cannot write \"{file} >&2; exit 1; }}\n",
+        "{PRELUDE}umask 077\nmkdir -p -- {dir} && printf '%s\\n' {json} > {tmp} && mv -f -- {tmp} {file} || {{ echo \"cannot write \"{file} >&2; exit 1; }}\n",
         dir = quote(&layout.state_dir()),
         file = quote(&file),
         tmp = quote(&format!("{file}.tmp")),
@@ -613,6 +614,8 @@ mod tests {
             db_tools(&["sqlite3", "pg_dump"]),
             remove_snapshots(&layout, &["x-postgres.dump".to_string()]),
             db_command(&env, "bin/migrate --to {version}", Some(3)),
+            write_rollout(&layout, "{\"reason\":\"it's $(x)\"}"),
+            read_rollout(&layout),
         ];
         let mut scripts = scripts.to_vec();
         for driver in [

@@ -239,3 +239,75 @@ pub fn host_summary(st: &RolloutState, host: &str) -> (Option<String>, Option<St
     });
     (step, gate)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+
+    #[test]
+    fn the_state_round_trips_through_the_host_scripts_privately() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let deploy_to = dir.path().join("it's $(x)");
+        let layout = Layout::new(deploy_to.to_str().unwrap());
+        let line = "{\"reason\":\"step 1: app3: error rate 12% > 5% 'quoted' $(x)\"}";
+        let run = |script: String| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap()
+        };
+        assert!(run(script::write_rollout(&layout, line)).status.success());
+        let out = run(script::read_rollout(&layout));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), line);
+        let mode = std::fs::metadata(deploy_to.join(".slipway/rollout.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // No state: nothing printed, success.
+        let empty = Layout::new(dir.path().join("none").to_str().unwrap());
+        let out = run(script::read_rollout(&empty));
+        assert!(out.status.success() && out.stdout.is_empty());
+    }
+
+    #[test]
+    fn a_paused_or_running_rollout_refuses_a_deploy_naming_it() {
+        let now = Utc::now();
+        let mut st = RolloutState {
+            app: "shop".into(),
+            stage: "prod".into(),
+            desired: "20261124T050000Z".into(),
+            stable: BTreeMap::new(),
+            plan: RolloutPlan {
+                strategy: "canary".into(),
+                steps: vec![],
+            },
+            completed: 1,
+            status: Status::Paused,
+            reason: Some("manual pause after step 1 of 3".into()),
+            migrated: false,
+            last_gate: None,
+            pool: None,
+            live_pool: None,
+            previous_pool: None,
+            started_by: "ci@runner".into(),
+            started_at: now,
+            updated_at: now,
+        };
+        let e = refuse_if_in_progress(Some(&st)).unwrap_err().to_string();
+        assert!(e.contains("20261124T050000Z"), "{e}");
+        assert!(e.contains("slipway rollout promote prod"), "{e}");
+        assert!(e.contains("ci@runner"), "{e}");
+        for done in [Status::Done, Status::Failed, Status::Aborted] {
+            st.status = done;
+            assert!(refuse_if_in_progress(Some(&st)).is_ok());
+        }
+        assert!(refuse_if_in_progress(None).is_ok());
+        assert_eq!(idle_pool(None), "blue");
+        st.live_pool = Some("blue".into());
+        assert_eq!(idle_pool(Some(&st)), "green");
+    }
+}
