@@ -1,7 +1,7 @@
 //! Staged rollouts on real sshd hosts. Each host runs a small HTTP app (python3), started
 //! by the restart hook from the release it restarts into and bound to the host's own
 //! loopback address; a file in the release decides its answer (`status`: 200 or 500,
-//! `delay`: seconds before answering). The gate checks it from the deployer through an
+//! `delay`: seconds before answering, `flaky`: every Nth answer is a 500). The gate checks it from the deployer through an
 //! ssh port forward.
 
 use std::collections::BTreeSet;
@@ -18,10 +18,14 @@ const SERVE: &str = r#"import http.server, os, sys, time
 addr, port = sys.argv[1], int(sys.argv[2])
 status = int(open('status').read().strip()) if os.path.exists('status') else 200
 delay = float(open('delay').read().strip()) if os.path.exists('delay') else 0.0
+flaky = int(open('flaky').read().strip()) if os.path.exists('flaky') else 0
+seen = [0]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         time.sleep(delay)
-        self.send_response(status)
+        seen[0] += 1
+        code = 500 if flaky and seen[0] % flaky == 0 else status
+        self.send_response(code)
         self.end_headers()
         self.wfile.write(b'ok\n')
     def log_message(self, *a):
@@ -144,7 +148,12 @@ fn addresses_of(names: &BTreeSet<String>) -> BTreeSet<String> {
 fn canary_with_a_failing_gate_rolls_the_canaries_back_and_a_good_release_goes_step_by_step() {
     let s = app_scenario(8, "strategy = \"canary\"\nsteps = [25, 50, 100]", HTTP_GATE);
     // A good release goes through 2, 2 and 4 hosts, each step gated.
+    let started = std::time::Instant::now();
     let v1 = s.deploy_ok();
+    eprintln!(
+        "measured: canary 2+2+4 hosts, 2 s gates: {:?}",
+        started.elapsed()
+    );
     s.assert_current_everywhere(&v1);
     let order = restarted_into(&s, &v1);
     assert_eq!(order.len(), 8);
@@ -156,7 +165,12 @@ fn canary_with_a_failing_gate_rolls_the_canaries_back_and_a_good_release_goes_st
 
     // A bad release (answers 500): only the two canaries are ever switched.
     s.app_file("status", "500\n");
+    let started = std::time::Instant::now();
     let run = s.deploy().expect_code(1);
+    eprintln!(
+        "measured: bad canary deploy, failed gate and rollback: {:?}",
+        started.elapsed()
+    );
     let out = run.all_output();
     assert!(out.contains("health gate failed at step 1"), "{out}");
     assert!(out.contains("consecutive failed checks"), "{out}");
@@ -419,7 +433,12 @@ fn thirty_two_hosts_all_at_once_and_rolling_respect_max_parallel() {
     let counts = s.dir().join("counts");
     s = s.restart_hook(&counting_restart(&counts));
     s.extra = "\n[rollout]\nstrategy = \"all-at-once\"\nmax_parallel = 5\n".into();
+    let started = std::time::Instant::now();
     let v1 = s.deploy_ok();
+    eprintln!(
+        "measured: 32 hosts all-at-once, max_parallel 5: {:?}",
+        started.elapsed()
+    );
     s.assert_current_everywhere(&v1);
     let seen = max_seen(&counts);
     assert!(
@@ -430,7 +449,12 @@ fn thirty_two_hosts_all_at_once_and_rolling_respect_max_parallel() {
 
     s.extra = "\n[rollout]\nstrategy = \"rolling\"\nbatch = \"25%\"\nmax_parallel = 3\n".into();
     s.app_file("index.html", "v2\n");
+    let started = std::time::Instant::now();
     let v2 = s.deploy_ok();
+    eprintln!(
+        "measured: 32 hosts rolling 25%, max_parallel 3: {:?}",
+        started.elapsed()
+    );
     s.assert_current_everywhere(&v2);
     let seen = max_seen(&counts);
     assert!(
@@ -661,4 +685,21 @@ fn a_rollout_in_progress_keeps_its_frozen_plan_when_the_config_changes() {
     let status = s.slipway(&["rollout", "status", "test"]).ok().stdout;
     assert!(status.contains("canary rollout"), "{status}");
     assert!(status.contains("2 of 2 step(s) done"), "{status}");
+}
+
+#[test]
+fn a_flaky_release_fails_on_its_error_rate_with_the_numbers_in_the_audit_log() {
+    let s = app_scenario(4, "strategy = \"canary\"\nsteps = [25, 100]", HTTP_GATE);
+    let v1 = s.deploy_ok();
+    // Every 4th answer fails: never 3 in a row, but 25% is above 5%.
+    s.app_file("flaky", "4\n");
+    s.deploy().expect_code(1);
+    s.assert_current_everywhere(&v1);
+    let last = s.audit(0).last().cloned().unwrap();
+    let message = last["message"].as_str().unwrap();
+    eprintln!("audit message: {message}");
+    assert!(
+        message.contains("error rate 2") && message.contains("> 5% over 10 samples"),
+        "{message}"
+    );
 }
