@@ -173,6 +173,22 @@ async fn run_rollback(
     states: &[HostState],
 ) -> (Option<String>, Option<ReleaseId>, Result<Outcome>) {
     let from = common_current(states);
+    // A staged rollout in progress has its own way back, to each host's stable release.
+    match crate::rollout::state::read(fleet).await {
+        Ok(Some(r)) if r.in_progress() => {
+            return (
+                from,
+                None,
+                Err(Error::Refused(format!(
+                    "a rollout is in progress: {}. Return every host to its stable release with `slipway rollout abort {}`",
+                    r.describe(),
+                    fleet.stage.name
+                ))),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return (from, None, Err(e)),
+    }
     let mut plan = match plan_rollback(fleet, states, request) {
         Ok(p) => p,
         Err(e) => return (from, None, Err(e)),

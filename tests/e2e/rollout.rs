@@ -703,3 +703,37 @@ fn a_flaky_release_fails_on_its_error_rate_with_the_numbers_in_the_audit_log() {
         "{message}"
     );
 }
+
+#[test]
+fn an_aborted_rollout_is_retried_from_its_first_step_and_rollback_points_to_abort() {
+    let s = app_scenario(
+        3,
+        "strategy = \"canary\"\nsteps = [34, 100]\npause = \"manual\"",
+        HTTP_GATE,
+    );
+    let v1 = s.deploy().ok().release_id();
+    s.slipway(&["rollout", "promote", "test"]).ok();
+    s.app_file("index.html", "v2\n");
+    let v2 = s.deploy().ok().release_id();
+    // A rollback during the rollout is refused: abort is the way back.
+    let refused = s.rollback(&[]).expect_code(1);
+    assert!(
+        refused.stderr.contains("slipway rollout abort test"),
+        "{}",
+        refused.stderr
+    );
+    s.slipway(&["rollout", "abort", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+    // Retry: the same release, from the first step (the same canary), paused again.
+    let retried = s.slipway(&["rollout", "retry", "test"]).ok();
+    assert!(retried.stdout.contains("paused"), "{}", retried.stdout);
+    let on_v2 = (0..3)
+        .filter(|&i| s.current(i).as_deref() == Some(v2.as_str()))
+        .count();
+    assert_eq!(on_v2, 2, "34% of 3 hosts");
+    s.slipway(&["rollout", "promote", "test"]).ok();
+    s.assert_current_everywhere(&v2);
+    for i in 0..3 {
+        assert_eq!(s.state(i, &v2), "live");
+    }
+}
