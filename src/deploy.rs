@@ -390,6 +390,24 @@ async fn run_deploy(
     };
     exec.persist =
         exec.state.plan.steps.len() > 1 || stage.health.is_some() || exec.state.pool.is_some();
+    if exec.persist && meta.schema_version.is_some() {
+        // Hosts switched by a later invocation (`rollout promote`) take the release's
+        // record from disk: it must carry the schema version now, not only once switched.
+        let ready = meta.with_state(ReleaseState::Ready, None);
+        let results = fleet
+            .step_on(
+                &all,
+                "record-schema",
+                |_| script::write_meta(&fleet.layout, &id, &ready.to_line()),
+                None,
+                timeouts.command,
+            )
+            .await;
+        if let Some(e) = first_failure(fleet, "record-schema", &results) {
+            let error = switch_back(fleet, states, &[], &meta, &id, &e.to_string()).await;
+            return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
+        }
+    }
     match exec.advance(Mode::default()).await {
         Ok(Progress::Done) => {}
         Ok(Progress::Paused(why)) => {

@@ -15,4 +15,5 @@ mod ssh;
 
 mod acceptance;
 mod more;
+mod rollout;
 mod sqlite_bookkeeping;
