@@ -35,7 +35,8 @@ impl Fleet {
     /// cannot be reached, the others are closed and nothing has been touched.
     pub async fn connect(stage: &Stage, reporter: Arc<Reporter>) -> Result<Fleet> {
         let layout = Layout::new(&stage.deploy_to);
-        let limit = Semaphore::new(CONCURRENT_CONNECTS);
+        // `[rollout] max_parallel` bounds new connections too.
+        let limit = Semaphore::new(CONCURRENT_CONNECTS.min(stage.rollout.max_parallel.max(1)));
         let options = SshOptions {
             ssh: stage.ssh.clone(),
         };
@@ -96,7 +97,7 @@ impl Fleet {
             layout,
             hosts,
             reporter,
-            uploads: Semaphore::new(CONCURRENT_UPLOADS),
+            uploads: Semaphore::new(CONCURRENT_UPLOADS.min(stage.rollout.max_parallel.max(1))),
         })
     }
 
