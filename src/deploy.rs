@@ -142,11 +142,6 @@ async fn run_deploy(
     let from = common_current(states);
     let id = next_release_id(states);
     let fail = |e: Error| (Some(id.clone()), from.clone(), e);
-    let interrupted = |signal: &str| {
-        Error::Interrupted(format!(
-            "{signal} received before the switch: the partial release was removed, every host is as it was"
-        ))
-    };
     let now = Utc::now();
     let meta = ReleaseMeta {
         id: id.clone(),
@@ -259,17 +254,7 @@ async fn run_deploy(
         Ok(())
     })
     .await;
-    match upload {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            discard(fleet, &id, &meta, &e.to_string()).await;
-            return Err(fail(e));
-        }
-        Err(signal) => {
-            discard(fleet, &id, &meta, &format!("interrupted by {signal}")).await;
-            return Err(fail(interrupted(signal)));
-        }
-    }
+    settle(fleet, &id, &meta, upload).await.map_err(fail)?;
     let bytes_sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
 
     // Build hooks, then the release is ready.
@@ -311,17 +296,7 @@ async fn run_deploy(
             })
     })
     .await;
-    match build {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            discard(fleet, &id, &meta, &e.to_string()).await;
-            return Err(fail(e));
-        }
-        Err(signal) => {
-            discard(fleet, &id, &meta, &format!("interrupted by {signal}")).await;
-            return Err(fail(interrupted(signal)));
-        }
-    }
+    settle(fleet, &id, &meta, build).await.map_err(fail)?;
 
     // The database, once, on the primary: after the build, before any switch. Not
     // interruptible half-way: a signal waits for the migration to finish or fail.
@@ -629,6 +604,25 @@ fn release_payload(
         builder.append_data(&mut header, path, content.as_bytes())?;
     }
     builder.into_inner()
+}
+
+/// Ends an interruptible phase before the switch: on a failure or a signal the release
+/// is discarded (see [`discard`]) and the error returned.
+async fn settle(
+    fleet: &Fleet,
+    id: &ReleaseId,
+    meta: &ReleaseMeta,
+    outcome: std::result::Result<Result<()>, &'static str>,
+) -> Result<()> {
+    let error = match outcome {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(signal) => Error::Interrupted(format!(
+            "{signal} received before the switch: the partial release was removed, every host is as it was"
+        )),
+    };
+    discard(fleet, id, meta, &error.to_string()).await;
+    Err(error)
 }
 
 /// After a failure before the switch: remove the partial upload everywhere, and mark a

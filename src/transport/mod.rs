@@ -116,6 +116,34 @@ pub trait Transport: Send + Sync {
     }
 }
 
+/// Feeds `stdin` to a child's input while draining its stdout and stderr, returning
+/// both. Concurrently: a script that writes a lot before reading its input would
+/// otherwise deadlock against us. A script that exits early closes its stdin: that is
+/// not an error of ours, its exit status says what happened.
+pub(crate) async fn exchange(
+    input: Option<impl tokio::io::AsyncWrite + Unpin>,
+    stdin: &Stdin,
+    out: Option<impl tokio::io::AsyncRead + Unpin>,
+    err: Option<impl tokio::io::AsyncRead + Unpin>,
+) -> (Vec<u8>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let feed = async {
+        if let (Some(mut pipe), Some(bytes)) = (input, stdin.as_ref()) {
+            let _ = pipe.write_all(bytes).await;
+            let _ = pipe.shutdown().await;
+        }
+    };
+    async fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf).await;
+        }
+        buf
+    }
+    let ((), stdout, stderr) = tokio::join!(feed, drain(out), drain(err));
+    (stdout, stderr)
+}
+
 /// Exit status a script reports when a command was not found (127 is remapped: the ssh
 /// layer cannot tell a missing `sh` from a missing hook command, and loses the output).
 pub const EXIT_NOT_FOUND: i32 = 126;
