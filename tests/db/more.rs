@@ -157,3 +157,53 @@ fn hostile_names_survive_the_sqlite_host_path() {
     assert!(std::fs::metadata(&file).is_ok());
     assert!(!s.path().join("pwned").exists() && !std::path::Path::new("pwned").exists());
 }
+
+/// Two deployers of two stages sharing one database, at the same moment: the database's
+/// own lock (pg_advisory_lock) lets exactly one apply each migration, and both succeed.
+#[test]
+fn two_deployers_never_migrate_at_once() {
+    let mut s = Scenario::new(Kind::Postgres);
+    let mut migrations = v1(Kind::Postgres);
+    // Slow enough that the two runs overlap.
+    migrations[0].2 = format!("SELECT pg_sleep(1);\n{}", migrations[0].2);
+    s.app(&migrations, "v1");
+    let first = s.config_path();
+    let second = s.path().join("deploy2.toml");
+    let text = std::fs::read_to_string(&first).unwrap();
+    let other = s.path().join("other-stage");
+    std::fs::write(
+        &second,
+        text.replace(
+            &format!("deploy_to = \"{}\"", s.remote_deploy_to),
+            &format!("deploy_to = \"{}\"", other.display()),
+        ),
+    )
+    .unwrap();
+    let url = s.url.clone().unwrap();
+    let spawn = |config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .arg("-c")
+            .arg(config)
+            .args(["deploy", "test"])
+            .env("DATABASE_URL", &url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&first), spawn(&second));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(s.versions(), vec![1, 2]);
+    assert_eq!(
+        s.sql("SELECT count(*) FROM users").trim(),
+        "2",
+        "migration 1 ran once"
+    );
+}
