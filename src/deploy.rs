@@ -100,7 +100,7 @@ async fn locked_deploy(
         &ctx.interrupt,
     )
     .await?;
-    let result = run_deploy(fleet, ctx, archive).await;
+    let result = run_deploy(fleet, ctx, archive, &held.states).await;
     // Every outcome is on record, on every host: success, failure, or a revert.
     let (id, from, outcome) = match &result {
         Ok((id, from, _)) => (Some(id.clone()), from.clone(), Ok(())),
@@ -122,8 +122,7 @@ async fn locked_deploy(
         message: outcome.err().map(|e| e.to_string()),
         duration_ms: started.elapsed().as_millis() as u64,
     };
-    append_audit(fleet, &record).await;
-    lock::release(fleet, &held).await;
+    lock::finish(fleet, &held, &record).await;
     result.map(|(_, _, outcome)| outcome).map_err(|(_, _, e)| e)
 }
 
@@ -132,12 +131,16 @@ type DeployResult = std::result::Result<
     (Option<ReleaseId>, Option<String>, Error),
 >;
 
-async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployResult {
+async fn run_deploy(
+    fleet: &Fleet,
+    ctx: &Context,
+    archive: Archive,
+    states: &[HostState],
+) -> DeployResult {
     let stage = &fleet.stage;
     let timeouts = &stage.timeouts;
-    let states = probe(fleet).await.map_err(|e| (None, None, e))?;
-    let from = common_current(&states);
-    let id = next_release_id(&states);
+    let from = common_current(states);
+    let id = next_release_id(states);
     let fail = |e: Error| (Some(id.clone()), from.clone(), e);
     let interrupted = |signal: &str| {
         Error::Interrupted(format!(
@@ -176,7 +179,7 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
         .chain(&stage.shared_dirs)
         .cloned()
         .collect();
-    let uploads = plan_uploads(fleet, &states, &archive, &meta, &shared)
+    let uploads = plan_uploads(fleet, states, &archive, &meta, &shared)
         .await
         .map_err(|e| fail(Error::Io(e)))?;
     fleet.reporter.info(&format!(
@@ -376,11 +379,11 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
             .filter(|(_, r)| r.is_ok())
             .map(|(i, _)| *i)
             .collect();
-        let error = switch_back(fleet, &states, &switched, &meta, &id, &e.to_string()).await;
+        let error = switch_back(fleet, states, &switched, &meta, &id, &e.to_string()).await;
         return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
     }
     if let Err(m) = fault::point("deploy.after-switch").await {
-        let error = switch_back(fleet, &states, &all, &meta, &id, &m).await;
+        let error = switch_back(fleet, states, &all, &meta, &id, &m).await;
         return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
     }
 
@@ -388,13 +391,13 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
     if !stage.restart_hooks.is_empty() {
         let results = run_restart(fleet, &all, &id).await;
         if let Some(e) = first_failure(fleet, "restart", &results) {
-            let error = switch_back(fleet, &states, &all, &meta, &id, &e.to_string()).await;
+            let error = switch_back(fleet, states, &all, &meta, &id, &e.to_string()).await;
             return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
         }
     }
 
     // Retention.
-    let pruned = prune(fleet, &states, &live).await;
+    let pruned = prune(fleet, states, &live).await;
     let human = format!(
         "deployed {} to {} ({} host{}): {} is live{}{}",
         stage.app,

@@ -18,11 +18,16 @@ use crate::transport::{
 /// a burst of them on a small machine only slows every one down.
 const CONCURRENT_CONNECTS: usize = 16;
 
+/// At most this many archive streams at once: beyond that, hosts only share the same
+/// CPU (encryption) and bandwidth, and every upload finishes later.
+const CONCURRENT_UPLOADS: usize = 16;
+
 pub struct Fleet {
     pub stage: Stage,
     pub layout: Layout,
     pub hosts: Vec<Arc<dyn Transport>>,
     pub reporter: Arc<Reporter>,
+    uploads: Semaphore,
 }
 
 impl Fleet {
@@ -91,6 +96,7 @@ impl Fleet {
             layout,
             hosts,
             reporter,
+            uploads: Semaphore::new(CONCURRENT_UPLOADS),
         })
     }
 
@@ -121,6 +127,11 @@ impl Fleet {
         timeout: Duration,
     ) -> std::result::Result<Output, String> {
         let host = self.hosts[i].host();
+        // Only archive streams carry stdin; they take a slot.
+        let _slot = match &stdin {
+            Some(_) => Some(self.uploads.acquire().await.map_err(|e| e.to_string())?),
+            None => None,
+        };
         let started = Instant::now();
         self.reporter.started(host, step);
         match self.hosts[i].run(script, stdin, timeout).await {

@@ -146,5 +146,14 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
             yes,
         }) => db::status::restore(config.stage(stage)?, &ctx, snapshot, *yes).await,
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
+        Command::Log { stage, since } => {
+            let since = match since {
+                Some(text) => {
+                    Some(commands::parse_since(text, chrono::Utc::now()).map_err(Error::Usage)?)
+                }
+                None => None,
+            };
+            commands::log(config.stage(stage)?, &ctx, since).await
+        }
     }
 }

@@ -40,8 +40,14 @@ printf 'clock\t%s\n' "$(date +%s)"
     )
 }
 
+fn probe_in_subshell(layout: &Layout) -> String {
+    format!("(\n{}\n)", probe(layout))
+}
+
 /// Takes the deploy lock: `mkdir` is atomic, so of two runs exactly one succeeds. The
 /// winner writes who it is; a loser prints the holder and exits [`EXIT_LOCK_HELD`].
+/// Once the lock is taken, the same script reads the host's state (the probe), saving
+/// a round trip.
 pub fn lock(layout: &Layout, owner_json: &str) -> String {
     format!(
         r#"{PRELUDE}d={d}
@@ -49,6 +55,7 @@ mkdir -p -- "$d" || exit 1
 (umask 077 && mkdir -p -- "$d/.slipway") || exit 1
 if (umask 077 && mkdir -- "$d/.slipway/lock") 2>/dev/null; then
   (umask 077 && printf '%s\n' {owner} > "$d/.slipway/lock/owner.json") || {{ rmdir -- "$d/.slipway/lock"; exit 1; }}
+  {then}
   exit 0
 fi
 if [ ! -d "$d/.slipway/lock" ]; then echo "cannot create $d/.slipway/lock" >&2; exit 1; fi
@@ -57,7 +64,14 @@ exit {EXIT_LOCK_HELD}
 "#,
         d = quote(layout.deploy_to()),
         owner = quote(owner_json),
+        then = probe_in_subshell(layout),
     )
+}
+
+/// Appends `audit_line` to the audit log, then releases the lock: the last round trip
+/// of a run.
+pub fn finish(layout: &Layout, audit_line: &str, token: &str) -> String {
+    format!("{}{}", audit(layout, audit_line), unlock(layout, token))
 }
 
 /// Releases the lock if, and only if, it is still the one this run took.
@@ -295,6 +309,14 @@ pub fn audit(layout: &Layout, line: &str) -> String {
         dir = quote(&layout.state_dir()),
         log = quote(&layout.audit_log()),
         line = quote(line),
+    )
+}
+
+/// Prints the audit log (nothing if there is none yet).
+pub fn read_audit(layout: &Layout) -> String {
+    format!(
+        "{PRELUDE}l={}\nif [ -f \"$l\" ]; then cat -- \"$l\"; fi\n",
+        quote(&layout.audit_log())
     )
 }
 

@@ -87,6 +87,27 @@ fn deploy_to_three_hosts_then_roll_back_and_roll_back_to_an_older_release() {
         assert_eq!(last["to"], first.as_str());
     }
 
+    // The audit log, merged from every host: each action once, with its hosts.
+    let log = s.slipway(&["log", "test"]).ok();
+    let lines: Vec<&str> = log.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", log.stdout);
+    assert!(
+        lines[0].contains("deploy")
+            && lines[0].contains(&format!("-> {first}"))
+            && lines[0].contains("3 host(s)"),
+        "{}",
+        log.stdout
+    );
+    assert!(
+        lines[2].contains("rollback") && lines[2].contains("reason: bad release"),
+        "{}",
+        log.stdout
+    );
+    let log = s
+        .slipway(&["log", "test", "--since", "2999-01-01T00:00:00Z"])
+        .ok();
+    assert!(log.stdout.contains("no audit entries"), "{}", log.stdout);
+
     // A new deploy, then --to an older release, then --to the newer one again (an
     // explicit --to may return to a rolled-back release; the plain rollback never does).
     s.app_file("index.html", "<h1>v3</h1>\n");
