@@ -75,10 +75,44 @@ pub enum Command {
         #[arg(long)]
         config_only: bool,
     },
+    /// Print STAGE's configuration as its commands see it: recipe, top level and stage
+    /// merged, ${VAR}s filled in, secrets masked.
+    Config { stage: String },
+    /// Write a commented deploy.toml for the project in the current directory, with the
+    /// recipe of the framework it finds (Rails, Django, Laravel, Node, Rust, static site).
+    Init {
+        /// Overwrite an existing deploy.toml.
+        #[arg(long)]
+        force: bool,
+        /// Use this recipe instead of the detected one (see `slipway recipes`).
+        #[arg(long, value_name = "NAME")]
+        recipe: Option<String>,
+    },
+    /// List the built-in recipes, or print one (`slipway recipes show rails`).
+    Recipes {
+        #[command(subcommand)]
+        command: Option<RecipesCommand>,
+    },
+    /// Print a shell completion script: `slipway completions bash > /etc/bash_completion.d/slipway`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `slipway man | man -l -`.
+    Man,
     /// Break the deploy lock of STAGE (when the run that took it is gone). Recorded in the audit log.
     Unlock { stage: String },
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(text)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipesCommand {
+    /// Print a recipe, comments included.
+    Show {
+        /// A recipe name from `slipway recipes`.
+        name: String,
+    },
 }

@@ -47,7 +47,29 @@ pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
 async fn dry_run(fleet: &Fleet, archive: &Archive) -> Result<Outcome> {
     let states = probe(fleet).await?;
     let id = next_release_id(&states);
-    let plan = build_plan(fleet, archive, &states, &id);
+    let mut plan = build_plan(fleet, archive, &states, &id);
+    if let Some(config) = &fleet.stage.database {
+        let detail = match &config.commands {
+            Some(c) => format!(
+                "run migrate_command `{}` in the new release on {}, record the version version_command prints",
+                c.migrate,
+                fleet.name(config.primary)
+            ),
+            None => String::new(),
+        };
+        let at = plan
+            .steps
+            .iter()
+            .position(|s| s.step == "switch")
+            .unwrap_or(plan.steps.len());
+        plan.steps.insert(
+            at,
+            PlanStep {
+                step: "migrate".into(),
+                detail,
+            },
+        );
+    }
     let human = render_plan(&plan);
     fleet
         .reporter
@@ -132,6 +154,14 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
         schema_version: None,
         note: None,
     };
+    if stage.database.is_some() {
+        // The [database] section is read (and shown by --dry-run), but this build does not
+        // run migrations yet: say so rather than deploy as if it had.
+        fleet.reporter.warning(
+            None,
+            "[database]: this build does not run migrations yet; run migrate_command yourself",
+        );
+    }
     let payload = release_payload(&archive, &meta).map_err(|e| fail(Error::Io(e)))?;
     let stdin: Stdin = Some(Arc::new(payload));
     fleet.reporter.info(&format!(

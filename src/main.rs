@@ -7,14 +7,16 @@ use clap::Parser;
 use serde_json::json;
 
 use slipway::audit::Actor;
-use slipway::cli::{Cli, Command};
+use std::io::Write;
+
+use slipway::cli::{Cli, Command, RecipesCommand};
 use slipway::config::Config;
 use slipway::error::{Error, ExitClass};
 use slipway::interrupt::Interrupt;
 use slipway::layout::ReleaseId;
 use slipway::report::{Format, Reporter};
 use slipway::run::{Context, Outcome};
-use slipway::{commands, deploy, rollback};
+use slipway::{commands, deploy, docs, init, recipe, rollback};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -69,6 +71,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
+    if let Some(result) = without_config(&cli) {
+        return result;
+    }
     let config = Config::load(&cli.config)?;
     let command_line = std::env::args()
         .map(|a| a.escape_debug().to_string())
@@ -116,17 +121,70 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
             if *config_only {
                 Ok(Outcome {
                     human: format!(
-                        "{}: configuration of stage {} is valid ({} host(s))",
+                        "{}: configuration of stage {} is valid ({} host(s){})",
                         config.file.display(),
                         stage.name,
-                        stage.hosts.len()
+                        stage.hosts.len(),
+                        match &stage.recipe {
+                            Some(r) => format!(", recipe {r}"),
+                            None => String::new(),
+                        }
                     ),
-                    data: json!({ "valid": true }),
+                    data: json!({ "valid": true, "recipe": stage.recipe }),
                 })
             } else {
                 commands::check(stage, &ctx).await
             }
         }
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
+        Command::Config { stage } => {
+            let table = config.show(stage)?;
+            let text = toml::to_string_pretty(&table)
+                .map_err(|e| Error::Usage(format!("cannot print the configuration: {e}")))?;
+            Ok(Outcome {
+                human: format!(
+                    "# stage {stage} of {}{}: merged, ${{VAR}}s filled in, secrets masked\n{text}",
+                    config.file.display(),
+                    match &config.stage(stage)?.recipe {
+                        Some(r) => format!(" over recipe {r}"),
+                        None => String::new(),
+                    }
+                ),
+                data: serde_json::to_value(&table).unwrap_or_default(),
+            })
+        }
+        Command::Init { .. }
+        | Command::Recipes { .. }
+        | Command::Completions { .. }
+        | Command::Man => Err(Error::Usage("this command reads no configuration".into())),
     }
+}
+
+/// The commands that need no deploy.toml: they run before it is read.
+fn without_config(cli: &Cli) -> Option<Result<Outcome, Error>> {
+    let printed = |bytes: std::io::Result<Vec<u8>>| {
+        bytes
+            .and_then(|b| {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&b)?;
+                out.flush()
+            })
+            .map(|()| Outcome {
+                human: String::new(),
+                data: json!({}),
+            })
+            .map_err(Error::Io)
+    };
+    Some(match &cli.command {
+        Command::Init { force, recipe } => std::env::current_dir()
+            .map_err(Error::Io)
+            .and_then(|dir| init::run(&cli.config, &dir, *force, recipe.as_deref(), cli.dry_run)),
+        Command::Recipes { command: None } => Ok(recipe::list()),
+        Command::Recipes {
+            command: Some(RecipesCommand::Show { name }),
+        } => recipe::show(name),
+        Command::Completions { shell } => printed(Ok(docs::completions(*shell))),
+        Command::Man => printed(docs::man_page()),
+        _ => return None,
+    })
 }

@@ -6,9 +6,14 @@
 //! [`Stage`], the plain data every command works from. Errors of either pass carry the
 //! key path and its line and column.
 
+mod database;
+mod layers;
 mod locate;
 mod validate;
 
+pub use database::{Database, DbCommands, DbDriver};
+
+pub use layers::{MASK, interpolate, looks_secret, mask_url_credentials};
 pub use validate::parse_duration;
 
 use std::collections::BTreeMap;
@@ -58,11 +63,14 @@ pub struct Layer {
     pub deploy_to: Option<String>,
     pub keep_releases: Option<i64>,
     pub transport: Option<String>,
+    /// A preset beneath the top level: `rails`, `node`, ... (see `slipway recipes`).
+    pub recipe: Option<String>,
     pub source: Option<SourceLayer>,
     pub ssh: Option<SshLayer>,
     pub shared: Option<SharedLayer>,
     pub hooks: Option<HooksLayer>,
     pub timeouts: Option<TimeoutsLayer>,
+    pub database: Option<DatabaseLayer>,
     /// Only in a stage.
     pub hosts: Option<Vec<HostLayer>>,
     /// Only at the top level.
@@ -109,6 +117,22 @@ pub struct TimeoutsLayer {
     pub command: Option<String>,
     pub upload: Option<String>,
     pub hook: Option<String>,
+}
+
+/// `[database]`: see [`Database`] for what each key means.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseLayer {
+    pub driver: Option<String>,
+    pub url_env: Option<String>,
+    pub migrations: Option<String>,
+    pub role: Option<String>,
+    pub tunnel: Option<bool>,
+    pub keep_snapshots: Option<i64>,
+    pub path: Option<String>,
+    pub migrate_command: Option<String>,
+    pub rollback_command: Option<String>,
+    pub version_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,6 +199,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub name: String,
+    /// The recipe beneath this stage's settings, if any.
+    pub recipe: Option<String>,
     pub app: String,
     pub deploy_to: String,
     pub keep_releases: usize,
@@ -187,6 +213,8 @@ pub struct Stage {
     pub restart_hooks: Vec<String>,
     pub timeouts: Timeouts,
     pub hosts: Vec<Host>,
+    /// `[database]`, when the app has one.
+    pub database: Option<Database>,
 }
 
 /// A loaded and validated configuration file.
@@ -194,6 +222,8 @@ pub struct Stage {
 pub struct Config {
     pub file: PathBuf,
     pub stages: BTreeMap<String, Stage>,
+    /// The file as written (before `${VAR}` interpolation), for `slipway config`.
+    pub raw: toml::Table,
 }
 
 impl Config {
@@ -219,7 +249,9 @@ impl Config {
 
     /// Parses `text` as if read from `file`; relative local paths resolve against `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let top: Layer = toml::from_str(text).map_err(|e| {
+        // The shape of the file as written, for errors with a line and column; the layers
+        // (recipe, `${VAR}`s) are applied to the raw table below.
+        let _shape: Layer = toml::from_str(text).map_err(|e| {
             let (line, column) = match e.span() {
                 Some(span) => {
                     let (l, c) = line_column(text, span.start);
@@ -241,7 +273,15 @@ impl Config {
                 message: e.message().trim().to_string(),
             }
         })?;
-        let stages = validate::resolve(&top, base).map_err(|(path, message)| {
+        let raw: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        })?;
+        let mut env = |name: &str| std::env::var(name).ok();
+        let stages = layers::resolve_all(&raw, base, &mut env).map_err(|(path, message)| {
             let (line, column) = match locate(text, &path) {
                 Some((l, c)) => (Some(l), Some(c)),
                 None => (None, None),
@@ -257,6 +297,21 @@ impl Config {
         Ok(Config {
             file: file.to_path_buf(),
             stages,
+            raw,
+        })
+    }
+
+    /// Stage `name` as its commands see it, as TOML: recipe, top level and stage merged,
+    /// `${VAR}`s filled in, secrets masked.
+    pub fn show(&self, name: &str) -> Result<toml::Table, ConfigError> {
+        self.stage(name)?;
+        let mut env = |var: &str| std::env::var(var).ok();
+        layers::masked_view(&self.raw, name, &mut env).map_err(|(path, message)| ConfigError {
+            file: self.file.clone(),
+            line: None,
+            column: None,
+            key: path.to_string(),
+            message,
         })
     }
 

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::archive::Source;
 
-type Invalid = (KeyPath, String);
+pub(super) type Invalid = (KeyPath, String);
 
 const RESERVED_IN_RELEASE: [&str; 2] = [".slipway", "REVISION"];
 
@@ -47,7 +47,7 @@ pub fn resolve(top: &Layer, base: &Path) -> Result<BTreeMap<String, Stage>, Inva
 }
 
 /// Picks a stage's value over the top-level one, remembering where it came from.
-fn pick<'a, T>(
+pub(super) fn pick<'a, T>(
     stage: Option<&'a T>,
     top: Option<&'a T>,
     stage_at: &KeyPath,
@@ -184,9 +184,17 @@ fn resolve_stage(
     };
 
     let hosts = resolve_hosts(stage.hosts.as_deref(), transport, &at.key("hosts"))?;
+    let database = super::database::resolve(
+        stage.database.as_ref(),
+        top.database.as_ref(),
+        at,
+        &hosts,
+        transport,
+    )?;
 
     Ok(Stage {
         name: name.to_string(),
+        recipe: None,
         app: app.clone(),
         deploy_to,
         keep_releases,
@@ -199,6 +207,7 @@ fn resolve_stage(
         restart_hooks,
         timeouts,
         hosts,
+        database,
     })
 }
 
