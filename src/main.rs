@@ -64,6 +64,7 @@ fn main() -> ExitCode {
                     json!({ "error": error.to_string() }),
                 );
             }
+            reporter.finish();
             eprintln!("slipway: error: {error}");
             ExitCode::from(class.code() as u8)
         }

@@ -102,12 +102,12 @@ pub fn list() -> Outcome {
     );
     Outcome {
         human,
-        data: json!(
-            RECIPES
+        data: json!({
+            "recipes": RECIPES
                 .iter()
                 .map(|r| json!({ "name": r.name, "summary": r.summary() }))
                 .collect::<Vec<_>>()
-        ),
+        }),
     }
 }
 

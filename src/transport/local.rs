@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::{Output, Stdin, Transport, TransportError, command_line};
@@ -53,9 +53,7 @@ impl Transport for LocalTransport {
         let work = async move {
             let feed = async {
                 if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
-                    // A script that exits early closes its stdin: not an error of ours.
-                    let _ = pipe.write_all(&bytes).await;
-                    let _ = pipe.shutdown().await;
+                    super::feed(&mut pipe, &bytes).await;
                 }
             };
             let read_out = async {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use super::{Output, Stdin, Transport, TransportError, command_line};
@@ -109,8 +109,7 @@ impl SshTransport {
         // reading its input would otherwise deadlock against us.
         let feed = async {
             if let (Some(mut pipe), Some(bytes)) = (input, stdin.as_ref()) {
-                let _ = pipe.write_all(bytes).await;
-                let _ = pipe.shutdown().await;
+                super::feed(&mut pipe, bytes).await;
             }
         };
         let read_out = async {
