@@ -73,6 +73,8 @@ struct HostLine {
     bar: Option<ProgressBar>,
     first_seen: Instant,
     last_step: String,
+    /// The live line's text: the current step and how it went.
+    status: String,
     steps: usize,
     failed: Option<String>,
     uploaded: u64,
@@ -223,36 +225,44 @@ impl Reporter {
         entry.last_step = step.to_string();
         match event.status {
             Some(Status::Started) => {
-                if let Some(bar) = &entry.bar {
-                    bar.set_message(step.to_string());
-                }
+                entry.status = step.to_string();
+                self.redraw(entry);
             }
             Some(Status::Ok) | Some(Status::Skipped) => {
                 entry.steps += 1;
                 entry.busy += Duration::from_millis(event.elapsed_ms.unwrap_or(0));
-                if let Some(bar) = &entry.bar {
-                    let mut text = format!("{step} {}", self.paint("ok", Paint::Good));
-                    if step == "upload" && entry.uploaded > 0 {
-                        text.push_str(&format!(" ({})", human_bytes(entry.uploaded)));
-                    }
-                    bar.set_message(text);
-                }
+                entry.status = format!("{step} {}", self.paint("ok", Paint::Good));
+                self.redraw(entry);
             }
             Some(Status::Failed) => {
                 entry.steps += 1;
                 entry.failed = Some(format!("{step}: {}", event.message.unwrap_or("failed")));
-                if let Some(bar) = &entry.bar {
-                    bar.set_message(format!(
-                        "{step} {}: {}",
-                        self.paint("FAILED", Paint::Bad),
-                        event.message.unwrap_or("")
-                    ));
-                }
+                entry.status = format!(
+                    "{step} {}: {}",
+                    self.paint("FAILED", Paint::Bad),
+                    event.message.unwrap_or("")
+                );
+                self.redraw(entry);
                 // A failure is worth a line that stays, whatever happens to the bars.
                 drop(hosts);
                 self.line(&self.plain(event));
             }
             None => {}
+        }
+    }
+
+    /// `build ok   7.0 KiB sent`: the step, then what was uploaded so far.
+    fn redraw(&self, line: &HostLine) {
+        if let Some(bar) = &line.bar {
+            if line.uploaded > 0 {
+                bar.set_message(format!(
+                    "{:<16} {} sent",
+                    line.status,
+                    human_bytes(line.uploaded)
+                ));
+            } else {
+                bar.set_message(line.status.clone());
+            }
         }
     }
 
@@ -278,6 +288,7 @@ impl Reporter {
                 bar,
                 first_seen: Instant::now(),
                 last_step: String::new(),
+                status: String::new(),
                 steps: 0,
                 failed: None,
                 uploaded: 0,
@@ -323,7 +334,7 @@ impl Reporter {
         entry.uploaded = sent;
         if let Some(bar) = &entry.bar {
             bar.set_message(format!(
-                "{} {}/{}",
+                "{:<16} {}/{}",
                 entry.last_step,
                 human_bytes(sent),
                 human_bytes(total)

@@ -14,4 +14,6 @@ mod failures;
 mod hostile;
 mod hostkeys;
 mod lock;
+mod output;
 mod quickstart;
+mod schema;
