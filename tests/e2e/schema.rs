@@ -28,10 +28,8 @@ fn check(schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
                 }
             }
             "const" if value != rule => errors.push(format!("{at}: expected {rule}, got {value}")),
-            "enum" => {
-                if !rule.as_array().is_some_and(|a| a.contains(value)) {
-                    errors.push(format!("{at}: {value} is not one of {rule}"));
-                }
+            "enum" if !rule.as_array().is_some_and(|a| a.contains(value)) => {
+                errors.push(format!("{at}: {value} is not one of {rule}"));
             }
             "minimum" => {
                 if let (Some(min), Some(v)) = (rule.as_f64(), value.as_f64())
@@ -40,13 +38,8 @@ fn check(schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
                     errors.push(format!("{at}: {v} < {min}"));
                 }
             }
-            "format" if rule == "date-time" => {
-                if !value
-                    .as_str()
-                    .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
-                {
-                    errors.push(format!("{at}: {value} is not an RFC 3339 date-time"));
-                }
+            "format" if rule == "date-time" && !is_date_time(value) => {
+                errors.push(format!("{at}: {value} is not an RFC 3339 date-time"));
             }
             "required" => {
                 if let (Some(names), Some(object)) = (rule.as_array(), value.as_object()) {
@@ -93,6 +86,12 @@ fn check(schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
             _ => {}
         }
     }
+}
+
+fn is_date_time(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
 }
 
 fn has_type(value: &Value, t: &str) -> bool {
