@@ -7,12 +7,14 @@
 //! key path and its line and column.
 
 mod database;
+mod keys;
 mod layers;
 mod locate;
 mod validate;
 
 pub use database::{Database, DbCommands, DbDriver};
 
+pub use keys::accepted_keys;
 pub use layers::{MASK, interpolate, looks_secret, mask_url_credentials};
 pub use validate::parse_duration;
 
