@@ -349,3 +349,63 @@ fn completions_generate_and_the_man_page_lists_every_subcommand() {
         );
     }
 }
+
+/// Splits a shell command line on blanks, keeping "double-quoted words" whole.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+#[test]
+fn the_examples_load_and_their_ci_jobs_run_real_slipway_commands() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (config, stage) in [
+        ("examples/systemd/deploy.toml", "production"),
+        ("examples/hello/deploy.toml", "demo"),
+    ] {
+        ok(slipway(
+            root,
+            &["-c", config, "check", stage, "--config-only"],
+        ));
+    }
+    use clap::Parser;
+    let mut seen = 0;
+    for file in [
+        "examples/ci/github-actions.yml",
+        "examples/ci/gitlab-ci.yml",
+    ] {
+        let text = fs::read_to_string(root.join(file)).unwrap();
+        for line in text.lines() {
+            let Some(at) = line.find("slipway ") else {
+                continue;
+            };
+            let command = line[at..].split(['|', '#']).next().unwrap_or_default();
+            let args = words(command);
+            if args.get(1).is_none_or(|a| a.starts_with('(')) || line.trim_start().starts_with('#')
+            {
+                continue;
+            }
+            if let Err(e) = slipway::cli::Cli::try_parse_from(&args) {
+                panic!("{file}: `{command}` is not a slipway command line: {e}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "{seen} slipway commands in the CI examples");
+}
