@@ -123,6 +123,20 @@ pub fn render(
     t.push_str(
         "keep_releases = 5                   # good releases kept on each host, to roll back to\n",
     );
+    let restarts_a_unit = recipe
+        .and_then(|r| r.table().ok())
+        .and_then(|t| t.get("hooks")?.get("restart")?.as_array().cloned())
+        .is_some_and(|hooks| {
+            hooks
+                .iter()
+                .any(|h| h.as_str().is_some_and(|h| h.contains("systemctl")))
+        });
+    if restarts_a_unit {
+        t.push_str(&format!(
+            "# After each switch the recipe restarts the systemd unit {app}.service (named after\n\
+             # deploy_to) with sudo: set it up on the hosts, or set restart in [hooks] below.\n"
+        ));
+    }
     if let Some(r) = recipe {
         t.push_str(&format!(
             "\n# The recipe's settings lie beneath this file: any key set here overrides the recipe's,\n\
