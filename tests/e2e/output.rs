@@ -80,17 +80,19 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// The live lines drawn for `host`: the text after each mention of it, one line wide.
+/// The live lines drawn for `host`: the text after each mention of it, to the end of its line.
 fn live_lines<'a>(plain: &'a str, host: &str) -> Vec<&'a str> {
     plain
         .match_indices(host)
         .map(|(at, _)| {
             let rest = &plain[at + host.len()..];
+            // Up to the next line's spinner (a braille character), or a screen width.
             let end = rest
                 .char_indices()
-                .nth(100)
+                .take(160)
+                .find(|(_, c)| ('\u{2800}'..='\u{28FF}').contains(c) || *c == '\n')
                 .map(|(i, _)| i)
-                .unwrap_or(rest.len());
+                .unwrap_or_else(|| rest.char_indices().nth(160).map_or(rest.len(), |(i, _)| i));
             &rest[..end]
         })
         .collect()
