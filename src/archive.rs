@@ -108,6 +108,10 @@ pub struct ManifestEntry {
     /// A symlink's target, as written in the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The SHA-256 hex digest of a file's content: hosts verify a release with
+    /// `sha256sum -c` (coreutils), as no blake3 tool can be assumed there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// What a release holds, entry by entry, sorted by path (byte order).
@@ -648,14 +652,22 @@ fn file_entry(
     let mut h = header(tar::EntryType::Regular, mode, size);
     builder.append_data(&mut h, path, data)?;
     let digest = blake3::hash(data).to_hex().to_string();
-    Ok(entry(
+    let mut e = entry(
         path.to_string(),
         EntryKind::File,
         mode,
         size,
         Some(digest),
         None,
-    ))
+    );
+    e.sha256 = Some(sha256_hex(data));
+    Ok(e)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn entry(
@@ -673,6 +685,7 @@ fn entry(
         size,
         blake3,
         target,
+        sha256: None,
     }
 }
 

@@ -102,6 +102,13 @@ pub enum Command {
     Man,
     /// Break the deploy lock of STAGE (when the run that took it is gone). Recorded in the audit log.
     Unlock { stage: String },
+    /// The audit log of STAGE: every deploy, rollback and unlock, merged from all hosts.
+    Log {
+        stage: String,
+        /// Only entries newer than this: a duration (2h, 7d) or a time (2026-11-24T05:00:00Z).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -13,16 +13,18 @@ use serde_json::json;
 use crate::archive::{self, Archive};
 use crate::audit::Record;
 use crate::config::Stage;
+use crate::delta;
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::fleet::{Fleet, first_failure};
-use crate::layout::{Layout, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE, ReleaseId};
+use crate::layout::{
+    Layout, RELEASE_CHECKSUMS, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE, ReleaseId,
+};
 use crate::lock;
 use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
 use crate::release::{HostState, ReleaseEntry, ReleaseMeta, ReleaseState};
 use crate::run::{Context, Outcome, probe, unless_interrupted};
 use crate::script::{self, HookEnv};
-use crate::transport::Stdin;
 
 pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let started = std::time::Instant::now();
@@ -94,7 +96,7 @@ async fn locked_deploy(
         &ctx.interrupt,
     )
     .await?;
-    let result = run_deploy(fleet, ctx, archive).await;
+    let result = run_deploy(fleet, ctx, archive, &held.states).await;
     // Every outcome is on record, on every host: success, failure, or a revert.
     let (id, from, outcome) = match &result {
         Ok((id, from, _)) => (Some(id.clone()), from.clone(), Ok(())),
@@ -116,8 +118,7 @@ async fn locked_deploy(
         message: outcome.err().map(|e| e.to_string()),
         duration_ms: started.elapsed().as_millis() as u64,
     };
-    append_audit(fleet, &record).await;
-    lock::release(fleet, &held).await;
+    lock::finish(fleet, &held, &record).await;
     result.map(|(_, _, outcome)| outcome).map_err(|(_, _, e)| e)
 }
 
@@ -126,12 +127,16 @@ type DeployResult = std::result::Result<
     (Option<ReleaseId>, Option<String>, Error),
 >;
 
-async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployResult {
+async fn run_deploy(
+    fleet: &Fleet,
+    ctx: &Context,
+    archive: Archive,
+    states: &[HostState],
+) -> DeployResult {
     let stage = &fleet.stage;
     let timeouts = &stage.timeouts;
-    let states = probe(fleet).await.map_err(|e| (None, None, e))?;
-    let from = common_current(&states);
-    let id = next_release_id(&states);
+    let from = common_current(states);
+    let id = next_release_id(states);
     let fail = |e: Error| (Some(id.clone()), from.clone(), e);
     let interrupted = |signal: &str| {
         Error::Interrupted(format!(
@@ -162,8 +167,15 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
             "[database]: this build does not run migrations yet; run migrate_command yourself",
         );
     }
-    let payload = release_payload(&archive, &meta).map_err(|e| fail(Error::Io(e)))?;
-    let stdin: Stdin = Some(Arc::new(payload));
+    let shared: Vec<String> = stage
+        .shared_files
+        .iter()
+        .chain(&stage.shared_dirs)
+        .cloned()
+        .collect();
+    let uploads = plan_uploads(fleet, states, &archive, &meta, &shared)
+        .await
+        .map_err(|e| fail(Error::Io(e)))?;
     fleet.reporter.info(&format!(
         "deploying {} {} to {} ({} host{}), revision {}",
         stage.app,
@@ -176,44 +188,67 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
 
     // Upload and finalize: harmless to every host, interruptible.
     let all = fleet.all();
+    let bytes_sent = std::sync::atomic::AtomicU64::new(0);
     let upload = unless_interrupted(&ctx.interrupt, async {
-        fault::point("deploy.before-upload")
-            .await
-            .map_err(|m| Error::Step {
-                host: "-".into(),
-                step: "upload".into(),
-                message: m,
-            })?;
+        fault::point("deploy.before-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })?;
         let results = fleet
-            .step_on(
+            .step_on_each(
                 &all,
                 "upload",
-                |_| script::upload(&fleet.layout, &id),
-                stdin.clone(),
+                |i| script::upload(&fleet.layout, &id, uploads[i].previous.as_ref()),
+                |i| Some(uploads[i].payload.clone()),
                 timeouts.upload,
             )
             .await;
-        if let Some(e) = first_failure(fleet, "upload", &results) {
-            return Err(e);
+        // A host that could not link from its previous release gets the whole release.
+        let mut full: Vec<usize> = Vec::new();
+        for (i, r) in &results {
+            match r {
+                Ok(out) if out.success() => {}
+                Ok(out) if out.code == script::EXIT_NOT_VERIFIED && uploads[*i].previous.is_some() => full.push(*i),
+                Ok(out) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: out.message() }),
+                Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: m.clone() }),
+            }
         }
-        fault::point("deploy.after-upload")
-            .await
-            .map_err(|m| Error::Step {
-                host: "-".into(),
-                step: "upload".into(),
-                message: m,
-            })?;
+        for i in all.iter().copied().filter(|i| !full.contains(i)) {
+            bytes_sent.fetch_add(uploads[i].payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        fault::point("deploy.after-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })?;
+        let linkable: Vec<usize> = all.iter().copied().filter(|i| !full.contains(i)).collect();
         let results = fleet
-            .step_on(
-                &all,
+            .step_on_each(
+                &linkable,
                 "link-shared",
                 |_| script::finalize(&fleet.layout, &id, &stage.shared_files, &stage.shared_dirs),
-                None,
+                |_| None,
                 timeouts.command,
             )
             .await;
-        if let Some(e) = first_failure(fleet, "link-shared", &results) {
-            return Err(e);
+        for (i, r) in &results {
+            match r {
+                Ok(out) if out.success() => {}
+                Ok(out) if out.code == script::EXIT_NOT_VERIFIED && uploads[*i].previous.is_some() => full.push(*i),
+                Ok(out) => return Err(Error::Step { host: fleet.name(*i).into(), step: "link-shared".into(), message: out.message() }),
+                Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "link-shared".into(), message: m.clone() }),
+            }
+        }
+        if !full.is_empty() {
+            let whole = release_payload(&archive.tar, &archive, &meta, None).map_err(Error::Io)?;
+            let whole = Arc::new(whole);
+            for &i in &full {
+                fleet.reporter.warning(Some(fleet.name(i)), "the previous release could not serve as a base (a file differs from its manifest); sending the whole release");
+                bytes_sent.fetch_add(whole.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            let results = fleet.step_on_each(&full, "upload", |_| script::upload(&fleet.layout, &id, None), |_| Some(whole.clone()), timeouts.upload).await;
+            if let Some(e) = first_failure(fleet, "upload", &results) {
+                return Err(e);
+            }
+            let results = fleet
+                .step_on_each(&full, "link-shared", |_| script::finalize(&fleet.layout, &id, &stage.shared_files, &stage.shared_dirs), |_| None, timeouts.command)
+                .await;
+            if let Some(e) = first_failure(fleet, "link-shared", &results) {
+                return Err(e);
+            }
         }
         Ok(())
     })
@@ -229,6 +264,7 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
             return Err(fail(interrupted(signal)));
         }
     }
+    let bytes_sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
 
     // Build hooks, then the release is ready.
     let ready = meta.with_state(ReleaseState::Ready, None);
@@ -308,26 +344,24 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
             .map(|(i, _)| *i)
             .collect();
         return Err(fail(
-            switch_back(fleet, &states, &switched, &meta, &id, &e.to_string()).await,
+            switch_back(fleet, states, &switched, &meta, &id, &e.to_string()).await,
         ));
     }
     if let Err(m) = fault::point("deploy.after-switch").await {
-        return Err(fail(
-            switch_back(fleet, &states, &all, &meta, &id, &m).await,
-        ));
+        return Err(fail(switch_back(fleet, states, &all, &meta, &id, &m).await));
     }
 
     // Restart hooks in the new release; a failure switches every host back.
     if !stage.restart_hooks.is_empty() {
         let results = run_restart(fleet, &all, &id).await;
         if let Some(e) = first_failure(fleet, "restart", &results) {
-            let error = switch_back(fleet, &states, &all, &meta, &id, &e.to_string()).await;
+            let error = switch_back(fleet, states, &all, &meta, &id, &e.to_string()).await;
             return Err(fail(error));
         }
     }
 
     // Retention.
-    let pruned = prune(fleet, &states, &live).await;
+    let pruned = prune(fleet, states, &live).await;
     let human = format!(
         "deployed {} to {} ({} host{}): {} is live{}",
         stage.app,
@@ -341,7 +375,16 @@ async fn run_deploy(fleet: &Fleet, ctx: &Context, archive: Archive) -> DeployRes
             String::new()
         }
     );
-    let data = json!({ "release": id.as_str(), "revision": archive.revision, "hosts": fleet.len(), "from": from, "pruned": pruned });
+    let data = json!({
+        "release": id.as_str(),
+        "revision": archive.revision,
+        "hosts": fleet.len(),
+        "from": from,
+        "pruned": pruned,
+        "bytes_sent": bytes_sent,
+        "files": archive.manifest.file_count(),
+        "linked": uploads.iter().map(|u| u.linked).max().unwrap_or(0),
+    });
     Ok((id, from, Outcome { human, data }))
 }
 
@@ -383,20 +426,116 @@ fn nonce() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// The archive, followed by slipway's own files of the release (REVISION, the manifest
-/// and the release record), as one tar stream.
-fn release_payload(archive: &Archive, meta: &ReleaseMeta) -> std::io::Result<Vec<u8>> {
-    let body = archive
-        .tar
-        .strip_suffix(&[0u8; 1024][..])
-        .unwrap_or(&archive.tar);
+/// What one host receives: the payload, and the release it links unchanged files from.
+struct Upload {
+    payload: Arc<Vec<u8>>,
+    previous: Option<ReleaseId>,
+    linked: usize,
+}
+
+/// Plans each host's upload: hosts whose current release has a readable manifest that
+/// matches its record get only the files that changed (unchanged ones are hard-linked on
+/// the host); the others get the whole release. Payloads are built once per distinct
+/// previous release, not once per host.
+async fn plan_uploads(
+    fleet: &Fleet,
+    states: &[HostState],
+    archive: &Archive,
+    meta: &ReleaseMeta,
+    shared: &[String],
+) -> std::io::Result<Vec<Upload>> {
+    let whole = Arc::new(release_payload(&archive.tar, archive, meta, None)?);
+    // Per previous release: the incremental payload and how many files it links.
+    type Built = Option<(Arc<Vec<u8>>, usize)>;
+    let mut by_previous: std::collections::BTreeMap<ReleaseId, Built> = Default::default();
+    let mut uploads = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        let base = state
+            .current()
+            .and_then(|c| state.release(&c).and_then(|r| r.meta.clone()));
+        let Some(base) = base.filter(|_| fleet.stage.link_unchanged) else {
+            uploads.push(Upload {
+                payload: whole.clone(),
+                previous: None,
+                linked: 0,
+            });
+            continue;
+        };
+        if !by_previous.contains_key(&base.id) {
+            let built = match previous_manifest(fleet, i, &base).await {
+                Some(old) => {
+                    let d = delta::delta(&archive.manifest, &old, shared);
+                    let body = delta::filter_tar(&archive.tar, &d.send)?;
+                    Some((
+                        Arc::new(release_payload(&body, archive, meta, Some(&d.link_list()))?),
+                        d.link.len(),
+                    ))
+                }
+                None => None,
+            };
+            by_previous.insert(base.id.clone(), built);
+        }
+        match by_previous.get(&base.id).cloned().flatten() {
+            Some((payload, linked)) => uploads.push(Upload {
+                payload,
+                previous: Some(base.id.clone()),
+                linked,
+            }),
+            None => uploads.push(Upload {
+                payload: whole.clone(),
+                previous: None,
+                linked: 0,
+            }),
+        }
+    }
+    Ok(uploads)
+}
+
+/// The manifest of a host's current release, if it can be read and matches the digest
+/// recorded in that release's record.
+async fn previous_manifest(
+    fleet: &Fleet,
+    i: usize,
+    base: &ReleaseMeta,
+) -> Option<crate::archive::Manifest> {
+    let out = fleet
+        .exec(
+            i,
+            "read-manifest",
+            &script::read_manifest(&fleet.layout, &base.id),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await
+        .ok()?;
+    if !out.success() {
+        return None;
+    }
+    let manifest = crate::archive::Manifest::from_json_lines(&out.stdout).ok()?;
+    (manifest.digest() == base.manifest_digest).then_some(manifest)
+}
+
+/// A tar body (the whole archive, or only changed files), followed by slipway's own files
+/// of the release (REVISION, the manifest, its sha256 list, the release record, and for an
+/// incremental upload the list of files to link), as one tar stream.
+fn release_payload(
+    body: &[u8],
+    archive: &Archive,
+    meta: &ReleaseMeta,
+    link_list: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
+    let body = body.strip_suffix(&[0u8; 1024][..]).unwrap_or(body);
     let mut builder = tar::Builder::new(Vec::with_capacity(body.len() + 64 * 1024));
     builder.get_mut().extend_from_slice(body);
-    let files = [
+    let mut files = vec![
         (REVISION_FILE, format!("{}\n", meta.revision)),
         (RELEASE_MANIFEST, archive.manifest.to_json_lines()),
+        (RELEASE_CHECKSUMS, delta::sha256_list(&archive.manifest)),
         (RELEASE_META, format!("{}\n", meta.to_line())),
     ];
+    if let Some(list) = link_list {
+        files.push((".slipway/link-list", list.to_string()));
+    }
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);
     dir.set_mode(0o755);

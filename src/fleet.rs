@@ -19,11 +19,16 @@ use crate::transport::{
 /// a burst of them on a small machine only slows every one down.
 const CONCURRENT_CONNECTS: usize = 16;
 
+/// At most this many archive streams at once: beyond that, hosts only share the same
+/// CPU (encryption) and bandwidth, and every upload finishes later.
+const CONCURRENT_UPLOADS: usize = 16;
+
 pub struct Fleet {
     pub stage: Stage,
     pub layout: Layout,
     pub hosts: Vec<Arc<dyn Transport>>,
     pub reporter: Arc<Reporter>,
+    uploads: Semaphore,
 }
 
 impl Fleet {
@@ -51,9 +56,14 @@ impl Fleet {
                             .map(|t| Arc::new(t) as Arc<dyn Transport>),
                     };
                 match &result {
-                    Ok(_) => {
+                    Ok(t) => {
                         if stage.transport == TransportKind::Ssh {
-                            reporter.finished(&host.name, "connect", started.elapsed(), None)
+                            let how = if t.reused() {
+                                "reused an open connection"
+                            } else {
+                                "new connection"
+                            };
+                            reporter.finished(&host.name, "connect", started.elapsed(), Some(how))
                         }
                     }
                     Err(e) => {
@@ -87,6 +97,7 @@ impl Fleet {
             layout,
             hosts,
             reporter,
+            uploads: Semaphore::new(CONCURRENT_UPLOADS),
         })
     }
 
@@ -117,6 +128,11 @@ impl Fleet {
         timeout: Duration,
     ) -> std::result::Result<Output, String> {
         let host = self.hosts[i].host();
+        // Only archive streams carry stdin; they take a slot.
+        let _slot = match &stdin {
+            Some(_) => Some(self.uploads.acquire().await.map_err(|e| e.to_string())?),
+            None => None,
+        };
         let started = Instant::now();
         self.reporter.started(host, step);
         let run = self.hosts[i].run(script, stdin.clone(), timeout);
@@ -184,6 +200,42 @@ impl Fleet {
             let text = script(i);
             let stdin = stdin.clone();
             async move { (i, self.step(i, step, &text, stdin, timeout).await) }
+        });
+        join_all(runs).await
+    }
+
+    /// Like [`Fleet::step_on`], with each host's own stdin, returning the raw output
+    /// (whatever the exit status) so the caller can act on specific codes.
+    pub async fn step_on_each<F, G>(
+        &self,
+        which: &[usize],
+        step: &str,
+        script: F,
+        stdin: G,
+        timeout: Duration,
+    ) -> Vec<(usize, std::result::Result<Output, String>)>
+    where
+        F: Fn(usize) -> String,
+        G: Fn(usize) -> Stdin,
+    {
+        let runs = which.iter().map(|&i| {
+            let text = script(i);
+            let stdin = stdin(i);
+            async move {
+                let host = self.hosts[i].host();
+                let started = Instant::now();
+                let result = self.exec(i, step, &text, stdin, timeout).await;
+                match &result {
+                    Ok(out) if out.success() => {
+                        self.reporter.finished(host, step, started.elapsed(), None)
+                    }
+                    Ok(out) => self
+                        .reporter
+                        .failed(host, step, started.elapsed(), &out.message()),
+                    Err(_) => {}
+                }
+                (i, result)
+            }
         });
         join_all(runs).await
     }

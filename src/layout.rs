@@ -169,6 +169,7 @@ impl Layout {
 /// Inside a release directory: files slipway writes.
 pub const RELEASE_META: &str = ".slipway/release.json";
 pub const RELEASE_MANIFEST: &str = ".slipway/manifest.jsonl";
+pub const RELEASE_CHECKSUMS: &str = ".slipway/manifest.sha256";
 pub const REVISION_FILE: &str = "REVISION";
 
 #[cfg(test)]

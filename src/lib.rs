@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod delta;
 pub mod deploy;
 pub mod docs;
 pub mod error;

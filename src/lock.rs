@@ -13,17 +13,19 @@ use crate::audit::Actor;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::interrupt::Interrupt;
-use crate::release::LockInfo;
+use crate::release::{HostState, LockInfo};
 use crate::script;
 
-/// A lock this run holds on every host of the fleet.
+/// A lock this run holds on every host of the fleet, and each host's state as read
+/// right after the lock was taken (by the same script).
 #[derive(Debug, Clone)]
 pub struct HeldLock {
     pub token: String,
+    pub states: Vec<HostState>,
 }
 
 enum Attempt {
-    Acquired,
+    Acquired(Vec<HostState>),
     Held {
         host: String,
         holder: String,
@@ -53,7 +55,7 @@ pub async fn acquire(
     let mut announced = false;
     loop {
         match attempt(fleet, &owner).await? {
-            Attempt::Acquired => return Ok(HeldLock { token }),
+            Attempt::Acquired(states) => return Ok(HeldLock { token, states }),
             Attempt::Held {
                 host,
                 holder,
@@ -89,6 +91,7 @@ async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
     let timeout = fleet.stage.timeouts.command;
     let script = script::lock(&fleet.layout, owner);
     let mut taken = Vec::new();
+    let mut states: Vec<Option<HostState>> = vec![None; fleet.len()];
     let order = fleet.all();
     let (first, rest) = order
         .split_first()
@@ -104,7 +107,10 @@ async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
         let mut failure = None;
         for (i, result) in runs {
             match result {
-                Ok(out) if out.success() => taken.push(i),
+                Ok(out) if out.success() => {
+                    taken.push(i);
+                    states[i] = Some(HostState::parse(fleet.name(i), &out.stdout));
+                }
                 Ok(out) if out.code == script::EXIT_LOCK_HELD => {
                     let holder =
                         serde_json::from_str::<crate::release::LockInfo>(out.stdout.trim())
@@ -143,7 +149,7 @@ async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
             });
         }
     }
-    Ok(Attempt::Acquired)
+    Ok(Attempt::Acquired(states.into_iter().flatten().collect()))
 }
 
 fn owner_token(owner: &str) -> &str {
@@ -175,4 +181,21 @@ async fn release_on(fleet: &Fleet, which: &[usize], token: &str) {
 /// Releases this run's lock on every host.
 pub async fn release(fleet: &Fleet, lock: &HeldLock) {
     release_on(fleet, &fleet.all(), &lock.token).await;
+}
+
+/// Appends the run's audit record and releases its lock, in one round trip per host.
+pub async fn finish(fleet: &Fleet, lock: &HeldLock, record: &crate::audit::Record) {
+    let script = script::finish(&fleet.layout, &record.to_line(), &lock.token);
+    let timeout = fleet.stage.timeouts.command;
+    let results = fleet
+        .step_on(&fleet.all(), "finish", |_| script.clone(), None, timeout)
+        .await;
+    for (i, r) in results {
+        if let Err(e) = r {
+            fleet.reporter.warning(
+                Some(fleet.name(i)),
+                &format!("could not write the audit log or release the deploy lock: {e}"),
+            );
+        }
+    }
 }

@@ -158,6 +158,15 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
         | Command::Recipes { .. }
         | Command::Completions { .. }
         | Command::Man => Err(Error::Usage("this command reads no configuration".into())),
+        Command::Log { stage, since } => {
+            let since = match since {
+                Some(text) => {
+                    Some(commands::parse_since(text, chrono::Utc::now()).map_err(Error::Usage)?)
+                }
+                None => None,
+            };
+            commands::log(config.stage(stage)?, &ctx, since).await
+        }
     }
 }
 

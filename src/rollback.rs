@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::audit::Record;
 use crate::config::Stage;
-use crate::deploy::{audit, common_current, run_restart};
+use crate::deploy::{common_current, run_restart};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::fleet::Fleet;
@@ -49,7 +49,7 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
         .await
         {
             Ok(held) => {
-                let (from, to, result) = run_rollback(&fleet, request).await;
+                let (from, to, result) = run_rollback(&fleet, request, &held.states).await;
                 let record = Record {
                     time: Utc::now(),
                     action: "rollback".into(),
@@ -66,8 +66,7 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
                     message: result.as_ref().err().map(|e| e.to_string()),
                     duration_ms: started.elapsed().as_millis() as u64,
                 };
-                audit(&fleet, &record).await;
-                lock::release(&fleet, &held).await;
+                lock::finish(&fleet, &held, &record).await;
                 result
             }
             Err(e) => Err(e),
@@ -142,13 +141,10 @@ fn render(plan: &RollbackPlan) -> String {
 async fn run_rollback(
     fleet: &Fleet,
     request: &Request,
+    states: &[HostState],
 ) -> (Option<String>, Option<ReleaseId>, Result<Outcome>) {
-    let states = match probe(fleet).await {
-        Ok(s) => s,
-        Err(e) => return (None, None, Err(e)),
-    };
-    let from = common_current(&states);
-    let plan = match plan_rollback(fleet, &states, request) {
+    let from = common_current(states);
+    let plan = match plan_rollback(fleet, states, request) {
         Ok(p) => p,
         Err(e) => return (from, None, Err(e)),
     };

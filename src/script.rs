@@ -2,10 +2,14 @@
 //! per host: a login shell that is slow to start is paid once per step, not per command.
 //! Every interpolated value goes through [`quote`].
 
-use crate::layout::{Layout, RELEASE_META, ReleaseId, quote};
+use crate::layout::{Layout, RELEASE_MANIFEST, RELEASE_META, ReleaseId, quote};
 
 /// Exit status of the lock script when someone else holds the lock.
 pub const EXIT_LOCK_HELD: i32 = 75;
+
+/// Exit status when a release does not match its manifest, or its unchanged files could
+/// not be linked from the previous release: the deployer then sends the whole release.
+pub const EXIT_NOT_VERIFIED: i32 = 76;
 
 const PRELUDE: &str = "set -u\numask 022\n";
 
@@ -36,8 +40,14 @@ printf 'clock\t%s\n' "$(date +%s)"
     )
 }
 
+fn probe_in_subshell(layout: &Layout) -> String {
+    format!("(\n{}\n)", probe(layout))
+}
+
 /// Takes the deploy lock: `mkdir` is atomic, so of two runs exactly one succeeds. The
 /// winner writes who it is; a loser prints the holder and exits [`EXIT_LOCK_HELD`].
+/// Once the lock is taken, the same script reads the host's state (the probe), saving
+/// a round trip.
 pub fn lock(layout: &Layout, owner_json: &str) -> String {
     format!(
         r#"{PRELUDE}d={d}
@@ -45,6 +55,7 @@ mkdir -p -- "$d" || exit 1
 (umask 077 && mkdir -p -- "$d/.slipway") || exit 1
 if (umask 077 && mkdir -- "$d/.slipway/lock") 2>/dev/null; then
   (umask 077 && printf '%s\n' {owner} > "$d/.slipway/lock/owner.json") || {{ rmdir -- "$d/.slipway/lock"; exit 1; }}
+  {then}
   exit 0
 fi
 if [ ! -d "$d/.slipway/lock" ]; then echo "cannot create $d/.slipway/lock" >&2; exit 1; fi
@@ -53,7 +64,14 @@ exit {EXIT_LOCK_HELD}
 "#,
         d = quote(layout.deploy_to()),
         owner = quote(owner_json),
+        then = probe_in_subshell(layout),
     )
+}
+
+/// Appends `audit_line` to the audit log, then releases the lock: the last round trip
+/// of a run.
+pub fn finish(layout: &Layout, audit_line: &str, token: &str) -> String {
+    format!("{}{}", audit(layout, audit_line), unlock(layout, token))
 }
 
 /// Releases the lock if, and only if, it is still the one this run took.
@@ -85,9 +103,11 @@ fi
 
 /// Receives the release archive on stdin into `releases/ID.partial`. Leftovers of a
 /// crashed run (stale `.partial` dirs and temporary `current` links) are removed first:
-/// the lock is held, so nobody else is writing them.
-pub fn upload(layout: &Layout, id: &ReleaseId) -> String {
-    format!(
+/// the lock is held, so nobody else is writing them. With `previous`, the archive holds
+/// only new and changed files plus `.slipway/link-list`, the files to hard-link from the
+/// previous release: one `cp -l` for all of them, not one command per file.
+pub fn upload(layout: &Layout, id: &ReleaseId, previous: Option<&ReleaseId>) -> String {
+    let mut s = format!(
         r#"{PRELUDE}d={d}
 mkdir -p -- "$d/releases" "$d/shared" || exit 1
 for p in "$d"/releases/*.partial; do
@@ -107,7 +127,23 @@ fi
         d = quote(layout.deploy_to()),
         partial = quote(&layout.partial(id)),
         release = quote(&layout.release(id)),
-    )
+    );
+    if let Some(prev) = previous {
+        s.push_str(&format!(
+            r#"if [ -f "$p/.slipway/link-list" ]; then
+  if ! (cd -- {prev} && tr '\n' '\0' < "$p/.slipway/link-list" | xargs -0 -r cp -l --parents -t "$p" --); then
+    echo "linking unchanged files from release {prev_id} failed" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+  rm -f -- "$p/.slipway/link-list"
+fi
+"#,
+            prev = quote(&layout.release(prev)),
+            prev_id = prev,
+        ));
+    }
+    s
 }
 
 /// Checks the shared files, links shared files and dirs into the partial release, then
@@ -115,7 +151,8 @@ fi
 /// and the partial release is removed.
 pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[String]) -> String {
     let mut s = format!(
-        "{PRELUDE}d={d}\np={partial}\nr={release}\n[ -d \"$p\" ] || {{ echo \"$p is missing (the upload did not finish)\" >&2; exit 1; }}\nmissing=0\n",
+        "{PRELUDE}d={d}\np={partial}\nr={release}\n[ -d \"$p\" ] || {{ echo \"$p is missing (the upload did not finish)\" >&2; exit 1; }}\n{verify}missing=0\n",
+        verify = verify_partial(),
         d = quote(layout.deploy_to()),
         partial = quote(&layout.partial(id)),
         release = quote(&layout.release(id)),
@@ -151,6 +188,22 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     }
     s.push_str("mv -- \"$p\" \"$r\" || { rm -rf -- \"$p\"; exit 1; }\n");
     s
+}
+
+/// Checks every file of the partial release against `.slipway/manifest.sha256`, before
+/// shared links replace any path: a truncated upload, a full disk or a tampered file in
+/// the release linked from is refused, naming the files.
+fn verify_partial() -> String {
+    format!(
+        r#"if [ -f "$p/.slipway/manifest.sha256" ]; then
+  if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c .slipway/manifest.sha256 2>&1); then
+    echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+fi
+"#
+    )
 }
 
 /// The environment every hook sees.
@@ -235,6 +288,14 @@ pub fn remove_releases(layout: &Layout, ids: &[ReleaseId]) -> String {
     s
 }
 
+/// Prints a release's manifest (for incremental uploads).
+pub fn read_manifest(layout: &Layout, id: &ReleaseId) -> String {
+    format!(
+        "{PRELUDE}cat -- {}\n",
+        quote(&format!("{}/{RELEASE_MANIFEST}", layout.release(id)))
+    )
+}
+
 /// Removes a partial upload.
 pub fn remove_partial(layout: &Layout, id: &ReleaseId) -> String {
     format!("{PRELUDE}rm -rf -- {}\n", quote(&layout.partial(id)))
@@ -248,6 +309,14 @@ pub fn audit(layout: &Layout, line: &str) -> String {
         dir = quote(&layout.state_dir()),
         log = quote(&layout.audit_log()),
         line = quote(line),
+    )
+}
+
+/// Prints the audit log (nothing if there is none yet).
+pub fn read_audit(layout: &Layout) -> String {
+    format!(
+        "{PRELUDE}l={}\nif [ -f \"$l\" ]; then cat -- \"$l\"; fi\n",
+        quote(&layout.audit_log())
     )
 }
 
@@ -304,7 +373,8 @@ mod tests {
             lock(&layout, "{\"a\":\"'\"}"),
             unlock(&layout, "abc"),
             break_lock(&layout),
-            upload(&layout, &id),
+            upload(&layout, &id, None),
+            upload(&layout, &id, Some(&id)),
             finalize(&layout, &id, &files, &dirs),
             hooks("build", &env, &["echo 'hi' && false".to_string()], ""),
             switch(&layout, Some(&id), "n1", &[(id.clone(), "{}".into())]),

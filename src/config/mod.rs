@@ -64,6 +64,7 @@ pub struct Layer {
     pub app: Option<String>,
     pub deploy_to: Option<String>,
     pub keep_releases: Option<i64>,
+    pub link_unchanged: Option<bool>,
     pub transport: Option<String>,
     /// A preset beneath the top level: `rails`, `node`, ... (see `slipway recipes`).
     pub recipe: Option<String>,
@@ -206,6 +207,8 @@ pub struct Stage {
     pub app: String,
     pub deploy_to: String,
     pub keep_releases: usize,
+    /// Hard-link files unchanged since the current release instead of sending them.
+    pub link_unchanged: bool,
     pub transport: TransportKind,
     pub source: Source,
     pub ssh: Ssh,

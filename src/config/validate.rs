@@ -127,6 +127,9 @@ fn resolve_stage(
         }
     };
 
+    let link_unchanged = field!(stage, top, at, link_unchanged)
+        .map(|(v, _)| *v)
+        .unwrap_or(true);
     let source = resolve_source(stage, top, at, base)?;
     let ssh = resolve_ssh(stage, top, at, base)?;
 
@@ -198,6 +201,7 @@ fn resolve_stage(
         app: app.clone(),
         deploy_to,
         keep_releases,
+        link_unchanged,
         transport,
         source,
         ssh,
@@ -323,7 +327,7 @@ fn resolve_ssh(stage: &Layer, top: &Layer, at: &KeyPath, base: &Path) -> Result<
     };
     let persist = duration(
         field!(stage.ssh, top.ssh, at, "ssh", persist),
-        Duration::from_secs(0),
+        Duration::from_secs(60),
     )?;
     let connect_timeout = duration(
         field!(stage.ssh, top.ssh, at, "ssh", connect_timeout),

@@ -83,6 +83,11 @@ pub trait Transport: Send + Sync {
 
     /// Ends the connection (for ssh: the master exits unless it should persist).
     async fn close(&self);
+
+    /// Whether this connection was reused from an earlier run (no new handshake).
+    fn reused(&self) -> bool {
+        false
+    }
 }
 
 /// Exit status a script reports when a command was not found (127 is remapped: the ssh

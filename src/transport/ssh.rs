@@ -2,6 +2,7 @@
 //! connection per host. The user's ssh config, agent and known_hosts apply as they do
 //! for `ssh` on the command line.
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,9 @@ pub struct SshTransport {
     name: String,
     session: Mutex<Option<Arc<Session>>>,
     channels: Semaphore,
+    /// Where to record the master for the next run, when connections persist.
+    persist_record: Option<PathBuf>,
+    reused: bool,
 }
 
 impl SshTransport {
@@ -41,6 +45,27 @@ impl SshTransport {
         options: &SshOptions,
     ) -> Result<SshTransport, TransportError> {
         let ssh = &options.ssh;
+        let dir = control_directory().map_err(TransportError::Connect)?;
+        let persist_record = (!ssh.persist.is_zero())
+            .then(|| dir.join(format!("{}.master", connection_key(host, ssh))));
+        // A master left by a recent run: reuse it if it still answers, skipping the
+        // handshake entirely. A dead one is forgotten and replaced.
+        if let Some(record) = &persist_record
+            && let Some(session) = resume(record).await
+        {
+            return Ok(SshTransport {
+                name: host.name.clone(),
+                session: Mutex::new(Some(Arc::new(session))),
+                channels: Semaphore::new(CHANNELS_PER_HOST),
+                persist_record,
+                reused: true,
+            });
+        }
+        let idle = if ssh.persist.is_zero() {
+            MASTER_IDLE_SECONDS
+        } else {
+            ssh.persist.as_secs().max(1) as usize
+        };
         let mut builder = SessionBuilder::default();
         builder
             .known_hosts_check(match ssh.known_hosts {
@@ -49,10 +74,9 @@ impl SshTransport {
                 KnownHostsPolicy::AcceptNew => KnownHosts::Add,
             })
             .control_persist(ControlPersist::IdleFor(
-                std::num::NonZeroUsize::new(MASTER_IDLE_SECONDS)
-                    .unwrap_or(std::num::NonZeroUsize::MIN),
+                std::num::NonZeroUsize::new(idle).unwrap_or(std::num::NonZeroUsize::MIN),
             ))
-            .control_directory(control_directory().map_err(TransportError::Connect)?)
+            .control_directory(&dir)
             .connect_timeout(ssh.connect_timeout)
             .server_alive_interval(Duration::from_secs(15));
         if let Some(user) = host.user.as_ref().or(ssh.user.as_ref()) {
@@ -75,6 +99,8 @@ impl SshTransport {
             name: host.name.clone(),
             session: Mutex::new(Some(Arc::new(session))),
             channels: Semaphore::new(CHANNELS_PER_HOST),
+            persist_record,
+            reused: false,
         })
     }
 
@@ -173,12 +199,65 @@ impl Transport for SshTransport {
             .map_err(|_| TransportError::Timeout(timeout))?
     }
 
+    fn reused(&self) -> bool {
+        self.reused
+    }
+
     async fn close(&self) {
         let session = self.session.lock().ok().and_then(|mut s| s.take());
-        if let Some(session) = session.and_then(|s| Arc::try_unwrap(s).ok()) {
-            let _ = session.close().await;
+        let Some(session) = session.and_then(|s| Arc::try_unwrap(s).ok()) else {
+            return;
+        };
+        match &self.persist_record {
+            // Leave the master running (it exits by itself after `persist` idle) and
+            // record where it is, for the next run.
+            Some(record) => {
+                let (control, _log) = session.detach();
+                let tmp = record.with_extension("tmp");
+                if std::fs::write(&tmp, control.as_os_str().as_encoded_bytes()).is_ok() {
+                    let _ = std::fs::rename(&tmp, record);
+                }
+            }
+            None => {
+                let _ = session.close().await;
+            }
         }
     }
+}
+
+/// Reattaches to the master recorded in `record`, if it is alive.
+async fn resume(record: &std::path::Path) -> Option<Session> {
+    let bytes = std::fs::read(record).ok()?;
+    let control = PathBuf::from(std::ffi::OsStr::from_bytes(&bytes));
+    // Only sockets in our private control directory are trusted.
+    if control.parent().and_then(|p| p.parent()) != record.parent() || !control.exists() {
+        let _ = std::fs::remove_file(record);
+        return None;
+    }
+    let session = Session::resume_mux(control.into_boxed_path(), None);
+    match tokio::time::timeout(Duration::from_secs(2), session.check()).await {
+        Ok(Ok(())) => Some(session),
+        _ => {
+            let _ = std::fs::remove_file(record);
+            None
+        }
+    }
+}
+
+/// Names a reusable connection by everything that shapes it: a master opened for one
+/// user, port, key, ssh config or host-key policy is never reused for another.
+fn connection_key(host: &Host, ssh: &Ssh) -> String {
+    let identity = format!(
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        host.address,
+        host.user.as_ref().or(ssh.user.as_ref()),
+        host.port.or(ssh.port),
+        ssh.identity_file,
+        ssh.config_file,
+        ssh.known_hosts,
+        ssh.connect_timeout
+    );
+    blake3::hash(identity.as_bytes()).to_hex()[..24].to_string()
 }
 
 fn describe(error: &openssh::Error) -> String {

@@ -87,6 +87,27 @@ fn deploy_to_three_hosts_then_roll_back_and_roll_back_to_an_older_release() {
         assert_eq!(last["to"], first.as_str());
     }
 
+    // The audit log, merged from every host: each action once, with its hosts.
+    let log = s.slipway(&["log", "test"]).ok();
+    let lines: Vec<&str> = log.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", log.stdout);
+    assert!(
+        lines[0].contains("deploy")
+            && lines[0].contains(&format!("-> {first}"))
+            && lines[0].contains("3 host(s)"),
+        "{}",
+        log.stdout
+    );
+    assert!(
+        lines[2].contains("rollback") && lines[2].contains("reason: bad release"),
+        "{}",
+        log.stdout
+    );
+    let log = s
+        .slipway(&["log", "test", "--since", "2999-01-01T00:00:00Z"])
+        .ok();
+    assert!(log.stdout.contains("no audit entries"), "{}", log.stdout);
+
     // A new deploy, then --to an older release, then --to the newer one again (an
     // explicit --to may return to a rolled-back release; the plain rollback never does).
     s.app_file("index.html", "<h1>v3</h1>\n");
@@ -185,4 +206,141 @@ fn releases_status_and_check_change_nothing_and_report() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
+    let s = Scenario::new().hosts(2);
+    for n in 0..200 {
+        s.app_file(
+            &format!("assets/file{n:03}.txt"),
+            &format!("{n}").repeat(500),
+        );
+    }
+    let cold = s.slipway(&["deploy", "test", "--json"]).ok();
+    let result = |run: &crate::scenario::Run| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(run.stdout.lines().last().unwrap()).unwrap()["data"]["result"].clone()
+    };
+    let cold = result(&cold);
+    s.app_file("assets/file007.txt", "changed");
+    s.app_file("assets/new.txt", "new");
+    let warm = s.slipway(&["deploy", "test", "--json"]).ok();
+    let warm = result(&warm);
+    let (cold_bytes, warm_bytes) = (
+        cold["bytes_sent"].as_u64().unwrap(),
+        warm["bytes_sent"].as_u64().unwrap(),
+    );
+    println!(
+        "incremental: cold deploy sent {cold_bytes} bytes, second deploy {warm_bytes} bytes, linked {}",
+        warm["linked"]
+    );
+    assert!(
+        warm_bytes * 5 < cold_bytes,
+        "second deploy sent {warm_bytes} of {cold_bytes} bytes"
+    );
+    let (first, second) = (
+        cold["release"].as_str().unwrap().to_string(),
+        warm["release"].as_str().unwrap().to_string(),
+    );
+    use std::os::unix::fs::MetadataExt;
+    for i in 0..2 {
+        let old =
+            fs::metadata(s.app_path(i, &format!("releases/{first}/assets/file001.txt"))).unwrap();
+        let new =
+            fs::metadata(s.app_path(i, &format!("releases/{second}/assets/file001.txt"))).unwrap();
+        assert_eq!(
+            old.ino(),
+            new.ino(),
+            "unchanged file is a hard link on host {i}"
+        );
+        assert_eq!(
+            fs::read_to_string(s.app_path(i, "current/assets/file007.txt")).unwrap(),
+            "changed"
+        );
+        assert_eq!(
+            fs::read_to_string(s.app_path(i, "current/assets/new.txt")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            fs::read_to_string(s.app_path(i, &format!("releases/{first}/assets/file007.txt")))
+                .unwrap(),
+            "7".repeat(500)
+        );
+    }
+
+    // A previous release whose file no longer matches its manifest cannot serve as a
+    // base: that host gets the whole release, and the result is verified all the same.
+    fs::write(
+        s.app_path(1, &format!("releases/{second}/assets/file002.txt")),
+        "tampered",
+    )
+    .unwrap();
+    s.app_file("index.html", "v3");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(s.app_path(1, "current/assets/file002.txt")).unwrap(),
+        "2".repeat(500)
+    );
+}
+
+#[test]
+fn a_command_right_after_another_reuses_its_connections_and_replaces_dead_ones() {
+    let s = Scenario::new().hosts(2);
+    s.deploy_ok();
+    let connects = |run: &crate::scenario::Run| -> Vec<String> {
+        run.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["step"] == "connect" && v["status"] == "ok")
+            .map(|v| v["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let run = s.slipway(&["status", "test", "--json"]).ok();
+    assert_eq!(
+        connects(&run),
+        vec!["reused an open connection"; 2],
+        "{}",
+        run.stdout
+    );
+    // Kill every master of this fleet's hosts: the next command reconnects without an error.
+    for h in s.fleet().hosts() {
+        let _ = std::process::Command::new("pkill")
+            .args([
+                "-f",
+                &format!("ControlPersist.* {}$", h.address.replace('.', "[.]")),
+            ])
+            .status();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = s.slipway(&["status", "test", "--json"]).ok();
+    assert_eq!(connects(&run), vec!["new connection"; 2], "{}", run.stdout);
+    // persist = "0s" turns reuse off.
+    let s = crate::scenario::Scenario {
+        extra: String::new(),
+        ..s
+    };
+    let text = s.config_text().replace(
+        "connect_timeout = \"5s\"",
+        "connect_timeout = \"5s\"\npersist = \"0s\"",
+    );
+    fs::write(s.dir().join("nopersist.toml"), &text).unwrap();
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .arg("-c")
+            .arg(s.dir().join("nopersist.toml"))
+            .args(["status", "test", "--json"])
+            .output()
+            .unwrap();
+        let run = crate::scenario::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::new(),
+        };
+        assert_eq!(connects(&run), vec!["new connection"; 2], "{}", run.stdout);
+    }
 }

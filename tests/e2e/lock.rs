@@ -58,11 +58,11 @@ fn of_two_deploys_started_at_once_exactly_one_proceeds() {
     // One of them pauses holding the lock; the other exits 3.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let (loser, mut winner) = loop {
-        if let Some(status) = a.try_wait().unwrap() {
-            break (status, b);
+        if a.try_wait().unwrap().is_some() {
+            break (a.wait_with_output().unwrap(), b);
         }
-        if let Some(status) = b.try_wait().unwrap() {
-            break (status, a);
+        if b.try_wait().unwrap().is_some() {
+            break (b.wait_with_output().unwrap(), a);
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -70,7 +70,12 @@ fn of_two_deploys_started_at_once_exactly_one_proceeds() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    assert_eq!(loser.code(), Some(3));
+    assert_eq!(
+        loser.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&loser.stderr)
+    );
     wait_for_stderr(&mut winner, "fault point deploy.after-upload");
     assert!(
         winner.try_wait().unwrap().is_none(),

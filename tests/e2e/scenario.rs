@@ -196,8 +196,14 @@ impl Scenario {
         self.dir.path().join("deploy.toml")
     }
 
+    /// Writes deploy.toml atomically: a slipway started a moment ago may be reading it.
     fn write_config(&self) {
-        fs::write(self.config_path(), self.config_text()).expect("write deploy.toml");
+        let tmp = self
+            .dir
+            .path()
+            .join(format!("deploy.toml.{}", std::process::id()));
+        fs::write(&tmp, self.config_text()).expect("write deploy.toml");
+        fs::rename(&tmp, self.config_path()).expect("rename deploy.toml");
     }
 
     /// A `slipway` command with this scenario's config, ready to run.

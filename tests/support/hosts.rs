@@ -8,7 +8,9 @@
 //!   where a per-host directory is bind-mounted on `/srv`, so every host has the
 //!   same `/srv/...` paths with different contents, like real machines
 //!   ([`TestHost::srv`], [`TestHost::path`]);
-//! * has its own ed25519 host key, listed in the fleet's `known_hosts`.
+//! * has its own ed25519 host key, listed in the fleet's `known_hosts`;
+//! * gives the login user a clean, empty home directory ([`TestHost::home`]),
+//!   so the machine's own `~/.bashrc` does not run for every ssh command.
 //!
 //! The fleet writes an ssh client config ([`Fleet::ssh_config`], for `ssh -F`)
 //! that logs in as the current user with the fleet's client key and checks host
@@ -54,31 +56,35 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const PORT_BASE: u16 = 20000;
 
 /// Script run inside the host's new mount namespace (by `unshare ... sh -c`).
-/// `$1` = the host's srv dir, `$2` = its sshd_config.
+/// `$1` = the host's srv dir, `$2` = its sshd_config, `$3` = the login user's
+/// home dir (empty: leave it alone), `$4` = the host's clean home dir.
 ///
-/// It bind-mounts `$1` on `/srv`, starts a watchdog in the background and then
-/// becomes sshd (`exec`, so the spawned child's pid is sshd's). The watchdog
+/// It bind-mounts `$1` on `/srv` and `$4` on `$3`, starts a watchdog in the
+/// background and then becomes sshd (`exec`, so the spawned child's pid is sshd's). The watchdog
 /// reads the pipe that is the child's stdin: it reaches end-of-file only when
 /// the test process has gone (even by SIGKILL or Ctrl-C, where no `Drop`
 /// runs), and then SIGKILLs every process of this mount namespace, so that
-/// crashed test runs leave no sshd behind.
+/// crashed test runs leave no sshd behind. (The watchdog is itself in the
+/// namespace, which keeps it alive, so its inode number cannot be reused by
+/// another host while the watchdog kills by that number.)
 const HOST_SCRIPT: &str = r#"
 mount --bind "$1" /srv || { echo "slipway test host: mount --bind $1 /srv failed" >&2; exit 97; }
 # A clean home for the login user, like a fresh machine: the machine's own ~/.bashrc
-# (sourced by bash for every ssh command) must not slow down or break the tests.
-if [ -n "${LOGIN_HOME:-}" ] && [ -d "$LOGIN_HOME" ]; then
-  mkdir -p "$1/../home" && mount --bind "$1/../home" "$LOGIN_HOME" || { echo "slipway test host: cannot give $LOGIN_HOME a clean home" >&2; exit 97; }
+# (Debian's bash sources it for every ssh command) must not slow down or break the tests
+# (seen: `pyenv init` in root's .bashrc takes a lock file; a session killed by stop()
+# leaves it behind and every later login then waits 60 s for it).
+if [ -n "$3" ]; then
+    mount --bind "$4" "$3" || { echo "slipway test host: cannot give $3 a clean home" >&2; exit 97; }
 fi
 ns=$(readlink /proc/self/ns/mnt)
+ino=${ns#mnt:?}; ino=${ino%?}
 exec 3<&0
 (
     read -r _ <&3
     read -r me _ </proc/self/stat
     for round in 1 2 3; do
-        for d in /proc/[0-9]*; do
-            p=${d#/proc/}
-            [ "$p" = "$me" ] && continue
-            [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$ns" ] && kill -KILL "$p" 2>/dev/null
+        for p in $(find /proc/[0-9]*/ns/mnt -maxdepth 0 -lname "mnt:?$ino?" 2>/dev/null | cut -d/ -f3); do
+            [ "$p" = "$me" ] || kill -KILL "$p" 2>/dev/null
         done
     done
 ) </dev/null >/dev/null 2>&1 &
@@ -114,9 +120,10 @@ pub struct TestHost {
     /// that a test starts on this host should bind this address (not
     /// 0.0.0.0) so that hosts do not answer for each other.
     pub address: String,
-    /// The port sshd listens on.
+    /// The port sshd listens on (20000..32767; apps that tests start on a
+    /// host should use other ports, e.g. 8000 + i).
     pub port: u16,
-    /// `<fleet dir>/hostN`: holds `srv/`, the host key, sshd_config, sshd.log.
+    /// `<fleet dir>/hostN`: holds `srv/`, `home/`, the host key, sshd_config, sshd.log.
     dir: PathBuf,
     sshd_config: PathBuf,
     host_key: PathBuf,
@@ -130,8 +137,20 @@ struct HostProcess {
     child: Child,
     /// Keeps the watchdog's pipe open; closing it makes the watchdog kill the host.
     _lifeline: Option<ChildStdin>,
-    /// `readlink /proc/<pid>/ns/mnt` of the listener, e.g. `mnt:[4026532177]`.
-    mount_ns: Option<OsString>,
+    /// The host's mount namespace, see [`MountNs`].
+    mount_ns: Option<MountNs>,
+}
+
+/// A mount namespace, held open. Its processes are found by comparing
+/// `readlink /proc/<pid>/ns/mnt` with `name`. The open file keeps the namespace
+/// alive, so its inode number cannot be reused by a namespace created later
+/// (e.g. by a host starting in a parallel test or another test process) while
+/// we are still killing by that number: without it, a stop could kill an
+/// unrelated, newly started host.
+struct MountNs {
+    /// e.g. `mnt:[4026532177]`.
+    name: OsString,
+    _handle: fs::File,
 }
 
 impl Fleet {
@@ -159,6 +178,8 @@ impl Fleet {
             let (address, port) = next_free_slot();
             let hdir = root.join(format!("host{}", i + 1));
             fs::create_dir_all(hdir.join("srv")).expect("create host dir");
+            fs::create_dir_all(hdir.join("home")).expect("create host dir");
+            fs::set_permissions(hdir.join("home"), fs::Permissions::from_mode(0o700)).ok();
             let host = TestHost {
                 name: format!("host{}", i + 1),
                 address,
@@ -398,6 +419,14 @@ impl TestHost {
         self.dir.join("srv")
     }
 
+    /// The local directory this host sees as the login user's home directory
+    /// (e.g. `/root`): each host gets a clean, initially empty one, so that
+    /// the machine's own `~/.bashrc` (which Debian's bash sources for every
+    /// ssh command) cannot slow down or break the tests.
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
     /// Maps a remote absolute path under `/srv` to the local one:
     /// `"/srv/app/current"` → `<srv>/app/current`. Panics if `remote` is not
     /// `/srv` or below it.
@@ -458,13 +487,14 @@ impl TestHost {
         ])
         .arg(self.srv())
         .arg(&self.sshd_config)
+        .arg(login_home().unwrap_or_default())
+        .arg(self.home())
         .env_clear()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("LANG", "C.UTF-8")
-        .env("LOGIN_HOME", std::env::var_os("HOME").unwrap_or_default())
         .stdin(Stdio::piped())
         .stdout(log.try_clone().expect("dup sshd.log"))
         .stderr(log)
@@ -498,9 +528,14 @@ impl TestHost {
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
                 // The pid is sshd's now (unshare and sh exec'd), and it lives in the new namespace.
-                process.mount_ns = fs::read_link(format!("/proc/{}/ns/mnt", process.child.id()))
-                    .ok()
-                    .map(PathBuf::into_os_string);
+                let link = format!("/proc/{}/ns/mnt", process.child.id());
+                process.mount_ns = fs::File::open(&link).ok().and_then(|handle| {
+                    let name = fs::read_link(&link).ok()?.into_os_string();
+                    Some(MountNs {
+                        name,
+                        _handle: handle,
+                    })
+                });
                 return;
             }
             if Instant::now() > deadline {
@@ -535,7 +570,7 @@ fn kill_processes(mut processes: Vec<HostProcess>) {
     }
     let namespaces: Vec<&OsString> = processes
         .iter()
-        .filter_map(|p| p.mount_ns.as_ref())
+        .filter_map(|p| p.mount_ns.as_ref().map(|ns| &ns.name))
         .collect();
     if !namespaces.is_empty() {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -654,6 +689,25 @@ fn current_user() -> String {
             .filter(|u| !u.is_empty())
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "root".to_owned())
+    })
+    .clone()
+}
+
+/// The login user's home directory (from /etc/passwd, else `$HOME`), which
+/// test hosts replace with a clean one; `None` if unknown or unsuitable (`/`).
+fn login_home() -> Option<PathBuf> {
+    static HOME: OnceLock<Option<PathBuf>> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let user = current_user();
+        let from_passwd = fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+            text.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.len() >= 6 && fields[0] == user).then(|| PathBuf::from(fields[5]))
+            })
+        });
+        from_passwd
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .filter(|home| home.is_absolute() && home.is_dir() && home != Path::new("/"))
     })
     .clone()
 }

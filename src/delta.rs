@@ -1,0 +1,225 @@
+//! Incremental uploads: which files of a new release a host already has in its current
+//! release (those are hard-linked on the host, one command for all of them), and the
+//! tar stream of the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+
+use crate::archive::{EntryKind, Manifest, ManifestEntry};
+
+/// What to send to a host whose current release has the manifest `old`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delta {
+    /// Files identical in path, content and mode: hard-linked from the previous release.
+    pub link: Vec<String>,
+    /// Paths that travel in the tar stream: new and changed files, every directory and
+    /// symlink (cheap, and they carry their own modes and targets).
+    pub send: BTreeSet<String>,
+}
+
+impl Delta {
+    /// Newline-separated list of files to link (paths never contain control characters:
+    /// the archive refuses them).
+    pub fn link_list(&self) -> String {
+        let mut s = String::new();
+        for p in &self.link {
+            s.push_str(p);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Compares manifests. Paths under a shared file or dir are never linked: the release
+/// replaces them with links into `shared/`, so the previous release's copy is not the
+/// source file.
+pub fn delta(new: &Manifest, old: &Manifest, shared: &[String]) -> Delta {
+    let before: BTreeMap<&str, &ManifestEntry> =
+        old.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut out = Delta::default();
+    for e in &new.entries {
+        let unchanged = e.kind == EntryKind::File
+            && !is_shared(&e.path, shared)
+            && before.get(e.path.as_str()).is_some_and(|o| {
+                o.kind == EntryKind::File
+                    && o.mode == e.mode
+                    && o.blake3 == e.blake3
+                    && o.size == e.size
+            });
+        if unchanged {
+            out.link.push(e.path.clone());
+        } else {
+            out.send.insert(e.path.clone());
+        }
+    }
+    out
+}
+
+fn is_shared(path: &str, shared: &[String]) -> bool {
+    shared.iter().any(|s| {
+        path == s
+            || path
+                .strip_prefix(s.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// The entries of `tar` whose paths are in `send`, as a tar stream without its end
+/// marker (slipway's own files are appended after it).
+pub fn filter_tar(tar: &[u8], send: &BTreeSet<String>) -> io::Result<Vec<u8>> {
+    let mut archive = tar::Archive::new(tar);
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        if !send.contains(&path) {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data)?;
+        match entry.header().entry_type() {
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                builder.append_link(&mut header, &path, target)?;
+            }
+            _ => builder.append_data(&mut header, &path, data.as_slice())?,
+        }
+    }
+    builder.into_inner()
+}
+
+/// `sha256sum -c` input for every file of the manifest. A name with a backslash is
+/// written in sha256sum's escaped form (a leading `\`, the backslash doubled).
+pub fn sha256_list(manifest: &Manifest) -> String {
+    let mut s = String::new();
+    for e in &manifest.entries {
+        if let (EntryKind::File, Some(hash)) = (e.kind, e.sha256.as_ref()) {
+            if e.path.contains('\\') {
+                s.push_str(&format!("\\{hash}  {}\n", e.path.replace('\\', "\\\\")));
+            } else {
+                s.push_str(&format!("{hash}  {}\n", e.path));
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, hash: &str, mode: u32) -> ManifestEntry {
+        ManifestEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode,
+            size: 1,
+            blake3: Some(hash.into()),
+            target: None,
+            sha256: Some(format!("s{hash}")),
+        }
+    }
+
+    fn dir(path: &str) -> ManifestEntry {
+        ManifestEntry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            size: 0,
+            blake3: None,
+            target: None,
+            sha256: None,
+        }
+    }
+
+    #[test]
+    fn unchanged_files_are_linked_the_rest_is_sent() {
+        let old = Manifest {
+            entries: vec![
+                dir("a"),
+                file("a/same", "1", 0o644),
+                file("a/changed", "1", 0o644),
+                file("a/mode", "1", 0o644),
+                file("gone", "1", 0o644),
+            ],
+        };
+        let new = Manifest {
+            entries: vec![
+                dir("a"),
+                file("a/same", "1", 0o644),
+                file("a/changed", "2", 0o644),
+                file("a/mode", "1", 0o755),
+                file("a/new", "1", 0o644),
+            ],
+        };
+        let d = delta(&new, &old, &[]);
+        assert_eq!(d.link, vec!["a/same"]);
+        assert_eq!(
+            d.send.iter().cloned().collect::<Vec<_>>(),
+            vec!["a", "a/changed", "a/mode", "a/new"]
+        );
+        assert_eq!(d.link_list(), "a/same\n");
+    }
+
+    #[test]
+    fn files_under_shared_paths_are_never_linked() {
+        let old = Manifest {
+            entries: vec![
+                file("log/.keep", "1", 0o644),
+                file("logs", "1", 0o644),
+                file(".env", "1", 0o644),
+            ],
+        };
+        let d = delta(&old, &old, &["log".into(), ".env".into()]);
+        assert_eq!(d.link, vec!["logs"]);
+    }
+
+    #[test]
+    fn sha256_list_escapes_backslashes() {
+        let m = Manifest {
+            entries: vec![file("a b", "1", 0o644), file("x\\y", "2", 0o644), dir("d")],
+        };
+        assert_eq!(sha256_list(&m), "s1  a b\n\\s2  x\\\\y\n");
+    }
+
+    #[test]
+    fn filter_tar_keeps_only_the_named_entries() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, data) in [("a", "1"), ("b", "22")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, p, data.as_bytes()).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "l", "a").unwrap();
+        let full = b.into_inner().unwrap();
+        let send: BTreeSet<String> = ["b".to_string(), "l".to_string()].into();
+        let mut out = filter_tar(&full, &send).unwrap();
+        out.extend_from_slice(&[0u8; 1024]);
+        let mut names = Vec::new();
+        for e in tar::Archive::new(out.as_slice()).entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            names.push((e.path().unwrap().to_string_lossy().into_owned(), s));
+        }
+        assert_eq!(
+            names,
+            vec![
+                ("b".to_string(), "22".to_string()),
+                ("l".to_string(), String::new())
+            ]
+        );
+    }
+}
