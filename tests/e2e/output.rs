@@ -216,13 +216,11 @@ fn json_events_follow_the_schema_one_per_step_per_host_and_end_with_the_result()
     for host in host_names(&s) {
         for step in [
             "connect",
-            "probe",
             "upload",
             "link-shared",
             "build",
             "switch",
             "restart",
-            "audit",
         ] {
             let n = events
                 .iter()
