@@ -172,18 +172,25 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
 
 /// The commands that need no deploy.toml: they run before it is read.
 fn without_config(cli: &Cli) -> Option<Result<Outcome, Error>> {
+    // A script or a page goes to stdout as it is; with --json, inside the result event.
     let printed = |bytes: std::io::Result<Vec<u8>>| {
-        bytes
-            .and_then(|b| {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&b)?;
-                out.flush()
-            })
-            .map(|()| Outcome {
+        let bytes = bytes.map_err(Error::Io)?;
+        if cli.json {
+            return Ok(Outcome {
                 human: String::new(),
-                data: json!({}),
-            })
-            .map_err(Error::Io)
+                data: json!({ "text": String::from_utf8_lossy(&bytes) }),
+            });
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(&bytes).and_then(|()| out.flush()) {
+            // `slipway man | head`: the reader had enough.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(Error::Io(e)),
+            _ => {}
+        }
+        Ok(Outcome {
+            human: String::new(),
+            data: json!({}),
+        })
     };
     Some(match &cli.command {
         Command::Init { force, recipe } => std::env::current_dir()
