@@ -449,6 +449,30 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_may_pick_its_own_recipe_and_database_commands_need_a_database_section() {
+        let text = "app = \"a\"\ndeploy_to = \"/srv/a\"\nrecipe = \"static-site\"\n[stages.web]\ntransport = \"local\"\n[stages.api]\ntransport = \"local\"\nrecipe = \"node\"\n[stages.api.database]\nrole = \"db\"\n[stages.plain]\ntransport = \"local\"\nrecipe = \"node\"\n";
+        let config =
+            crate::config::Config::parse(text, Path::new("deploy.toml"), Path::new(".")).unwrap();
+        let web = config.stage("web").unwrap();
+        assert_eq!(web.recipe.as_deref(), Some("static-site"));
+        assert!(web.build_hooks.is_empty());
+        let api = config.stage("api").unwrap();
+        assert_eq!(api.recipe.as_deref(), Some("node"));
+        assert!(api.build_hooks.iter().any(|h| h.starts_with("npm ci")));
+        let commands = api
+            .database
+            .as_ref()
+            .and_then(|d| d.commands.as_ref())
+            .unwrap();
+        assert_eq!(commands.migrate, "npx knex migrate:latest");
+        let plain = config.stage("plain").unwrap();
+        assert!(
+            plain.database.is_none(),
+            "no [database] section: no migrations"
+        );
+    }
+
+    #[test]
     fn the_masked_view_layers_recipe_top_and_stage() {
         let raw: Table = toml::from_str(
             "recipe = \"node\"\napp = \"a\"\n[hooks]\nrestart = [\"curl -H ${API_TOKEN} https://${HOST_NAME}/r\"]\n[stages.prod]\ndeploy_to = \"/srv/a\"\nhosts = [{ address = \"h\" }]\n",
