@@ -75,11 +75,16 @@ pub enum Command {
         #[arg(long)]
         config_only: bool,
     },
-    /// Print STAGE's configuration as its commands see it: recipe, top level and stage
-    /// merged, ${VAR}s filled in, secrets masked.
+    /// Print STAGE's merged configuration, secrets masked.
+    ///
+    /// What the stage's commands see: its recipe, the top level and the stage merged key
+    /// by key, ${VAR}s filled in; values from secret-looking variables and URL passwords
+    /// are masked.
     Config { stage: String },
-    /// Write a commented deploy.toml for the project in the current directory, with the
-    /// recipe of the framework it finds (Rails, Django, Laravel, Node, Rust, static site).
+    /// Write a commented deploy.toml for the project here, with its framework's recipe.
+    ///
+    /// Detects Rails, Laravel, Django, Rust binaries, Node and static sites from the
+    /// project's files. Never overwrites an existing file without --force.
     Init {
         /// Overwrite an existing deploy.toml.
         #[arg(long)]
@@ -93,7 +98,9 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<RecipesCommand>,
     },
-    /// Print a shell completion script: `slipway completions bash > /etc/bash_completion.d/slipway`.
+    /// Print a shell completion script (bash, zsh, fish).
+    ///
+    /// e.g. `slipway completions bash > ~/.local/share/bash-completion/completions/slipway`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
