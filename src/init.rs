@@ -88,12 +88,34 @@ pub fn app_name(dir: &Path) -> String {
     if name.is_empty() { "app".into() } else { name }
 }
 
-/// The text of the starter deploy.toml.
+/// Whether the project in `dir` uses the recipe's migration tool: always for the
+/// frameworks that ship one (Rails, Django, Laravel); for Node and Rust only when the
+/// project shows it uses knex or sqlx (their recipes' choices), so that a first deploy
+/// does not fail on a migrator the app never had.
+pub fn uses_migrations(recipe: &str, dir: &Path) -> bool {
+    let mentions = |file: &str, word: &str| {
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|t| t.contains(word))
+    };
+    match recipe {
+        "rails" | "django" | "laravel" => true,
+        "node" => {
+            dir.join("knexfile.js").exists()
+                || dir.join("knexfile.ts").exists()
+                || mentions("package.json", "\"knex\"")
+        }
+        "rust-binary" => dir.join("migrations").is_dir() && mentions("Cargo.toml", "sqlx"),
+        _ => false,
+    }
+}
+
+/// The text of the starter deploy.toml. `database`: whether to turn on the recipe's
+/// migration commands (an active `[database]` section) or only show them.
 pub fn render(
     app: &str,
     source_path: &str,
     detected: Option<&Detected>,
     recipe: Option<&Recipe>,
+    database: bool,
 ) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut t = String::new();
@@ -183,23 +205,33 @@ pub fn render(
              restart = []                        # after the switch, e.g. [\"sudo systemctl restart APP\"]\n",
         ),
     }
-    let database = table
+    let commands = table
         .as_ref()
         .and_then(|t| t.get("database"))
         .and_then(|d| d.as_table());
-    if let Some(db) = database {
-        t.push_str(
-            "\n# Migrations with the framework's own tool, once per deploy, on the host with the role\n\
-             # below, in the new release before the switch; a rollback runs rollback_command.\n\
-             # No database? Remove this section.\n\
-             [database]\n\
-             role = \"db\"\n",
-        );
+    let database = database && commands.is_some();
+    if let Some(db) = commands {
+        if database {
+            t.push_str(
+                "\n# Migrations with the framework's own tool, once per deploy, on the host with the role\n\
+                 # below, in the new release before the switch; a rollback runs rollback_command.\n\
+                 # No database? Remove this section.\n\
+                 [database]\n\
+                 role = \"db\"\n",
+            );
+        } else {
+            t.push_str(
+                "\n# The recipe's migration commands run only with a [database] section: uncomment\n\
+                 # these two lines to use them (and give one host the role \"db\").\n\
+                 # [database]\n\
+                 # role = \"db\"\n",
+            );
+        }
         for (key, value) in db {
             t.push_str(&format!("# {key} = {value}\n"));
         }
     }
-    let roles = if database.is_some() {
+    let roles = if database {
         "[\"app\", \"db\"]"
     } else {
         "[\"app\"]"
@@ -239,7 +271,8 @@ pub fn run(
     };
     let app = app_name(dir);
     let source_path = source_path(config, dir);
-    let text = render(&app, &source_path, detected.as_ref(), chosen);
+    let database = chosen.is_some_and(|r| uses_migrations(r.name, dir));
+    let text = render(&app, &source_path, detected.as_ref(), chosen, database);
     let recipe_name = chosen.map(|r| r.name);
     let data = json!({ "file": config.display().to_string(), "app": app, "recipe": recipe_name, "written": !dry_run });
     if dry_run {
@@ -354,6 +387,35 @@ mod tests {
     }
 
     #[test]
+    fn migrations_are_turned_on_only_where_the_project_shows_its_migrator() {
+        assert!(uses_migrations("rails", project(&[]).path()));
+        assert!(!uses_migrations("node", project(&["package.json"]).path()));
+        assert!(uses_migrations(
+            "node",
+            project(&["package.json", "knexfile.js"]).path()
+        ));
+        let dir = project(&[]);
+        std::fs::write(
+            dir.path().join("package.json"),
+            "{\"dependencies\": {\"knex\": \"3\"}}",
+        )
+        .unwrap();
+        assert!(uses_migrations("node", dir.path()));
+        let dir = project(&["migrations/"]);
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[dependencies]\nsqlx = \"0.8\"\n",
+        )
+        .unwrap();
+        assert!(uses_migrations("rust-binary", dir.path()));
+        assert!(!uses_migrations(
+            "rust-binary",
+            project(&["Cargo.toml"]).path()
+        ));
+        assert!(!uses_migrations("static-site", project(&[]).path()));
+    }
+
+    #[test]
     fn app_names_are_valid() {
         assert_eq!(app_name(Path::new("/x/My Shop")), "my-shop");
         assert_eq!(app_name(Path::new("/x/.hidden")), "hidden");
@@ -366,12 +428,17 @@ mod tests {
         let mut all: Vec<Option<&Recipe>> = recipe::RECIPES.iter().map(Some).collect();
         all.push(None);
         for r in all {
-            let text = render("shop", ".", None, r);
-            let config = Config::parse(&text, Path::new("deploy.toml"), dir.path())
-                .unwrap_or_else(|e| panic!("{:?}: {e}\n{text}", r.map(|r| r.name)));
-            let stage = config.stage("production").unwrap();
-            assert_eq!(stage.recipe.as_deref(), r.map(|r| r.name));
-            assert_eq!(stage.hosts.len(), 1);
+            for database in [true, false] {
+                let text = render("shop", ".", None, r, database);
+                let config = Config::parse(&text, Path::new("deploy.toml"), dir.path())
+                    .unwrap_or_else(|e| panic!("{:?}: {e}\n{text}", r.map(|r| r.name)));
+                let stage = config.stage("production").unwrap();
+                assert_eq!(stage.recipe.as_deref(), r.map(|r| r.name));
+                assert_eq!(stage.hosts.len(), 1);
+                let has_commands =
+                    r.is_some_and(|r| r.database_command("migrate_command").is_some());
+                assert_eq!(stage.database.is_some(), database && has_commands);
+            }
         }
     }
 }
