@@ -216,6 +216,7 @@ fn json_events_follow_the_schema_one_per_step_per_host_and_end_with_the_result()
     for host in host_names(&s) {
         for step in [
             "connect",
+            "lock",
             "upload",
             "link-shared",
             "build",
