@@ -100,14 +100,22 @@ async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
     for group in [first, rest] {
         let runs = futures::future::join_all(group.iter().map(|&i| {
             let script = &script;
-            async move { (i, fleet.exec(i, "lock", script, None, timeout).await) }
+            async move {
+                let started = std::time::Instant::now();
+                let result = fleet.exec(i, "lock", script, None, timeout).await;
+                (i, result, started.elapsed())
+            }
         }))
         .await;
         let mut held = None;
         let mut failure = None;
-        for (i, result) in runs {
+        for (i, result, elapsed) in runs {
             match result {
                 Ok(out) if out.success() => {
+                    // One event per step per host: the lock (and the probe it carries).
+                    fleet
+                        .reporter
+                        .finished(fleet.name(i), "lock", elapsed, None);
                     taken.push(i);
                     states[i] = Some(HostState::parse(fleet.name(i), &out.stdout));
                 }
@@ -122,6 +130,9 @@ async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
                     held.get_or_insert((fleet.name(i).to_string(), holder));
                 }
                 Ok(out) => {
+                    fleet
+                        .reporter
+                        .failed(fleet.name(i), "lock", elapsed, &out.message());
                     failure.get_or_insert(Error::Step {
                         host: fleet.name(i).into(),
                         step: "lock".into(),
