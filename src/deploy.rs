@@ -30,14 +30,25 @@ use crate::script::{self, HookEnv};
 pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let source = stage.source.clone();
-    let archive = tokio::task::spawn_blocking(move || archive::build(&source))
-        .await
-        .map_err(|e| Error::Usage(format!("building the archive failed: {e}")))??;
+    // The archive is built while the connections are being set up: both take a while
+    // (hashing the tree; ssh key exchanges), neither needs the other.
+    let building = tokio::task::spawn_blocking(move || archive::build(&source));
+    let (archive, fleet) = tokio::join!(building, Fleet::connect(stage, ctx.reporter.clone()));
+    let archive = match archive {
+        Ok(Ok(archive)) => archive,
+        Ok(Err(e)) => {
+            if let Ok(fleet) = &fleet {
+                fleet.close().await;
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(Error::Usage(format!("building the archive failed: {e}"))),
+    };
+    let fleet = fleet?;
     for skipped in &archive.skipped {
         ctx.reporter
             .warning(None, &format!("source: skipped {skipped}"));
     }
-    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
     let result = if ctx.dry_run {
         dry_run(&fleet, &archive).await
     } else {
