@@ -531,7 +531,7 @@ async fn plan_uploads(
                     let d = delta::delta(&archive.manifest, &old, shared);
                     let body = delta::filter_tar(&archive.tar, &d.send)?;
                     Some((
-                        Arc::new(release_payload(&body, archive, meta, Some(&d.link_list()))?),
+                        Arc::new(release_payload(&body, archive, meta, Some(&d))?),
                         d.link.len(),
                     ))
                 }
@@ -586,7 +586,7 @@ fn release_payload(
     body: &[u8],
     archive: &Archive,
     meta: &ReleaseMeta,
-    link_list: Option<&str>,
+    incremental: Option<&delta::Delta>,
 ) -> std::io::Result<Vec<u8>> {
     let body = body.strip_suffix(&[0u8; 1024][..]).unwrap_or(body);
     let mut builder = tar::Builder::new(Vec::with_capacity(body.len() + 64 * 1024));
@@ -597,8 +597,16 @@ fn release_payload(
         (RELEASE_CHECKSUMS, delta::sha256_list(&archive.manifest)),
         (RELEASE_META, format!("{}\n", meta.to_line())),
     ];
-    if let Some(list) = link_list {
-        files.push((".slipway/link-list", list.to_string()));
+    if let Some(d) = incremental {
+        files.push((".slipway/link-list", d.link_list()));
+        files.push((
+            ".slipway/verify.sha256",
+            delta::sha256_list_sent(&archive.manifest, d),
+        ));
+        files.push((
+            ".slipway/verify.sizes",
+            delta::size_list_linked(&archive.manifest, d),
+        ));
     }
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);
