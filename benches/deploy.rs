@@ -186,6 +186,31 @@ fn host_cpu_now(fleet: &Fleet) -> f64 {
     total
 }
 
+/// With BENCH_TRACE set: the slowest host's time per step of a command, from its
+/// `--json` events, to see where the time goes.
+fn trace(label: &str, stdout: &str) {
+    if std::env::var_os("BENCH_TRACE").is_none() {
+        return;
+    }
+    let mut steps: Vec<(String, u64)> = Vec::new();
+    for v in stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        if v["event"] != "step" || v["status"] == "started" {
+            continue;
+        }
+        let step = v["step"].as_str().unwrap_or("?").to_string();
+        let ms = v["elapsed_ms"].as_u64().unwrap_or(0);
+        match steps.iter_mut().find(|(s, _)| *s == step) {
+            Some(entry) => entry.1 = entry.1.max(ms),
+            None => steps.push((step, ms)),
+        }
+    }
+    let line: Vec<String> = steps.iter().map(|(s, ms)| format!("{s} {ms}ms")).collect();
+    eprintln!("trace {label}: {}", line.join(", "));
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -334,6 +359,7 @@ fn main() {
                 &warm_cfg,
                 &["rollback", "bench", "--to", &latest(&fleet)],
             ));
+            trace("rollback, reused", &back.stdout);
             rows[7].1.add(back.wall, 0, back.peak_rss_kib, 0.0);
         }
         let floor = median(rows[0].1.wall.clone());

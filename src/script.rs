@@ -190,18 +190,35 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     s
 }
 
-/// Checks every file of the partial release against `.slipway/manifest.sha256`, before
-/// shared links replace any path: a truncated upload, a full disk or a tampered file in
-/// the release linked from is refused, naming the files.
+/// Checks the partial release against its manifest before shared links replace any path,
+/// naming the files that differ: a truncated upload or a full disk is refused. Files that
+/// travelled are checked by content (`sha256sum -c`); in an incremental upload, files
+/// hard-linked from the previous release are checked by presence and size
+/// (`.slipway/verify.sizes`): their content was checked when they first arrived, and
+/// hashing the whole release on every host would cost more than the upload saves.
 fn verify_partial() -> String {
     format!(
-        r#"if [ -f "$p/.slipway/manifest.sha256" ]; then
-  if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c .slipway/manifest.sha256 2>&1); then
+        r#"sums=.slipway/manifest.sha256
+if [ -f "$p/.slipway/verify.sha256" ]; then sums=.slipway/verify.sha256; fi
+if [ -f "$p/$sums" ]; then
+  if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c "$sums" 2>&1); then
     echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
     rm -rf -- "$p"
     exit {EXIT_NOT_VERIFIED}
   fi
 fi
+if [ -f "$p/.slipway/verify.sizes" ]; then
+  bad=$(cd -- "$p" && find . -type f -printf '%s\t%P\n' | awk -F '\t' '
+    NR == FNR {{ want[$2] = $1; next }}
+    ($2 in want) {{ if (want[$2] != $1) print $2 ": " $1 " bytes, the manifest says " want[$2]; delete want[$2] }}
+    END {{ for (f in want) print f ": missing" }}' .slipway/verify.sizes -)
+  if [ -n "$bad" ]; then
+    echo "the linked files do not match the manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+fi
+rm -f -- "$p/.slipway/verify.sha256" "$p/.slipway/verify.sizes"
 "#
     )
 }

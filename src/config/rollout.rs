@@ -26,11 +26,39 @@ pub struct RolloutLayer {
 }
 
 /// `batch = 2` or `batch = "25%"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum CountOrText {
     Count(i64),
     Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`: the same errors as every other key ("invalid
+/// type: ..., expected a host count or a percentage"), and the key list of
+/// `config::keys` (which feeds placeholder values) can read past it.
+impl<'de> Deserialize<'de> for CountOrText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CountOrText, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CountOrText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a host count (2) or a percentage (\"25%\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CountOrText, E> {
+                Ok(CountOrText::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CountOrText, E> {
+                Ok(CountOrText::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CountOrText, E> {
+                Ok(CountOrText::Text(v.to_string()))
+            }
+            // TOML has no unit value; only the key recorder of `config::keys` sends one.
+            fn visit_unit<E: serde::de::Error>(self) -> Result<CountOrText, E> {
+                Ok(CountOrText::Text(String::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

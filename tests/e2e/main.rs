@@ -14,5 +14,8 @@ mod failures;
 mod hostile;
 mod hostkeys;
 mod lock;
+mod new_user;
+mod output;
 mod quickstart;
 mod rollout;
+mod schema;
