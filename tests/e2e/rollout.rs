@@ -737,3 +737,34 @@ fn an_aborted_rollout_is_retried_from_its_first_step_and_rollback_points_to_abor
         assert_eq!(s.state(i, &v2), "live");
     }
 }
+
+#[test]
+fn json_events_of_a_gated_canary_match_the_schema() {
+    let s = app_scenario(
+        2,
+        "strategy = \"canary\"\nsteps = [50, 100]\npre_rollout = [\"true\"]",
+        HTTP_GATE,
+    );
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/events.schema.json")).unwrap();
+    let run = s.slipway(&["--json", "deploy", "test"]).ok();
+    let mut steps = BTreeSet::new();
+    for line in run.stdout.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let errors = crate::schema::validate(&schema, &event);
+        assert!(errors.is_empty(), "{line}: {errors:?}");
+        if let Some(step) = event["step"].as_str() {
+            steps.insert(step.to_string());
+        }
+    }
+    for step in [
+        "read-rollout",
+        "write-rollout",
+        "gate",
+        "pre_rollout",
+        "switch",
+        "restart",
+    ] {
+        assert!(steps.contains(step), "no `{step}` event in {steps:?}");
+    }
+}
