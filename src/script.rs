@@ -200,7 +200,7 @@ fn verify_partial() -> String {
     format!(
         r#"sums=.slipway/manifest.sha256
 if [ -f "$p/.slipway/verify.sha256" ]; then sums=.slipway/verify.sha256; fi
-if [ -f "$p/$sums" ]; then
+if [ -s "$p/$sums" ]; then
   if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c "$sums" 2>&1); then
     echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
     rm -rf -- "$p"
