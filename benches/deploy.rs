@@ -25,6 +25,7 @@ struct Measured {
     wall: Duration,
     peak_rss_kib: i64,
     stdout: String,
+    stderr: String,
 }
 
 /// Runs a command, returning its wall time, peak RSS (from wait4) and stdout.
@@ -65,6 +66,7 @@ fn measure(cmd: &mut Command) -> Measured {
         wall,
         peak_rss_kib: usage.ru_maxrss,
         stdout,
+        stderr,
     }
 }
 
@@ -335,6 +337,17 @@ fn main() {
             change_files(dir.path(), run as u64);
             let second = measure(&mut slipway(&cold_cfg, &["deploy", "bench"]));
             let cpu4 = host_cpu(&fleet);
+            trace("cold deploy", &cold.stdout);
+            trace("second deploy", &second.stdout);
+            if std::env::var_os("BENCH_TRACE").is_some() {
+                for line in second
+                    .stderr
+                    .lines()
+                    .filter(|l| l.contains("warning") || l.contains("FAILED"))
+                {
+                    eprintln!("second deploy: {line}");
+                }
+            }
             rows[3].1.add(
                 second.wall,
                 bytes_sent(&second.stdout),

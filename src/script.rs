@@ -79,9 +79,11 @@ pub fn unlock(layout: &Layout, token: &str) -> String {
     let needle = format!("\"token\":\"{token}\"");
     format!(
         r#"{PRELUDE}d={d}
-if grep -qF -- {needle} "$d/.slipway/lock/owner.json" 2>/dev/null; then
-  rm -rf -- "$d/.slipway/lock"
-fi
+owner=""
+if [ -f "$d/.slipway/lock/owner.json" ]; then IFS= read -r owner < "$d/.slipway/lock/owner.json" || true; fi
+case "$owner" in
+  *{needle}*) rm -f -- "$d/.slipway/lock/owner.json" && rmdir -- "$d/.slipway/lock" || rm -rf -- "$d/.slipway/lock" ;;
+esac
 "#,
         d = quote(layout.deploy_to()),
         needle = quote(&needle),
@@ -200,7 +202,7 @@ fn verify_partial() -> String {
     format!(
         r#"sums=.slipway/manifest.sha256
 if [ -f "$p/.slipway/verify.sha256" ]; then sums=.slipway/verify.sha256; fi
-if [ -f "$p/$sums" ]; then
+if [ -s "$p/$sums" ]; then
   if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c "$sums" 2>&1); then
     echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
     rm -rf -- "$p"
@@ -259,7 +261,8 @@ pub fn hooks(kind: &str, env: &HookEnv<'_>, commands: &[String], then: &str) -> 
 pub fn write_meta(layout: &Layout, id: &ReleaseId, meta_line: &str) -> String {
     let file = format!("{}/{RELEASE_META}", layout.release(id));
     format!(
-        "mkdir -p -- \"$(dirname -- {file})\" && printf '%s\\n' {meta} > {tmp} && mv -f -- {tmp} {file} || {{ echo \"cannot write \"{file} >&2; exit 1; }}\n",
+        "{{ [ -d {dir} ] || mkdir -p -- {dir}; }} && printf '%s\\n' {meta} > {tmp} && mv -f -- {tmp} {file} || {{ echo \"cannot write \"{file} >&2; exit 1; }}\n",
+        dir = quote(&format!("{}/.slipway", layout.release(id))),
         file = quote(&file),
         tmp = quote(&format!("{file}.tmp")),
         meta = quote(meta_line),
@@ -322,7 +325,7 @@ pub fn remove_partial(layout: &Layout, id: &ReleaseId) -> String {
 /// from concurrent writers do not interleave).
 pub fn audit(layout: &Layout, line: &str) -> String {
     format!(
-        "(umask 077 && mkdir -p -- {dir} && printf '%s\\n' {line} >> {log}) || echo 'slipway: cannot append to the audit log' >&2\n",
+        "{{ [ -d {dir} ] || (umask 077 && mkdir -p -- {dir}); }} && {{ [ -f {log} ] || (umask 077 && : > {log}); }} && printf '%s\\n' {line} >> {log} || echo 'slipway: cannot append to the audit log' >&2\n",
         dir = quote(&layout.state_dir()),
         log = quote(&layout.audit_log()),
         line = quote(line),
