@@ -101,6 +101,9 @@ async fn locked_deploy(
     )
     .await?;
     let result = run_deploy(fleet, ctx, archive, &held.states).await;
+    // A crash here leaves the release live and the lock held: what `unlock` is for.
+    // (Points after the switch only pause, sleep or exit: there is nothing left to fail.)
+    let _ = fault::point("deploy.before-unlock").await;
     // Every outcome is on record, on every host: success, failure, or a revert.
     let (id, from, outcome) = match &result {
         Ok((id, from, _)) => (Some(id.clone()), from.clone(), Ok(())),
@@ -142,6 +145,13 @@ async fn run_deploy(
     let from = common_current(states);
     let id = next_release_id(states);
     let fail = |e: Error| (Some(id.clone()), from.clone(), e);
+    if let Err(m) = fault::point("deploy.after-lock").await {
+        return Err(fail(Error::Step {
+            host: "-".into(),
+            step: "lock".into(),
+            message: m,
+        }));
+    }
     let interrupted = |signal: &str| {
         Error::Interrupted(format!(
             "{signal} received before the switch: the partial release was removed, every host is as it was"
@@ -374,12 +384,11 @@ async fn run_deploy(
         )
         .await;
     if let Some(e) = first_failure(fleet, "switch", &results) {
-        let switched: Vec<usize> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
-        let error = switch_back(fleet, states, &switched, &meta, &id, &e.to_string()).await;
+        // Every host goes back, not only those that reported success: a host whose switch
+        // timed out (a stalled connection) may still carry it out when the connection
+        // wakes up. Switching back a host that never switched is a no-op; one that cannot
+        // be reached is named as diverged.
+        let error = switch_back(fleet, states, &all, &meta, &id, &e.to_string()).await;
         return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
     }
     if let Err(m) = fault::point("deploy.after-switch").await {
@@ -396,6 +405,7 @@ async fn run_deploy(
         }
     }
 
+    let _ = fault::point("deploy.before-prune").await;
     // Retention.
     let pruned = prune(fleet, states, &live).await;
     let human = format!(

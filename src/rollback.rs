@@ -56,6 +56,7 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
                     message: result.as_ref().err().map(|e| e.to_string()),
                     duration_ms: started.elapsed().as_millis() as u64,
                 };
+                let _ = fault::point("rollback.before-unlock").await;
                 lock::finish(&fleet, &held, &record).await;
                 result
             }
@@ -224,12 +225,10 @@ async fn run_rollback(
         .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
         .collect();
     if let Some((_, why)) = failed.first() {
-        // Undo: put the switched hosts back where they were, so the stage stays on one release.
-        let switched: Vec<usize> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
+        // Undo: put the hosts back where they were, so the stage stays on one release.
+        // Every host, not only those that reported success: a host whose switch timed out
+        // (a stalled connection) may still carry it out later.
+        let switched: Vec<usize> = all.clone();
         let back = fleet
             .step_on(
                 &switched,
@@ -278,6 +277,7 @@ async fn run_rollback(
         };
         return (from, Some(target), Err(error));
     }
+    let _ = fault::point("rollback.after-switch").await;
     if !fleet.stage.restart_hooks.is_empty() {
         let results = run_restart(fleet, &all, &target).await;
         let bad: Vec<String> = results
