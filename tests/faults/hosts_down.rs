@@ -2,17 +2,18 @@
 
 use std::time::{Duration, Instant};
 
-use crate::scenario::{Scenario, wait_for_stderr};
-use crate::{Outcome, assert_sound, deployed, observe_and_recover, print_table, run_of};
+use crate::scenario::Scenario;
+use crate::{Outcome, Stderr, assert_sound, deployed, observe_and_recover, print_table};
 
 #[test]
 fn a_host_whose_sshd_dies_between_the_switch_and_the_restart_is_named_and_recoverable() {
     let (mut s, v1) = deployed(3);
     s.app_file("index.html", "v2");
     let mut child = s.spawn_with_fault(&["deploy", "test"], "deploy.after-switch:sleep=3s");
-    wait_for_stderr(&mut child, "fault point deploy.after-switch: sleeping");
+    let err = Stderr::collect(&mut child);
+    err.wait_for("fault point deploy.after-switch: sleeping");
     s.fleet_mut().stop(1);
-    let run = run_of(child);
+    let run = err.finish(child);
     let host = s.fleet().host(1).address.clone();
     // Host 1 cannot run its restart hook nor be switched back: the others go back to v1.
     assert_eq!(run.code, 4, "{}", run.all_output());
@@ -96,11 +97,12 @@ fn a_stalled_connection_is_cut_by_the_step_timeout_naming_host_and_step() {
     s.extra = "[timeouts]\ncommand = \"3s\"\n".into();
     s.app_file("index.html", "v2");
     let mut child = s.spawn_with_fault(&["deploy", "test"], "deploy.before-switch:sleep=2s");
-    wait_for_stderr(&mut child, "fault point deploy.before-switch: sleeping");
+    let err = Stderr::collect(&mut child);
+    err.wait_for("fault point deploy.before-switch: sleeping");
     let frozen = Frozen(&s, 1);
     s.fleet().freeze(1);
     let started = Instant::now();
-    let run = run_of(child);
+    let run = err.finish(child);
     let took = started.elapsed();
     let host = s.fleet().host(1).address.clone();
     // 2 s of sleep left at most, then the switch (3 s) and the switch-back (3 s) time out.

@@ -205,3 +205,51 @@ pub fn run_of(child: Child) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A child's stderr, collected on a thread so that a test can wait for a line and still
+/// read everything at the end.
+pub struct Stderr(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Stderr {
+    pub fn collect(child: &mut Child) -> Stderr {
+        use std::io::Read;
+        let mut err = child.stderr.take().expect("piped stderr");
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().expect("lock").push_str(&chunk);
+            }
+        });
+        Stderr(text)
+    }
+
+    pub fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("`{needle}` never appeared on stderr; saw:\n{}", self.text());
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().expect("lock").clone()
+    }
+
+    /// Waits for the child and returns its run, stderr included.
+    pub fn finish(self, child: Child) -> Run {
+        let mut run = run_of(child);
+        // The reader thread ends with the pipe; give it a moment to append the tail.
+        std::thread::sleep(Duration::from_millis(50));
+        run.stderr = self.text();
+        run
+    }
+}
