@@ -59,6 +59,13 @@ if (umask 077 && mkdir -- "$d/.slipway/lock") 2>/dev/null; then
   exit 0
 fi
 if [ ! -d "$d/.slipway/lock" ]; then echo "cannot create $d/.slipway/lock" >&2; exit 1; fi
+# The winner of a race writes its record just after its mkdir: give it a moment, so that
+# the loser can name the holder.
+n=0
+while [ ! -s "$d/.slipway/lock/owner.json" ] && [ -d "$d/.slipway/lock" ] && [ $n -lt 20 ]; do
+  sleep 0.05 2>/dev/null || sleep 1
+  n=$((n + 1))
+done
 cat -- "$d/.slipway/lock/owner.json" 2>/dev/null || echo '{{}}'
 exit {EXIT_LOCK_HELD}
 "#,
