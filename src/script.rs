@@ -265,7 +265,14 @@ pub fn switch(
     nonce: &str,
     records: &[(ReleaseId, String)],
 ) -> String {
-    let mut s = format!("{PRELUDE}d={d}\n", d = quote(layout.deploy_to()));
+    // Once begun, a switch runs to its end on the host even if the deployer dies (its
+    // session closed): otherwise `current` could be renamed but the records not written
+    // (found by tests/faults: a SIGKILL during the switch left `current` on a release
+    // recorded as `ready`).
+    let mut s = format!(
+        "{PRELUDE}trap '' HUP PIPE INT TERM\nd={d}\n",
+        d = quote(layout.deploy_to())
+    );
     match target {
         Some(id) => {
             let tmp = quote(&layout.current_tmp(id, nonce));

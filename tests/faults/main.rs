@@ -76,10 +76,24 @@ pub fn assert_sound(s: &Scenario, fault: &str) {
         );
         let dir = s.app_path(i, &format!("releases/{id}"));
         assert!(dir.is_dir(), "{fault}: host {i} current -> {id} is missing");
+        let states: Vec<String> = s
+            .releases(i)
+            .iter()
+            .map(|r| {
+                let st = std::fs::read_to_string(
+                    s.app_path(i, &format!("releases/{r}/.slipway/release.json")),
+                )
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .map(|v| format!("{} {}", v["state"], v["note"]))
+                .unwrap_or_else(|| "-".into());
+                format!("{r}: {st}")
+            })
+            .collect();
         assert_eq!(
             s.state(i, &id),
             "live",
-            "{fault}: host {i}: the current release {id} is not recorded as live"
+            "{fault}: host {i}: the current release {id} is not recorded as live; releases: {states:#?}"
         );
         let out = Command::new("sha256sum")
             .args(["-c", "--quiet", ".slipway/manifest.sha256"])
