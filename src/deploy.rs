@@ -302,7 +302,15 @@ async fn run_deploy(
                         "build",
                         &env,
                         &stage.build_hooks,
-                        &script::write_meta(&fleet.layout, &id, &ready.to_line()),
+                        &format!(
+                            "{}{}",
+                            script::write_meta(&fleet.layout, &id, &ready.to_line()),
+                            if stage.immutable {
+                                script::make_read_only(&fleet.layout, &id)
+                            } else {
+                                String::new()
+                            }
+                        ),
                     )
                 },
                 None,

@@ -9,7 +9,7 @@ use crate::db::{self, undo::SchemaRollback};
 use crate::deploy::{common_current, run_restart};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, first_failure};
 use crate::layout::ReleaseId;
 use crate::lock;
 use crate::plan::{self, PlanStep, RollbackPlan};
@@ -192,6 +192,28 @@ async fn run_rollback(
         fleet.len(),
         if fleet.len() == 1 { "" } else { "s" }
     ));
+    // Integrity: the target must still be what was deployed, on every host, before any
+    // host is switched to it.
+    let shared: Vec<String> = fleet
+        .stage
+        .shared_files
+        .iter()
+        .chain(&fleet.stage.shared_dirs)
+        .cloned()
+        .collect();
+    let all = fleet.all();
+    let verified = fleet
+        .step_on(
+            &all,
+            "verify",
+            |_| script::verify_release(&fleet.layout, &target, &shared),
+            None,
+            fleet.stage.timeouts.upload,
+        )
+        .await;
+    if let Some(e) = first_failure(fleet, "verify", &verified) {
+        return (from, Some(target), Err(e));
+    }
     if let Err(m) = fault::point("rollback.before-switch").await {
         return (
             from,
@@ -203,7 +225,6 @@ async fn run_rollback(
             }),
         );
     }
-    let all = fleet.all();
     let results = fleet
         .step_on(
             &all,

@@ -197,6 +197,34 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     s
 }
 
+/// Checks every file of a complete release against its `.slipway/manifest.sha256`
+/// before it is switched to (a rollback target): a file modified, truncated or removed
+/// on the host since the upload is refused, naming it. Paths that `[shared]` replaced by
+/// links are left out (the manifest describes the shipped files; the links are not them).
+pub fn verify_release(layout: &Layout, id: &ReleaseId, shared: &[String]) -> String {
+    format!(
+        r#"{PRELUDE}r={release}
+EXCL={excluded}
+export EXCL
+[ -d "$r" ] || {{ echo "release {id} is missing in $r" >&2; exit 1; }}
+if [ -f "$r/.slipway/manifest.sha256" ]; then
+  if ! bad=$(cd -- "$r" && awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "
+") }}
+      {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}'       .slipway/manifest.sha256 | sha256sum --quiet --strict -c - 2>&1); then
+    echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '
+' ';')" >&2
+    exit {EXIT_NOT_VERIFIED}
+  fi
+else
+  echo "release {id} has no manifest to verify (.slipway/manifest.sha256)" >&2
+  exit {EXIT_NOT_VERIFIED}
+fi
+"#,
+        release = quote(&layout.release(id)),
+        excluded = quote(&shared.join("\n")),
+    )
+}
+
 /// Checks every file of the partial release against `.slipway/manifest.sha256`, before
 /// shared links replace any path: a truncated upload, a full disk or a tampered file in
 /// the release linked from is refused, naming the files.
@@ -297,9 +325,21 @@ pub fn switch(
 pub fn remove_releases(layout: &Layout, ids: &[ReleaseId]) -> String {
     let mut s = String::from(PRELUDE);
     for id in ids {
-        s.push_str(&format!("rm -rf -- {}\n", quote(&layout.release(id))));
+        // A read-only (`immutable`) release: its directories must be writable to empty them.
+        let r = quote(&layout.release(id));
+        s.push_str(&format!("chmod -R u+w -- {r} 2>/dev/null\nrm -rf -- {r}\n"));
     }
     s
+}
+
+/// Makes a built release read-only (`immutable = true`): every file and directory loses
+/// its write bits, except `.slipway/` (its record changes state on switches). Symlinks
+/// (the shared links) are not followed: shared files stay writable.
+pub fn make_read_only(layout: &Layout, id: &ReleaseId) -> String {
+    let r = quote(&layout.release(id));
+    format!(
+        "chmod -R a-w -- {r} && chmod u+w -- {r}/.slipway || {{ echo \"cannot make release {id} read-only\" >&2; exit 1; }}\n"
+    )
 }
 
 /// Prints a release's manifest (for incremental uploads).

@@ -61,6 +61,7 @@ pub struct Layer {
     pub deploy_to: Option<String>,
     pub keep_releases: Option<i64>,
     pub link_unchanged: Option<bool>,
+    pub immutable: Option<bool>,
     pub transport: Option<String>,
     pub source: Option<SourceLayer>,
     pub ssh: Option<SshLayer>,
@@ -201,6 +202,8 @@ pub struct Stage {
     pub keep_releases: usize,
     /// Hard-link files unchanged since the current release instead of sending them.
     pub link_unchanged: bool,
+    /// Make each release read-only once built (`chmod -R a-w`, `.slipway/` excepted).
+    pub immutable: bool,
     pub transport: TransportKind,
     pub source: Source,
     pub ssh: Ssh,

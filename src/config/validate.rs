@@ -130,6 +130,9 @@ fn resolve_stage(
     let link_unchanged = field!(stage, top, at, link_unchanged)
         .map(|(v, _)| *v)
         .unwrap_or(true);
+    let immutable = field!(stage, top, at, immutable)
+        .map(|(v, _)| *v)
+        .unwrap_or(false);
     let source = resolve_source(stage, top, at, base)?;
     let ssh = resolve_ssh(stage, top, at, base)?;
 
@@ -201,6 +204,7 @@ fn resolve_stage(
         deploy_to,
         keep_releases,
         link_unchanged,
+        immutable,
         transport,
         source,
         ssh,

@@ -16,6 +16,7 @@ mod scenario;
 
 mod boundaries;
 mod hosts_down;
+mod integrity;
 mod race;
 mod random;
 
