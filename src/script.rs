@@ -208,8 +208,7 @@ EXCL={excluded}
 export EXCL
 [ -d "$r" ] || {{ echo "release {id} is missing in $r" >&2; exit 1; }}
 if [ -f "$r/.slipway/manifest.sha256" ]; then
-  if ! bad=$(cd -- "$r" && awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "
-") }}
+  if ! bad=$(cd -- "$r" && awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
       {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}'       .slipway/manifest.sha256 | sha256sum --quiet --strict -c - 2>&1); then
     echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '
 ' ';')" >&2
