@@ -19,6 +19,7 @@ mod hosts_down;
 mod integrity;
 mod race;
 mod random;
+mod security;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command};
