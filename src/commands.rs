@@ -276,6 +276,12 @@ pub fn judge(host: &str, survey: &str, stage: &Stage, local_clock: i64) -> Vec<F
         get("tar").is_some_and(|t| !t.is_empty()),
         "tar is installed".into(),
     );
+    if stage.archive_pruned > 0 {
+        add(
+            get("zstd").is_some_and(|t| !t.is_empty()),
+            "zstd is installed (archive_pruned archives releases with it; without it old releases are kept, not archived: apt-get install zstd)".into(),
+        );
+    }
     add(
         get("mv_t") == Some("1"),
         "mv supports -T (GNU coreutils), needed for the atomic switch".into(),

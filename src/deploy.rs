@@ -827,7 +827,13 @@ async fn prune(fleet: &Fleet, states: &[HostState], live: &ReleaseMeta) -> usize
         .step_on(
             &which,
             "prune",
-            |i| script::remove_releases(&fleet.layout, &plans[i]),
+            |i| {
+                if fleet.stage.archive_pruned > 0 {
+                    script::archive_and_remove(&fleet.layout, &plans[i], fleet.stage.archive_pruned)
+                } else {
+                    script::remove_releases(&fleet.layout, &plans[i])
+                }
+            },
             None,
             fleet.stage.timeouts.command,
         )

@@ -39,7 +39,11 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
         .await
         {
             Ok(held) => {
-                let (from, to, result) = run_rollback(&fleet, request, &held.states).await;
+                let (from, to, result) = match restore_archived(&fleet, request, &held.states).await
+                {
+                    Ok(states) => run_rollback(&fleet, request, &states).await,
+                    Err(e) => (common_current(&held.states), request.to.clone(), Err(e)),
+                };
                 let record = Record {
                     time: Utc::now(),
                     action: "rollback".into(),
@@ -161,6 +165,53 @@ fn render(plan: &RollbackPlan) -> String {
         ));
     }
     s
+}
+
+/// `rollback --to ID` where a host no longer has `releases/ID` but has its archive
+/// (`archive_pruned`): the release is restored from the archive first; its manifest is
+/// verified before the switch like any target's. Returns the hosts' states, read again
+/// when something was restored.
+async fn restore_archived(
+    fleet: &Fleet,
+    request: &Request,
+    states: &[HostState],
+) -> Result<Vec<HostState>> {
+    let Some(id) = &request.to else {
+        return Ok(states.to_vec());
+    };
+    let missing: Vec<usize> = fleet
+        .all()
+        .into_iter()
+        .filter(|&i| states[i].release(id).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(states.to_vec());
+    }
+    let results = fleet
+        .step_on(
+            &missing,
+            "restore",
+            |_| script::restore_release(&fleet.layout, id),
+            None,
+            fleet.stage.timeouts.upload,
+        )
+        .await;
+    if let Some(e) = first_failure(fleet, "restore", &results) {
+        return Err(e);
+    }
+    let restored: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|o| o.stdout.contains("restored")))
+        .map(|(i, _)| fleet.name(*i))
+        .collect();
+    if restored.is_empty() {
+        return Ok(states.to_vec());
+    }
+    fleet.reporter.info(&format!(
+        "restored release {id} from backups/releases/{id}.tar.zst on {}",
+        restored.join(", ")
+    ));
+    probe(fleet).await
 }
 
 async fn run_rollback(

@@ -331,6 +331,38 @@ pub fn remove_releases(layout: &Layout, ids: &[ReleaseId]) -> String {
     s
 }
 
+/// Archives each release to `backups/releases/ID.tar.zst` (zstd on the host), then
+/// removes it; keeps the newest `keep` archives. A release that cannot be archived (no
+/// zstd, a full disk) is kept and said so: pruning never loses a release silently.
+pub fn archive_and_remove(layout: &Layout, ids: &[ReleaseId], keep: usize) -> String {
+    let mut s = format!(
+        "{PRELUDE}d={d}\nb=\"$d/backups/releases\"\nmkdir -p -- \"$b\" || exit 1\nhave_zstd=1\ncommand -v zstd >/dev/null 2>&1 || {{ have_zstd=0; echo 'zstd is not installed on this host: old releases are kept, not archived (apt-get install zstd)' >&2; }}\n",
+        d = quote(layout.deploy_to()),
+    );
+    for id in ids {
+        let r = quote(&layout.release(id));
+        s.push_str(&format!(
+            "if [ \"$have_zstd\" = 1 ]; then\n  if tar -C \"$d/releases\" -cf - -- {id} | zstd -q -T1 -o \"$b/{id}.tar.zst.tmp\" -f && mv -f -- \"$b/{id}.tar.zst.tmp\" \"$b/{id}.tar.zst\"; then\n    chmod -R u+w -- {r} 2>/dev/null\n    rm -rf -- {r}\n  else\n    rm -f -- \"$b/{id}.tar.zst.tmp\"\n    echo 'archiving release {id} failed: it is kept' >&2\n  fi\nfi\n"
+        ));
+    }
+    // Archive names are release ids: sortable as text, newest last.
+    s.push_str(&format!(
+        "ls -1 -- \"$b\" | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z\\.tar\\.zst$' | sort | head -n -{keep} | while IFS= read -r f; do rm -f -- \"$b/$f\"; done\n"
+    ));
+    s
+}
+
+/// Restores `id` from `backups/releases/ID.tar.zst` if its directory is gone (for
+/// `rollback --to`); prints `restored` when it did. The caller verifies the manifest.
+pub fn restore_release(layout: &Layout, id: &ReleaseId) -> String {
+    format!(
+        "{PRELUDE}d={d}\nr={r}\na=\"$d/backups/releases/{id}.tar.zst\"\nt=\"$d/releases/.restore.{id}\"\nif [ ! -d \"$r\" ] && [ -f \"$a\" ]; then\n  {zstd}  rm -rf -- \"$t\" && mkdir -p -- \"$t\" || exit 1\n  if ! zstd -dc -- \"$a\" | tar -x -C \"$t\"; then rm -rf -- \"$t\"; echo \"cannot extract $a\" >&2; exit 1; fi\n  mv -- \"$t/{id}\" \"$r\" && rm -rf -- \"$t\" || {{ echo \"the archive $a does not hold release {id}\" >&2; rm -rf -- \"$t\"; exit 1; }}\n  echo restored\nfi\n",
+        d = quote(layout.deploy_to()),
+        r = quote(&layout.release(id)),
+        zstd = need_tool("zstd", "zstd"),
+    )
+}
+
 /// Makes a built release read-only (`immutable = true`): every file and directory loses
 /// its write bits, except `.slipway/` (its record changes state on switches). Symlinks
 /// (the shared links) are not followed: shared files stay writable.
@@ -387,6 +419,7 @@ printf 'inodes\t%s\n' "$(df -Pi -- "$e" 2>/dev/null | awk 'NR==2 {{print $4}}')"
 printf 'dev_deploy_to\t%s\n' "$(stat -c %d -- "$e" 2>/dev/null)"
 if [ -d "$d/releases" ]; then printf 'dev_releases\t%s\n' "$(stat -c %d -- "$d/releases")"; fi
 printf 'tar\t%s\n' "$(command -v tar)"
+printf 'zstd\t%s\n' "$(command -v zstd)"
 if mv --help 2>&1 | grep -q -- '-T'; then echo "mv_t	1"; else echo "mv_t	0"; fi
 printf 'clock\t%s\n' "$(date +%s)"
 if [ -d "$d/.slipway/lock" ]; then printf 'lock\t%s\n' "$(tr '\n\t' '  ' < "$d/.slipway/lock/owner.json" 2>/dev/null)"; fi

@@ -62,6 +62,7 @@ pub struct Layer {
     pub keep_releases: Option<i64>,
     pub link_unchanged: Option<bool>,
     pub immutable: Option<bool>,
+    pub archive_pruned: Option<i64>,
     pub transport: Option<String>,
     pub source: Option<SourceLayer>,
     pub ssh: Option<SshLayer>,
@@ -204,6 +205,8 @@ pub struct Stage {
     pub link_unchanged: bool,
     /// Make each release read-only once built (`chmod -R a-w`, `.slipway/` excepted).
     pub immutable: bool,
+    /// Archive releases to `backups/releases/ID.tar.zst` before pruning; keep this many (0: off).
+    pub archive_pruned: usize,
     pub transport: TransportKind,
     pub source: Source,
     pub ssh: Ssh,

@@ -130,6 +130,15 @@ fn resolve_stage(
     let link_unchanged = field!(stage, top, at, link_unchanged)
         .map(|(v, _)| *v)
         .unwrap_or(true);
+    let archive_pruned = match field!(stage, top, at, archive_pruned) {
+        None => 0,
+        Some((&n, p)) => {
+            if !(0..=1000).contains(&n) {
+                return Err((p, format!("must be between 0 (off) and 1000 (got {n})")));
+            }
+            n as usize
+        }
+    };
     let immutable = field!(stage, top, at, immutable)
         .map(|(v, _)| *v)
         .unwrap_or(false);
@@ -205,6 +214,7 @@ fn resolve_stage(
         keep_releases,
         link_unchanged,
         immutable,
+        archive_pruned,
         transport,
         source,
         ssh,

@@ -14,6 +14,7 @@ mod hosts;
 #[path = "../e2e/scenario.rs"]
 mod scenario;
 
+mod backups;
 mod boundaries;
 mod hosts_down;
 mod integrity;
