@@ -84,6 +84,8 @@ pub enum Command {
         #[arg(long)]
         config_only: bool,
     },
+    /// Rehearse a rollback on STAGE (only with `drill = true`): roll back, verify, roll forward, report timings.
+    Drill { stage: String },
     /// Break the deploy lock of STAGE (when the run that took it is gone). Recorded in the audit log.
     Unlock { stage: String },
     /// The audit log of STAGE: every deploy, rollback and unlock, merged from all hosts.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod delta;
 pub mod deploy;
+pub mod drill;
 pub mod error;
 pub mod fault;
 pub mod fleet;

@@ -14,7 +14,7 @@ use slipway::interrupt::Interrupt;
 use slipway::layout::ReleaseId;
 use slipway::report::{Format, Reporter};
 use slipway::run::{Context, Outcome};
-use slipway::{commands, db, deploy, rollback};
+use slipway::{commands, db, deploy, drill, rollback};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -115,6 +115,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
                         force_schema: *force_schema,
                         skip_schema: *skip_schema,
                     },
+                    rehearsal: false,
                 },
             )
             .await
@@ -145,6 +146,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
             snapshot,
             yes,
         }) => db::status::restore(config.stage(stage)?, &ctx, snapshot, *yes).await,
+        Command::Drill { stage } => drill::drill(config.stage(stage)?, &ctx).await,
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
         Command::Log { stage, since } => {
             let since = match since {

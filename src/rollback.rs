@@ -21,6 +21,9 @@ pub struct Request {
     pub to: Option<ReleaseId>,
     pub reason: Option<String>,
     pub schema: crate::db::undo::Options,
+    /// A drill's switch: the release left stays a good rollback target (`ready`), not
+    /// `rolled-back`, so that a drill leaves the stage as it found it.
+    pub rehearsal: bool,
 }
 
 pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result<Outcome> {
@@ -285,7 +288,7 @@ async fn run_rollback(
                     &fleet.layout,
                     Some(&target),
                     &format!("{:016x}", rand::random::<u64>()),
-                    &records(&states[i], &target, &reason),
+                    &records(&states[i], &target, &reason, request.rehearsal),
                 )
             },
             None,
@@ -398,7 +401,12 @@ async fn run_rollback(
 
 /// The records written with the switch: the target becomes live, the release being
 /// left becomes rolled-back (with the reason).
-fn records(state: &HostState, target: &ReleaseId, reason: &str) -> Vec<(ReleaseId, String)> {
+fn records(
+    state: &HostState,
+    target: &ReleaseId,
+    reason: &str,
+    rehearsal: bool,
+) -> Vec<(ReleaseId, String)> {
     let mut out = Vec::new();
     if let Some(meta) = state.release(target).and_then(|r| r.meta.clone()) {
         out.push((
@@ -410,11 +418,12 @@ fn records(state: &HostState, target: &ReleaseId, reason: &str) -> Vec<(ReleaseI
         && &current != target
         && let Some(meta) = state.release(&current).and_then(|r| r.meta.clone())
     {
-        out.push((
-            current,
+        let left = if rehearsal {
+            meta.with_state(ReleaseState::Ready, None)
+        } else {
             meta.with_state(ReleaseState::RolledBack, Some(reason.to_string()))
-                .to_line(),
-        ));
+        };
+        out.push((current, left.to_line()));
     }
     out
 }

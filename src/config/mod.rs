@@ -63,6 +63,7 @@ pub struct Layer {
     pub link_unchanged: Option<bool>,
     pub immutable: Option<bool>,
     pub archive_pruned: Option<i64>,
+    pub drill: Option<bool>,
     pub transport: Option<String>,
     pub source: Option<SourceLayer>,
     pub ssh: Option<SshLayer>,
@@ -207,6 +208,8 @@ pub struct Stage {
     pub immutable: bool,
     /// Archive releases to `backups/releases/ID.tar.zst` before pruning; keep this many (0: off).
     pub archive_pruned: usize,
+    /// `slipway drill` may run on this stage (it switches every host back and forth).
+    pub drill: bool,
     pub transport: TransportKind,
     pub source: Source,
     pub ssh: Ssh,

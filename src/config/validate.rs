@@ -139,6 +139,9 @@ fn resolve_stage(
             n as usize
         }
     };
+    let drill = field!(stage, top, at, drill)
+        .map(|(v, _)| *v)
+        .unwrap_or(false);
     let immutable = field!(stage, top, at, immutable)
         .map(|(v, _)| *v)
         .unwrap_or(false);
@@ -215,6 +218,7 @@ fn resolve_stage(
         link_unchanged,
         immutable,
         archive_pruned,
+        drill,
         transport,
         source,
         ssh,

@@ -16,6 +16,7 @@ mod scenario;
 
 mod backups;
 mod boundaries;
+mod drill;
 mod hosts_down;
 mod integrity;
 mod race;
