@@ -61,7 +61,7 @@ fn drill_on_three_hosts_with_a_database_passes_and_reports_the_time_to_recover()
     );
     let text = report.to_string();
     assert!(
-        text.contains(&format!("schema version 1 (release records 1)")),
+        text.contains("schema version 1 (release records 1)"),
         "{text}"
     );
     println!("drill on 3 hosts with SQLite: time to recover {recover} ms; {report}");
