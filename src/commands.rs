@@ -68,13 +68,22 @@ pub async fn releases(stage: &Stage, ctx: &Context) -> Result<Outcome> {
 
 /// `slipway status STAGE`: one line per host.
 pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
-    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
-    let states = probe(&fleet).await;
+    // Where every host stands, even when some are down (after a fault, that is the point).
+    let (fleet, unreachable) = Fleet::connect_reachable(stage, ctx.reporter.clone()).await;
+    let states = if fleet.is_empty() {
+        Ok(Vec::new())
+    } else {
+        probe(&fleet).await
+    };
     fleet.close().await;
     let states = states?;
     let mut human = String::new();
     let mut data = Vec::new();
     let currents: std::collections::BTreeSet<_> = states.iter().map(|s| s.current()).collect();
+    for (host, error) in &unreachable {
+        human.push_str(&format!("{host:<24} UNREACHABLE: {error}\n"));
+        data.push(json!({ "host": host, "reachable": false, "error": error }));
+    }
     for s in &states {
         let current = s
             .current()
@@ -91,6 +100,16 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     if currents.len() > 1 {
         human.push_str(&format!(
             "hosts are on different releases: bring them together with `slipway rollback {} --to ID` or a new deploy\n",
+            stage.name
+        ));
+        return Err(Error::Diverged(human));
+    }
+    if !unreachable.is_empty() {
+        let names: Vec<&str> = unreachable.iter().map(|(h, _)| h.as_str()).collect();
+        human.push_str(&format!(
+            "{} host(s) unreachable: {} (where they stand is unknown; bring them back, then `slipway status {}` again)\n",
+            names.len(),
+            names.join(", "),
             stage.name
         ));
         return Err(Error::Diverged(human));

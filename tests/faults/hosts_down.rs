@@ -29,6 +29,21 @@ fn a_host_whose_sshd_dies_between_the_switch_and_the_restart_is_named_and_recove
     );
     assert_eq!(s.current(0).as_deref(), Some(v1.as_str()));
     assert_eq!(s.current(2).as_deref(), Some(v1.as_str()));
+    // While it is down, status still shows every host: the lost one named unreachable.
+    let status = s.slipway(&["status", "test"]);
+    assert_eq!(status.code, 4, "{}", status.all_output());
+    let text = status.all_output();
+    assert!(
+        text.contains(&host) && text.contains("UNREACHABLE"),
+        "{text}"
+    );
+    for i in [0, 2] {
+        assert!(text.contains(&s.fleet().host(i).address), "{text}");
+    }
+    assert!(
+        text.contains(&v1),
+        "the reachable hosts' release is shown: {text}"
+    );
     s.fleet_mut().start_host(1);
     let row = observe_and_recover(&s, "sshd of host 2 killed after its switch", run.code);
     print_table("a host lost mid-deploy", &[row]);
