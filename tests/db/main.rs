@@ -14,5 +14,6 @@ mod scenario;
 mod ssh;
 
 mod acceptance;
+mod drill;
 mod more;
 mod sqlite_bookkeeping;
