@@ -191,7 +191,7 @@ pub async fn drill(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             },
         );
         if !ok {
-            return finish(stage, ctx, steps, None, started);
+            return finish(stage, ctx, steps, None, started).await;
         }
         deploys += 1;
         states = read(stage, ctx).await?;
@@ -203,7 +203,7 @@ pub async fn drill(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             false,
             "the hosts have no common current release and rollback target".into(),
         );
-        return finish(stage, ctx, steps, None, started);
+        return finish(stage, ctx, steps, None, started).await;
     };
     if deploys == 0 {
         timed(
@@ -286,10 +286,10 @@ pub async fn drill(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         };
         timed("verify", t, ok, detail);
     }
-    finish(stage, ctx, steps, recover_ms, started)
+    finish(stage, ctx, steps, recover_ms, started).await
 }
 
-fn finish(
+async fn finish(
     stage: &Stage,
     ctx: &Context,
     steps: Vec<DrillStep>,
@@ -298,6 +298,27 @@ fn finish(
 ) -> Result<Outcome> {
     let passed = !steps.is_empty() && steps.iter().all(|s| s.ok) && recover_ms.is_some();
     let human = render(&steps, recover_ms, passed);
+    // The drill itself is on record on every host (its deploys and rollbacks are too).
+    if let Ok(fleet) = Fleet::connect(stage, ctx.reporter.clone()).await {
+        let record = crate::audit::Record {
+            time: chrono::Utc::now(),
+            action: "drill".into(),
+            stage: stage.name.clone(),
+            actor: ctx.actor.clone(),
+            command: ctx.command.clone(),
+            from: None,
+            to: None,
+            reason: None,
+            result: if passed { "ok".into() } else { "failed".into() },
+            message: Some(match recover_ms {
+                Some(ms) => format!("time to recover {ms} ms"),
+                None => "did not recover".into(),
+            }),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        crate::deploy::audit(&fleet, &record).await;
+        fleet.close().await;
+    }
     let data = json!({
         "stage": stage.name,
         "passed": passed,

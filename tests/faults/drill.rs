@@ -74,6 +74,21 @@ fn drill_on_three_hosts_with_a_database_passes_and_reports_the_time_to_recover()
         "rolled-back",
         "the drill left v1 a rollback target"
     );
+    for i in 0..s.host_count() {
+        let drills: Vec<serde_json::Value> = s
+            .audit(i)
+            .into_iter()
+            .filter(|r| r["action"] == "drill")
+            .collect();
+        assert_eq!(drills.len(), 1, "host {i}: one drill record");
+        assert_eq!(drills[0]["result"], "ok");
+        assert!(
+            drills[0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("time to recover")
+        );
+    }
     // Human output: the table.
     let run = s.slipway(&["drill", "test"]);
     assert_eq!(run.code, 0, "{}", run.all_output());
