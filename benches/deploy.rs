@@ -25,6 +25,7 @@ struct Measured {
     wall: Duration,
     peak_rss_kib: i64,
     stdout: String,
+    stderr: String,
 }
 
 /// Runs a command, returning its wall time, peak RSS (from wait4) and stdout.
@@ -65,6 +66,7 @@ fn measure(cmd: &mut Command) -> Measured {
         wall,
         peak_rss_kib: usage.ru_maxrss,
         stdout,
+        stderr,
     }
 }
 
@@ -184,6 +186,31 @@ fn host_cpu_now(fleet: &Fleet) -> f64 {
         total += sum / ticks;
     }
     total
+}
+
+/// With BENCH_TRACE set: the slowest host's time per step of a command, from its
+/// `--json` events, to see where the time goes.
+fn trace(label: &str, stdout: &str) {
+    if std::env::var_os("BENCH_TRACE").is_none() {
+        return;
+    }
+    let mut steps: Vec<(String, u64)> = Vec::new();
+    for v in stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        if v["event"] != "step" || v["status"] == "started" {
+            continue;
+        }
+        let step = v["step"].as_str().unwrap_or("?").to_string();
+        let ms = v["elapsed_ms"].as_u64().unwrap_or(0);
+        match steps.iter_mut().find(|(s, _)| *s == step) {
+            Some(entry) => entry.1 = entry.1.max(ms),
+            None => steps.push((step, ms)),
+        }
+    }
+    let line: Vec<String> = steps.iter().map(|(s, ms)| format!("{s} {ms}ms")).collect();
+    eprintln!("trace {label}: {}", line.join(", "));
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -310,6 +337,17 @@ fn main() {
             change_files(dir.path(), run as u64);
             let second = measure(&mut slipway(&cold_cfg, &["deploy", "bench"]));
             let cpu4 = host_cpu(&fleet);
+            trace("cold deploy", &cold.stdout);
+            trace("second deploy", &second.stdout);
+            if std::env::var_os("BENCH_TRACE").is_some() {
+                for line in second
+                    .stderr
+                    .lines()
+                    .filter(|l| l.contains("warning") || l.contains("FAILED"))
+                {
+                    eprintln!("second deploy: {line}");
+                }
+            }
             rows[3].1.add(
                 second.wall,
                 bytes_sent(&second.stdout),
@@ -334,6 +372,7 @@ fn main() {
                 &warm_cfg,
                 &["rollback", "bench", "--to", &latest(&fleet)],
             ));
+            trace("rollback, reused", &back.stdout);
             rows[7].1.add(back.wall, 0, back.peak_rss_kib, 0.0);
         }
         let floor = median(rows[0].1.wall.clone());

@@ -86,6 +86,38 @@ pub enum Command {
     },
     /// Rehearse a rollback on STAGE (only with `drill = true`): roll back, verify, roll forward, report timings.
     Drill { stage: String },
+    /// Print STAGE's merged configuration, secrets masked.
+    ///
+    /// What the stage's commands see: its recipe, the top level and the stage merged key
+    /// by key, ${VAR}s filled in; values from secret-looking variables and URL passwords
+    /// are masked.
+    Config { stage: String },
+    /// Write a commented deploy.toml for the project here, with its framework's recipe.
+    ///
+    /// Detects Rails, Laravel, Django, Rust binaries, Node and static sites from the
+    /// project's files. Never overwrites an existing file without --force.
+    Init {
+        /// Overwrite an existing deploy.toml.
+        #[arg(long)]
+        force: bool,
+        /// Use this recipe instead of the detected one (see `slipway recipes`).
+        #[arg(long, value_name = "NAME")]
+        recipe: Option<String>,
+    },
+    /// List the built-in recipes, or print one (`slipway recipes show rails`).
+    Recipes {
+        #[command(subcommand)]
+        command: Option<RecipesCommand>,
+    },
+    /// Print a shell completion script (bash, zsh, fish).
+    ///
+    /// e.g. `slipway completions bash > ~/.local/share/bash-completion/completions/slipway`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `slipway man | man -l -`.
+    Man,
     /// Break the deploy lock of STAGE (when the run that took it is gone). Recorded in the audit log.
     Unlock { stage: String },
     /// The audit log of STAGE: every deploy, rollback and unlock, merged from all hosts.
@@ -114,4 +146,13 @@ pub enum DbCommand {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(text)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipesCommand {
+    /// Print a recipe, comments included.
+    Show {
+        /// A recipe name from `slipway recipes`.
+        name: String,
+    },
 }

@@ -96,6 +96,35 @@ pub fn filter_tar(tar: &[u8], send: &BTreeSet<String>) -> io::Result<Vec<u8>> {
     builder.into_inner()
 }
 
+/// `sha256sum -c` input for the files of the manifest that travel in an incremental
+/// upload (all but the linked ones).
+pub fn sha256_list_sent(manifest: &Manifest, delta: &Delta) -> String {
+    let sent = Manifest {
+        entries: manifest
+            .entries
+            .iter()
+            .filter(|e| delta.send.contains(&e.path))
+            .cloned()
+            .collect(),
+    };
+    sha256_list(&sent)
+}
+
+/// `size<TAB>path` for every linked file (paths never contain a tab: the archive refuses
+/// control characters).
+pub fn size_list_linked(manifest: &Manifest, delta: &Delta) -> String {
+    let linked: BTreeSet<&str> = delta.link.iter().map(String::as_str).collect();
+    let mut s = String::new();
+    for e in manifest
+        .entries
+        .iter()
+        .filter(|e| linked.contains(e.path.as_str()))
+    {
+        s.push_str(&format!("{}\t{}\n", e.size, e.path));
+    }
+    s
+}
+
 /// `sha256sum -c` input for every file of the manifest. A name with a backslash is
 /// written in sha256sum's escaped form (a leading `\`, the backslash doubled).
 pub fn sha256_list(manifest: &Manifest) -> String {

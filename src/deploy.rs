@@ -30,14 +30,25 @@ use crate::script::{self, HookEnv};
 pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let source = stage.source.clone();
-    let archive = tokio::task::spawn_blocking(move || archive::build(&source))
-        .await
-        .map_err(|e| Error::Usage(format!("building the archive failed: {e}")))??;
+    // The archive is built while the connections are being set up: both take a while
+    // (hashing the tree; ssh key exchanges), neither needs the other.
+    let building = tokio::task::spawn_blocking(move || archive::build(&source));
+    let (archive, fleet) = tokio::join!(building, Fleet::connect(stage, ctx.reporter.clone()));
+    let archive = match archive {
+        Ok(Ok(archive)) => archive,
+        Ok(Err(e)) => {
+            if let Ok(fleet) = &fleet {
+                fleet.close().await;
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(Error::Usage(format!("building the archive failed: {e}"))),
+    };
+    let fleet = fleet?;
     for skipped in &archive.skipped {
         ctx.reporter
             .warning(None, &format!("source: skipped {skipped}"));
     }
-    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
     let result = if ctx.dry_run {
         dry_run(&fleet, &archive).await
     } else {
@@ -152,11 +163,6 @@ async fn run_deploy(
             message: m,
         }));
     }
-    let interrupted = |signal: &str| {
-        Error::Interrupted(format!(
-            "{signal} received before the switch: the partial release was removed, every host is as it was"
-        ))
-    };
     let now = Utc::now();
     let meta = ReleaseMeta {
         id: id.clone(),
@@ -269,17 +275,7 @@ async fn run_deploy(
         Ok(())
     })
     .await;
-    match upload {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            discard(fleet, &id, &meta, &e.to_string()).await;
-            return Err(fail(e));
-        }
-        Err(signal) => {
-            discard(fleet, &id, &meta, &format!("interrupted by {signal}")).await;
-            return Err(fail(interrupted(signal)));
-        }
-    }
+    settle(fleet, &id, &meta, upload).await.map_err(fail)?;
     let bytes_sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
 
     // Build hooks, then the release is ready.
@@ -329,17 +325,7 @@ async fn run_deploy(
             })
     })
     .await;
-    match build {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            discard(fleet, &id, &meta, &e.to_string()).await;
-            return Err(fail(e));
-        }
-        Err(signal) => {
-            discard(fleet, &id, &meta, &format!("interrupted by {signal}")).await;
-            return Err(fail(interrupted(signal)));
-        }
-    }
+    settle(fleet, &id, &meta, build).await.map_err(fail)?;
 
     // The database, once, on the primary: after the build, before any switch. Not
     // interruptible half-way: a signal waits for the migration to finish or fail.
@@ -563,7 +549,7 @@ async fn plan_uploads(
                     let d = delta::delta(&archive.manifest, &old, shared);
                     let body = delta::filter_tar(&archive.tar, &d.send)?;
                     Some((
-                        Arc::new(release_payload(&body, archive, meta, Some(&d.link_list()))?),
+                        Arc::new(release_payload(&body, archive, meta, Some(&d))?),
                         d.link.len(),
                     ))
                 }
@@ -618,7 +604,7 @@ fn release_payload(
     body: &[u8],
     archive: &Archive,
     meta: &ReleaseMeta,
-    link_list: Option<&str>,
+    incremental: Option<&delta::Delta>,
 ) -> std::io::Result<Vec<u8>> {
     let body = body.strip_suffix(&[0u8; 1024][..]).unwrap_or(body);
     let mut builder = tar::Builder::new(Vec::with_capacity(body.len() + 64 * 1024));
@@ -629,8 +615,16 @@ fn release_payload(
         (RELEASE_CHECKSUMS, delta::sha256_list(&archive.manifest)),
         (RELEASE_META, format!("{}\n", meta.to_line())),
     ];
-    if let Some(list) = link_list {
-        files.push((".slipway/link-list", list.to_string()));
+    if let Some(d) = incremental {
+        files.push((".slipway/link-list", d.link_list()));
+        files.push((
+            ".slipway/verify.sha256",
+            delta::sha256_list_sent(&archive.manifest, d),
+        ));
+        files.push((
+            ".slipway/verify.sizes",
+            delta::size_list_linked(&archive.manifest, d),
+        ));
     }
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);
@@ -647,6 +641,25 @@ fn release_payload(
         builder.append_data(&mut header, path, content.as_bytes())?;
     }
     builder.into_inner()
+}
+
+/// Ends an interruptible phase before the switch: on a failure or a signal the release
+/// is discarded (see [`discard`]) and the error returned.
+async fn settle(
+    fleet: &Fleet,
+    id: &ReleaseId,
+    meta: &ReleaseMeta,
+    outcome: std::result::Result<Result<()>, &'static str>,
+) -> Result<()> {
+    let error = match outcome {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(signal) => Error::Interrupted(format!(
+            "{signal} received before the switch: the partial release was removed, every host is as it was"
+        )),
+    };
+    discard(fleet, id, meta, &error.to_string()).await;
+    Err(error)
 }
 
 /// After a failure before the switch: remove the partial upload everywhere, and mark a

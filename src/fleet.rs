@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::report::Reporter;
 use crate::transport::{
-    LocalTransport, Output, SshOptions, SshTransport, Stdin, Transport, TransportError,
+    LocalTransport, Output, Progress, SshOptions, SshTransport, Stdin, Transport, TransportError,
+    with_progress,
 };
 
 /// At most this many ssh handshakes at once: each costs client CPU (key exchange), and
@@ -151,7 +152,18 @@ impl Fleet {
         };
         let started = Instant::now();
         self.reporter.started(host, step);
-        match self.hosts[i].run(script, stdin, timeout).await {
+        let run = self.hosts[i].run(script, stdin.clone(), timeout);
+        let result = match &stdin {
+            Some(bytes) => {
+                let total = bytes.len() as u64;
+                let reporter = self.reporter.clone();
+                let name = host.to_string();
+                let progress: Progress = Arc::new(move |sent| reporter.bytes(&name, sent, total));
+                with_progress(progress, run).await
+            }
+            None => run.await,
+        };
+        match result {
             Ok(output) => {
                 self.reporter.detail(host, &output.stdout);
                 self.reporter.detail(host, &output.stderr);

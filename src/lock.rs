@@ -1,9 +1,10 @@
 //! The deploy lock, one per host in `.slipway/lock` (a directory: `mkdir` is atomic).
 //!
-//! Hosts are locked in a fixed order, the first host alone before the others: two runs
-//! that start at once both go for the first host, exactly one gets it, and the winner
-//! then takes the rest. Locking every host in parallel could leave each run holding some
-//! hosts and neither able to proceed.
+//! Every host is locked in parallel (one round trip), and the first host decides between
+//! two runs that start at once: exactly one of them gets it. The other gives way at once
+//! (releases what it took); the winner retries, for a moment, the hosts the loser had
+//! taken. Without a deciding host, each run could end up holding some hosts and neither
+//! proceed.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,11 @@ pub struct HeldLock {
     pub token: String,
     pub states: Vec<HostState>,
 }
+
+/// How long the holder of the first host waits for a concurrent run to give way on
+/// the others (it does so within one round trip); past that, the other locks are stale
+/// or held by a run that has the first host's lock too, and the lock is reported held.
+const GIVE_WAY: Duration = Duration::from_secs(5);
 
 enum Attempt {
     Acquired(Vec<HostState>),
@@ -88,68 +94,99 @@ pub async fn acquire(
 }
 
 async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
-    let timeout = fleet.stage.timeouts.command;
     let script = script::lock(&fleet.layout, owner);
     let mut taken = Vec::new();
     let mut states: Vec<Option<HostState>> = vec![None; fleet.len()];
-    let order = fleet.all();
-    let (first, rest) = order
-        .split_first()
-        .map(|(f, r)| (vec![*f], r.to_vec()))
-        .unwrap_or_default();
-    for group in [first, rest] {
-        let runs = futures::future::join_all(group.iter().map(|&i| {
-            let script = &script;
-            async move { (i, fleet.exec(i, "lock", script, None, timeout).await) }
-        }))
-        .await;
-        let mut held = None;
-        let mut failure = None;
-        for (i, result) in runs {
-            match result {
-                Ok(out) if out.success() => {
-                    taken.push(i);
-                    states[i] = Some(HostState::parse(fleet.name(i), &out.stdout));
-                }
-                Ok(out) if out.code == script::EXIT_LOCK_HELD => {
-                    let holder =
-                        serde_json::from_str::<crate::release::LockInfo>(out.stdout.trim())
-                            .map(|l| l.describe())
-                            .unwrap_or_else(|_| {
-                                "another run (its lock record is unreadable or still being written)"
-                                    .into()
-                            });
-                    held.get_or_insert((fleet.name(i).to_string(), holder));
-                }
-                Ok(out) => {
-                    failure.get_or_insert(Error::Step {
-                        host: fleet.name(i).into(),
-                        step: "lock".into(),
-                        message: out.message(),
-                    });
-                }
-                Err(message) => {
-                    failure.get_or_insert(Error::Step {
-                        host: fleet.name(i).into(),
-                        step: "lock".into(),
-                        message,
-                    });
-                }
+    let mut pending = fleet.all();
+    let deadline = std::time::Instant::now() + GIVE_WAY;
+    loop {
+        let held = match try_lock(fleet, &pending, &script, &mut taken, &mut states).await {
+            Ok(held) => held,
+            Err(error) => {
+                release_on(fleet, &taken, owner_token(owner)).await;
+                return Err(error);
             }
+        };
+        if held.is_empty() {
+            return Ok(Attempt::Acquired(states.into_iter().flatten().collect()));
         }
-        if let Some(error) = failure {
-            release_on(fleet, &taken, owner_token(owner)).await;
-            return Err(error);
-        }
-        if let Some((host, holder)) = held {
+        // The first host decides between two runs: the one that holds it waits a moment
+        // for the other to give way on the rest; the other gives way at once.
+        if !taken.contains(&0) || std::time::Instant::now() >= deadline {
+            let (i, holder) = held
+                .into_iter()
+                .min_by_key(|(i, _)| *i)
+                .unwrap_or((0, String::new()));
             return Ok(Attempt::Held {
-                host,
+                host: fleet.name(i).to_string(),
                 holder,
                 taken,
             });
         }
+        pending = held.into_iter().map(|(i, _)| i).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Attempt::Acquired(states.into_iter().flatten().collect()))
+}
+
+/// Tries the lock on `which`, in parallel. Returns the hosts where someone else holds
+/// it, with the holder; hosts taken are added to `taken` with the state read with them.
+async fn try_lock(
+    fleet: &Fleet,
+    which: &[usize],
+    script: &str,
+    taken: &mut Vec<usize>,
+    states: &mut [Option<HostState>],
+) -> Result<Vec<(usize, String)>> {
+    let timeout = fleet.stage.timeouts.command;
+    let runs = futures::future::join_all(which.iter().map(|&i| async move {
+        let started = std::time::Instant::now();
+        let result = fleet.exec(i, "lock", script, None, timeout).await;
+        (i, result, started.elapsed())
+    }))
+    .await;
+    let mut held = Vec::new();
+    let mut failure = None;
+    for (i, result, elapsed) in runs {
+        match result {
+            Ok(out) if out.success() => {
+                // One event per step per host: the lock (and the probe it carries).
+                fleet
+                    .reporter
+                    .finished(fleet.name(i), "lock", elapsed, None);
+                taken.push(i);
+                states[i] = Some(HostState::parse(fleet.name(i), &out.stdout));
+            }
+            Ok(out) if out.code == script::EXIT_LOCK_HELD => {
+                let holder = serde_json::from_str::<crate::release::LockInfo>(out.stdout.trim())
+                    .map(|l| l.describe())
+                    .unwrap_or_else(|_| {
+                        "another run (its lock record is unreadable or still being written)".into()
+                    });
+                held.push((i, holder));
+            }
+            Ok(out) => {
+                fleet
+                    .reporter
+                    .failed(fleet.name(i), "lock", elapsed, &out.message());
+                failure.get_or_insert(Error::Step {
+                    host: fleet.name(i).into(),
+                    step: "lock".into(),
+                    message: out.message(),
+                });
+            }
+            Err(message) => {
+                failure.get_or_insert(Error::Step {
+                    host: fleet.name(i).into(),
+                    step: "lock".into(),
+                    message,
+                });
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(held),
+    }
 }
 
 fn owner_token(owner: &str) -> &str {

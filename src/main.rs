@@ -7,14 +7,16 @@ use clap::Parser;
 use serde_json::json;
 
 use slipway::audit::Actor;
-use slipway::cli::{Cli, Command, DbCommand};
+use std::io::Write;
+
+use slipway::cli::{Cli, Command, DbCommand, RecipesCommand};
 use slipway::config::Config;
 use slipway::error::{Error, ExitClass};
 use slipway::interrupt::Interrupt;
 use slipway::layout::ReleaseId;
 use slipway::report::{Format, Reporter};
 use slipway::run::{Context, Outcome};
-use slipway::{commands, db, deploy, drill, rollback};
+use slipway::{commands, db, deploy, docs, drill, init, recipe, rollback};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
                     json!({ "error": error.to_string() }),
                 );
             }
+            reporter.finish();
             eprintln!("slipway: error: {error}");
             ExitCode::from(class.code() as u8)
         }
@@ -69,6 +72,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
+    if let Some(result) = without_config(&cli) {
+        return result;
+    }
     let config = Config::load(&cli.config)?;
     let command_line = std::env::args()
         .map(|a| a.escape_debug().to_string())
@@ -127,12 +133,16 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
             if *config_only {
                 Ok(Outcome {
                     human: format!(
-                        "{}: configuration of stage {} is valid ({} host(s))",
+                        "{}: configuration of stage {} is valid ({} host(s){})",
                         config.file.display(),
                         stage.name,
-                        stage.hosts.len()
+                        stage.hosts.len(),
+                        match &stage.recipe {
+                            Some(r) => format!(", recipe {r}"),
+                            None => String::new(),
+                        }
                     ),
-                    data: json!({ "valid": true }),
+                    data: json!({ "valid": true, "recipe": stage.recipe }),
                 })
             } else {
                 commands::check(stage, &ctx).await
@@ -148,6 +158,26 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
         }) => db::status::restore(config.stage(stage)?, &ctx, snapshot, *yes).await,
         Command::Drill { stage } => drill::drill(config.stage(stage)?, &ctx).await,
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
+        Command::Config { stage } => {
+            let table = config.show(stage)?;
+            let text = toml::to_string_pretty(&table)
+                .map_err(|e| Error::Usage(format!("cannot print the configuration: {e}")))?;
+            Ok(Outcome {
+                human: format!(
+                    "# stage {stage} of {}{}: merged, ${{VAR}}s filled in, secrets masked\n{text}",
+                    config.file.display(),
+                    match &config.stage(stage)?.recipe {
+                        Some(r) => format!(" over recipe {r}"),
+                        None => String::new(),
+                    }
+                ),
+                data: serde_json::to_value(&table).unwrap_or_default(),
+            })
+        }
+        Command::Init { .. }
+        | Command::Recipes { .. }
+        | Command::Completions { .. }
+        | Command::Man => Err(Error::Usage("this command reads no configuration".into())),
         Command::Log { stage, since } => {
             let since = match since {
                 Some(text) => {
@@ -158,4 +188,40 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
             commands::log(config.stage(stage)?, &ctx, since).await
         }
     }
+}
+
+/// The commands that need no deploy.toml: they run before it is read.
+fn without_config(cli: &Cli) -> Option<Result<Outcome, Error>> {
+    // A script or a page goes to stdout as it is; with --json, inside the result event.
+    let printed = |bytes: std::io::Result<Vec<u8>>| {
+        let bytes = bytes.map_err(Error::Io)?;
+        if cli.json {
+            return Ok(Outcome {
+                human: String::new(),
+                data: json!({ "text": String::from_utf8_lossy(&bytes) }),
+            });
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(&bytes).and_then(|()| out.flush()) {
+            // `slipway man | head`: the reader had enough.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(Error::Io(e)),
+            _ => {}
+        }
+        Ok(Outcome {
+            human: String::new(),
+            data: json!({}),
+        })
+    };
+    Some(match &cli.command {
+        Command::Init { force, recipe } => std::env::current_dir()
+            .map_err(Error::Io)
+            .and_then(|dir| init::run(&cli.config, &dir, *force, recipe.as_deref(), cli.dry_run)),
+        Command::Recipes { command: None } => Ok(recipe::list()),
+        Command::Recipes {
+            command: Some(RecipesCommand::Show { name }),
+        } => recipe::show(name),
+        Command::Completions { shell } => printed(Ok(docs::completions(*shell))),
+        Command::Man => printed(docs::man_page()),
+        _ => return None,
+    })
 }

@@ -1,12 +1,21 @@
-//! What the user sees. Human lines go to stderr (plain and timestamped); `--json` puts
-//! one event per line on stdout, following the versioned schema in the README; the
-//! result of a command is the only other thing on stdout.
+//! What the user sees. Three shapes of the same events:
+//!
+//! - on a terminal: one live line per host (its current step, bytes uploaded, elapsed
+//!   time), collapsing to a summary table at the end (indicatif, on stderr);
+//! - not on a terminal: plain timestamped lines on stderr;
+//! - `--json`: one event per line on stdout, following the versioned schema in the
+//!   README (`docs/events.schema.json`).
+//!
+//! The result of a command is the only thing on stdout besides `--json` events and the
+//! `--dry-run` plan.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -49,22 +58,74 @@ pub struct Event<'a> {
     pub data: Option<Value>,
 }
 
+/// How human output is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Json,
+    /// Plain timestamped lines on stderr.
+    Lines,
+    /// Live per-host lines on a terminal.
+    Progress,
+}
+
+/// What the live display and the summary table know about one host.
+struct HostLine {
+    bar: Option<ProgressBar>,
+    first_seen: Instant,
+    last_step: String,
+    /// The live line's text: the current step and how it went.
+    status: String,
+    steps: usize,
+    failed: Option<String>,
+    uploaded: u64,
+    busy: Duration,
+}
+
 pub struct Reporter {
     format: Format,
+    mode: Mode,
     verbose: bool,
     quiet: bool,
+    colour: bool,
     started: Instant,
     out: Mutex<()>,
+    multi: Option<MultiProgress>,
+    hosts: Mutex<BTreeMap<String, HostLine>>,
+    /// Set once the live lines have collapsed into the summary.
+    finished: Mutex<bool>,
+    result_sent: Mutex<bool>,
 }
 
 impl Reporter {
+    /// A reporter for this process: live progress when stderr is a terminal (and not
+    /// `--quiet`), plain lines otherwise, JSON events with `--json`.
     pub fn new(format: Format, verbose: bool, quiet: bool) -> Reporter {
+        let terminal = std::io::stderr().is_terminal();
+        let mode = match format {
+            Format::Json => Mode::Json,
+            Format::Human if terminal && !quiet && !dumb_terminal() => Mode::Progress,
+            Format::Human => Mode::Lines,
+        };
+        Reporter::with_mode(format, mode, verbose, quiet)
+    }
+
+    fn with_mode(format: Format, mode: Mode, verbose: bool, quiet: bool) -> Reporter {
+        let colour = colour_enabled();
+        console::set_colors_enabled_stderr(colour);
+        console::set_colors_enabled(colour);
         Reporter {
             format,
+            mode,
             verbose,
             quiet,
+            colour,
             started: Instant::now(),
             out: Mutex::new(()),
+            multi: (mode == Mode::Progress)
+                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))),
+            hosts: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(false),
+            result_sent: Mutex::new(false),
         }
     }
 
@@ -76,53 +137,164 @@ impl Reporter {
         self.verbose
     }
 
+    /// Prints one line on stderr, above the live lines when there are some.
+    fn line(&self, text: &str) {
+        match &self.multi {
+            Some(multi) if !self.is_finished() => {
+                let _ = multi.println(text);
+            }
+            _ => {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.lock().map(|f| *f).unwrap_or(true)
+    }
+
     fn emit(&self, event: Event<'_>) {
         let _guard = self.out.lock();
-        match self.format {
-            Format::Json => {
+        match self.mode {
+            Mode::Json => {
                 if let Ok(line) = serde_json::to_string(&event) {
                     let mut stdout = std::io::stdout().lock();
                     let _ = writeln!(stdout, "{line}");
                     let _ = stdout.flush();
                 }
             }
-            Format::Human => {
+            Mode::Progress if event.event == "step" => self.update_line(&event),
+            Mode::Lines | Mode::Progress => {
                 if self.quiet
                     && !matches!(event.status, Some(Status::Failed))
                     && event.event != "warning"
                 {
                     return;
                 }
-                let elapsed = self.started.elapsed().as_secs_f64();
-                let mut line = format!("[{elapsed:6.2}s]");
-                if let Some(host) = event.host {
-                    line.push_str(&format!(" {host}"));
-                }
-                if let Some(step) = event.step {
-                    line.push_str(&format!(" {step}"));
-                }
-                match event.status {
-                    Some(Status::Started) => line.push_str(" ..."),
-                    Some(Status::Ok) => line.push_str(" ok"),
-                    Some(Status::Failed) => line.push_str(" FAILED"),
-                    Some(Status::Skipped) => line.push_str(" skipped"),
-                    None => {}
-                }
-                if let Some(ms) = event.elapsed_ms {
-                    line.push_str(&format!(" ({:.2}s)", ms as f64 / 1000.0));
-                }
-                if let Some(message) = event.message {
-                    if event.event == "warning" {
-                        line.push_str(&format!(" warning: {message}"));
-                    } else if event.status.is_some() {
-                        line.push_str(&format!(": {message}"));
-                    } else {
-                        line.push_str(&format!(" {message}"));
-                    }
-                }
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
+                self.line(&self.plain(&event));
             }
         }
+    }
+
+    /// `[  1.23s] app1 upload ok (0.42s): 1.2 MiB`.
+    fn plain(&self, event: &Event<'_>) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut line = format!("[{elapsed:6.2}s]");
+        if let Some(host) = event.host {
+            line.push_str(&format!(" {host}"));
+        }
+        if let Some(step) = event.step {
+            line.push_str(&format!(" {step}"));
+        }
+        match event.status {
+            Some(Status::Started) => line.push_str(" ..."),
+            Some(Status::Ok) => line.push_str(&format!(" {}", self.paint("ok", Paint::Good))),
+            Some(Status::Failed) => {
+                line.push_str(&format!(" {}", self.paint("FAILED", Paint::Bad)))
+            }
+            Some(Status::Skipped) => line.push_str(" skipped"),
+            None => {}
+        }
+        if let Some(ms) = event.elapsed_ms {
+            line.push_str(&format!(" ({:.2}s)", ms as f64 / 1000.0));
+        }
+        if let Some(message) = event.message {
+            if event.event == "warning" {
+                line.push_str(&format!(
+                    " {}: {message}",
+                    self.paint("warning", Paint::Bad)
+                ));
+            } else if event.status.is_some() {
+                line.push_str(&format!(": {message}"));
+            } else {
+                line.push_str(&format!(" {message}"));
+            }
+        }
+        line
+    }
+
+    /// The live line of a host: `app1   upload   12.0 MiB/51.2 MiB   [00:03]`.
+    fn update_line(&self, event: &Event<'_>) {
+        let (Some(host), Some(step)) = (event.host, event.step) else {
+            return;
+        };
+        let Ok(mut hosts) = self.hosts.lock() else {
+            return;
+        };
+        let entry = self.host_line(&mut hosts, host);
+        entry.last_step = step.to_string();
+        match event.status {
+            Some(Status::Started) => {
+                entry.status = step.to_string();
+                self.redraw(entry);
+            }
+            Some(Status::Ok) | Some(Status::Skipped) => {
+                entry.steps += 1;
+                entry.busy += Duration::from_millis(event.elapsed_ms.unwrap_or(0));
+                entry.status = format!("{step} {}", self.paint("ok", Paint::Good));
+                self.redraw(entry);
+            }
+            Some(Status::Failed) => {
+                entry.steps += 1;
+                entry.failed = Some(format!("{step}: {}", event.message.unwrap_or("failed")));
+                entry.status = format!(
+                    "{step} {}: {}",
+                    self.paint("FAILED", Paint::Bad),
+                    event.message.unwrap_or("")
+                );
+                self.redraw(entry);
+                // A failure is worth a line that stays, whatever happens to the bars.
+                drop(hosts);
+                self.line(&self.plain(event));
+            }
+            None => {}
+        }
+    }
+
+    /// `build ok   7.0 KiB sent`: the step, then what was uploaded so far.
+    fn redraw(&self, line: &HostLine) {
+        if let Some(bar) = &line.bar {
+            if line.uploaded > 0 {
+                bar.set_message(format!(
+                    "{:<16} {} sent",
+                    line.status,
+                    human_bytes(line.uploaded)
+                ));
+            } else {
+                bar.set_message(line.status.clone());
+            }
+        }
+    }
+
+    fn host_line<'m>(
+        &self,
+        hosts: &'m mut BTreeMap<String, HostLine>,
+        host: &str,
+    ) -> &'m mut HostLine {
+        hosts.entry(host.to_string()).or_insert_with(|| {
+            let bar = self.multi.as_ref().map(|multi| {
+                let style = ProgressStyle::with_template(if self.colour {
+                    "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed:>4}"
+                } else {
+                    "{spinner} {prefix} {wide_msg} {elapsed:>4}"
+                })
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                let bar = multi.add(ProgressBar::new_spinner().with_style(style));
+                bar.set_prefix(format!("{host:<24}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
+            HostLine {
+                bar,
+                first_seen: Instant::now(),
+                last_step: String::new(),
+                status: String::new(),
+                steps: 0,
+                failed: None,
+                uploaded: 0,
+                busy: Duration::ZERO,
+            }
+        })
     }
 
     fn base<'a>(event: &'a str) -> Event<'a> {
@@ -139,9 +311,10 @@ impl Reporter {
         }
     }
 
-    /// A step started on a host. Human output shows starts only with `-v`.
+    /// A step started on a host: the live line shows it; plain lines and `--json` show
+    /// starts only with `-v` (`--json` has one event per step per host: its outcome).
     pub fn started(&self, host: &str, step: &str) {
-        if self.format == Format::Human && !self.verbose {
+        if self.mode != Mode::Progress && !self.verbose {
             return;
         }
         self.emit(Event {
@@ -152,15 +325,52 @@ impl Reporter {
         });
     }
 
+    /// Bytes of a step's stdin sent to a host so far (the upload).
+    pub fn bytes(&self, host: &str, sent: u64, total: u64) {
+        let Ok(mut hosts) = self.hosts.lock() else {
+            return;
+        };
+        let entry = self.host_line(&mut hosts, host);
+        entry.uploaded = sent;
+        if let Some(bar) = &entry.bar {
+            bar.set_message(format!(
+                "{:<16} {}/{}",
+                entry.last_step,
+                human_bytes(sent),
+                human_bytes(total)
+            ));
+        }
+    }
+
     pub fn finished(&self, host: &str, step: &str, elapsed: Duration, message: Option<&str>) {
+        let data = (step == "upload")
+            .then(|| self.uploaded(host))
+            .flatten()
+            .map(|b| serde_json::json!({ "bytes": b }));
+        let sent;
+        let message = match (message, &data) {
+            (None, Some(_)) if self.mode == Mode::Lines => {
+                sent = human_bytes(self.uploaded(host).unwrap_or(0));
+                Some(sent.as_str())
+            }
+            _ => message,
+        };
         self.emit(Event {
             host: Some(host),
             step: Some(step),
             status: Some(Status::Ok),
             elapsed_ms: Some(elapsed.as_millis() as u64),
             message,
+            data,
             ..Self::base("step")
         });
+    }
+
+    fn uploaded(&self, host: &str) -> Option<u64> {
+        self.hosts
+            .lock()
+            .ok()
+            .and_then(|h| h.get(host).map(|l| l.uploaded))
     }
 
     pub fn failed(&self, host: &str, step: &str, elapsed: Duration, message: &str) {
@@ -212,25 +422,95 @@ impl Reporter {
             }),
             Format::Human => {
                 let _guard = self.out.lock();
-                let _ = write!(std::io::stdout().lock(), "{human}");
+                let print = || {
+                    let _ = write!(std::io::stdout().lock(), "{human}");
+                };
+                match &self.multi {
+                    Some(multi) => multi.suspend(print),
+                    None => print(),
+                }
             }
         }
     }
 
-    /// The command's result: stdout in both formats. `exit_class` is `ok` or the failure class.
-    pub fn result(&self, human: &str, exit_class: &str, data: Value) {
-        match self.format {
-            Format::Json => self.emit(Event {
-                message: Some(human.trim_end()),
-                status: Some(if exit_class == "ok" {
-                    Status::Ok
+    /// Ends the live display: the per-host lines collapse into a summary table (on
+    /// stderr) when the command did more than look at the hosts.
+    pub fn finish(&self) {
+        let Ok(mut done) = self.finished.lock() else {
+            return;
+        };
+        if *done {
+            return;
+        }
+        *done = true;
+        drop(done);
+        let Some(multi) = &self.multi else {
+            return;
+        };
+        let Ok(hosts) = self.hosts.lock() else {
+            return;
+        };
+        for line in hosts.values() {
+            if let Some(bar) = &line.bar {
+                bar.finish_and_clear();
+            }
+        }
+        let _ = multi.clear();
+        let worked = hosts.values().any(|l| l.steps > 2 || l.failed.is_some());
+        if !worked || self.quiet {
+            return;
+        }
+        let mut table = format!(
+            "{:<24} {:>5} {:>10} {:>8}  {}\n",
+            "HOST", "STEPS", "UPLOADED", "TIME", "RESULT"
+        );
+        for (host, line) in hosts.iter() {
+            let result = match &line.failed {
+                Some(why) => self.paint(&format!("FAILED {why}"), Paint::Bad),
+                None => self.paint("ok", Paint::Good),
+            };
+            table.push_str(&format!(
+                "{:<24} {:>5} {:>10} {:>7.1}s  {}\n",
+                host,
+                line.steps,
+                if line.uploaded > 0 {
+                    human_bytes(line.uploaded)
                 } else {
-                    Status::Failed
-                }),
-                data: Some(serde_json::json!({ "exit_class": exit_class, "result": data })),
-                elapsed_ms: Some(self.started.elapsed().as_millis() as u64),
-                ..Self::base("result")
-            }),
+                    "-".into()
+                },
+                line.first_seen.elapsed().as_secs_f64(),
+                result
+            ));
+        }
+        let _ = write!(std::io::stderr().lock(), "{table}");
+    }
+
+    /// The command's result: stdout in both formats. `exit_class` is `ok` or the failure
+    /// class. `--json` has exactly one `result` event, the last: a command that reports
+    /// its own failure in detail (check) is not followed by a second one.
+    pub fn result(&self, human: &str, exit_class: &str, data: Value) {
+        self.finish();
+        match self.format {
+            Format::Json => {
+                let Ok(mut sent) = self.result_sent.lock() else {
+                    return;
+                };
+                if *sent {
+                    return;
+                }
+                *sent = true;
+                self.emit(Event {
+                    message: Some(human.trim_end()),
+                    status: Some(if exit_class == "ok" {
+                        Status::Ok
+                    } else {
+                        Status::Failed
+                    }),
+                    data: Some(serde_json::json!({ "exit_class": exit_class, "result": data })),
+                    elapsed_ms: Some(self.started.elapsed().as_millis() as u64),
+                    ..Self::base("result")
+                })
+            }
             Format::Human => {
                 if human.is_empty() {
                     return;
@@ -244,9 +524,78 @@ impl Reporter {
             }
         }
     }
+
+    fn paint(&self, text: &str, paint: Paint) -> String {
+        if !self.colour {
+            return text.to_string();
+        }
+        let style = console::Style::new().force_styling(true);
+        match paint {
+            Paint::Good => style.green().apply_to(text).to_string(),
+            Paint::Bad => style.red().bold().apply_to(text).to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Paint {
+    Good,
+    Bad,
+}
+
+/// `1.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn dumb_terminal() -> bool {
+    std::env::var("TERM").is_ok_and(|t| t == "dumb")
 }
 
 /// Whether colour is wanted: never with `NO_COLOR`, never when stderr is not a terminal.
 pub fn colour_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stderr().is_terminal()
+        && !dumb_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(51 * 1024 * 1024), "51.0 MiB");
+    }
+
+    #[test]
+    fn plain_lines_carry_time_host_step_status_and_message() {
+        let r = Reporter::with_mode(Format::Human, Mode::Lines, false, false);
+        let line = r.plain(&Event {
+            host: Some("app1"),
+            step: Some("upload"),
+            status: Some(Status::Failed),
+            elapsed_ms: Some(1500),
+            message: Some("disk full"),
+            ..Reporter::base("step")
+        });
+        assert!(line.starts_with('['), "{line}");
+        assert!(
+            line.ends_with("app1 upload FAILED (1.50s): disk full"),
+            "{line}"
+        );
+    }
 }

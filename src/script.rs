@@ -86,9 +86,11 @@ pub fn unlock(layout: &Layout, token: &str) -> String {
     let needle = format!("\"token\":\"{token}\"");
     format!(
         r#"{PRELUDE}d={d}
-if grep -qF -- {needle} "$d/.slipway/lock/owner.json" 2>/dev/null; then
-  rm -rf -- "$d/.slipway/lock"
-fi
+owner=""
+if [ -f "$d/.slipway/lock/owner.json" ]; then IFS= read -r owner < "$d/.slipway/lock/owner.json" || true; fi
+case "$owner" in
+  *{needle}*) rm -f -- "$d/.slipway/lock/owner.json" && rmdir -- "$d/.slipway/lock" || rm -rf -- "$d/.slipway/lock" ;;
+esac
 "#,
         d = quote(layout.deploy_to()),
         needle = quote(&needle),
@@ -209,9 +211,9 @@ export EXCL
 [ -d "$r" ] || {{ echo "release {id} is missing in $r" >&2; exit 1; }}
 if [ -f "$r/.slipway/manifest.sha256" ]; then
   if ! bad=$(cd -- "$r" && awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
-      {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}'       .slipway/manifest.sha256 | sha256sum --quiet --strict -c - 2>&1); then
-    echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '
-' ';')" >&2
+      {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}' \
+      .slipway/manifest.sha256 | sha256sum --quiet --strict -c - 2>&1); then
+    echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
     exit {EXIT_NOT_VERIFIED}
   fi
 else
@@ -224,18 +226,35 @@ fi
     )
 }
 
-/// Checks every file of the partial release against `.slipway/manifest.sha256`, before
-/// shared links replace any path: a truncated upload, a full disk or a tampered file in
-/// the release linked from is refused, naming the files.
+/// Checks the partial release against its manifest before shared links replace any path,
+/// naming the files that differ: a truncated upload or a full disk is refused. Files that
+/// travelled are checked by content (`sha256sum -c`); in an incremental upload, files
+/// hard-linked from the previous release are checked by presence and size
+/// (`.slipway/verify.sizes`): their content was checked when they first arrived, and
+/// hashing the whole release on every host would cost more than the upload saves.
 fn verify_partial() -> String {
     format!(
-        r#"if [ -f "$p/.slipway/manifest.sha256" ]; then
-  if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c .slipway/manifest.sha256 2>&1); then
+        r#"sums=.slipway/manifest.sha256
+if [ -f "$p/.slipway/verify.sha256" ]; then sums=.slipway/verify.sha256; fi
+if [ -s "$p/$sums" ]; then
+  if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c "$sums" 2>&1); then
     echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
     rm -rf -- "$p"
     exit {EXIT_NOT_VERIFIED}
   fi
 fi
+if [ -f "$p/.slipway/verify.sizes" ]; then
+  bad=$(cd -- "$p" && find . -type f -printf '%s\t%P\n' | awk -F '\t' '
+    NR == FNR {{ want[$2] = $1; next }}
+    ($2 in want) {{ if (want[$2] != $1) print $2 ": " $1 " bytes, the manifest says " want[$2]; delete want[$2] }}
+    END {{ for (f in want) print f ": missing" }}' .slipway/verify.sizes -)
+  if [ -n "$bad" ]; then
+    echo "the linked files do not match the manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+fi
+rm -f -- "$p/.slipway/verify.sha256" "$p/.slipway/verify.sizes"
 "#
     )
 }
@@ -276,7 +295,8 @@ pub fn hooks(kind: &str, env: &HookEnv<'_>, commands: &[String], then: &str) -> 
 pub fn write_meta(layout: &Layout, id: &ReleaseId, meta_line: &str) -> String {
     let file = format!("{}/{RELEASE_META}", layout.release(id));
     format!(
-        "mkdir -p -- \"$(dirname -- {file})\" && printf '%s\\n' {meta} > {tmp} && mv -f -- {tmp} {file} || {{ echo \"cannot write \"{file} >&2; exit 1; }}\n",
+        "{{ [ -d {dir} ] || mkdir -p -- {dir}; }} && printf '%s\\n' {meta} > {tmp} && mv -f -- {tmp} {file} || {{ echo \"cannot write \"{file} >&2; exit 1; }}\n",
+        dir = quote(&format!("{}/.slipway", layout.release(id))),
         file = quote(&file),
         tmp = quote(&format!("{file}.tmp")),
         meta = quote(meta_line),
@@ -390,7 +410,7 @@ pub fn remove_partial(layout: &Layout, id: &ReleaseId) -> String {
 /// from concurrent writers do not interleave).
 pub fn audit(layout: &Layout, line: &str) -> String {
     format!(
-        "(umask 077 && mkdir -p -- {dir} && printf '%s\\n' {line} >> {log}) || echo 'slipway: cannot append to the audit log' >&2\n",
+        "{{ [ -d {dir} ] || (umask 077 && mkdir -p -- {dir}); }} && {{ [ -f {log} ] || (umask 077 && : > {log}); }} && printf '%s\\n' {line} >> {log} || echo 'slipway: cannot append to the audit log' >&2\n",
         dir = quote(&layout.state_dir()),
         log = quote(&layout.audit_log()),
         line = quote(line),

@@ -12,6 +12,17 @@ if [ -z "${SLIPWAY:-}" ]; then
     cargo build --release --quiet --manifest-path "$here/../../Cargo.toml"
     SLIPWAY="$here/../../target/release/slipway"
 fi
+# The example's migrations run on the "host" (here: this machine) with the sqlite3 shell.
+if ! command -v sqlite3 >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing the sqlite3 shell (apt-get install sqlite3) ..." >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q sqlite3 >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q sqlite3 >/dev/null; }
+    else
+        echo "the example's migrations need the sqlite3 shell: sudo apt-get install sqlite3" >&2
+        exit 1
+    fi
+fi
 deploy_to=/tmp/slipway-hello
 run() {
     printf '\n$ slipway -c examples/hello/deploy.toml %s\n' "$*"

@@ -241,3 +241,92 @@ fn resolve_commands(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, DbDriver};
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(text, Path::new("deploy.toml"), Path::new("."))
+    }
+
+    const BASE: &str = "app = \"shop\"\ndeploy_to = \"/srv/shop\"\n[source]\npath = \".\"\n";
+
+    #[test]
+    fn defaults_and_the_primary_host() {
+        let c = parse(&format!(
+            "{BASE}[database]\ndriver = \"postgres\"\n[stages.p]\nhosts = [{{ address = \"a\" }}, {{ address = \"b\", roles = [\"db\"] }}]\n"
+        ))
+        .unwrap();
+        let db = c.stage("p").unwrap().database.clone().unwrap();
+        assert_eq!(db.driver, Some(DbDriver::Postgres));
+        assert_eq!(db.url_env, "DATABASE_URL");
+        assert_eq!(db.migrations, "migrations");
+        assert_eq!(db.primary, 1);
+        assert_eq!(db.keep_snapshots, 5);
+        assert!(!db.tunnel);
+    }
+
+    #[test]
+    fn a_stage_without_the_role_is_an_error_naming_the_key() {
+        let text = format!(
+            "{BASE}[database]\ndriver = \"mysql\"\nrole = \"primary\"\n[stages.p]\nhosts = [{{ address = \"a\" }}]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, "database.role");
+        assert_eq!(e.line, Some(7));
+        assert!(
+            e.message
+                .contains("no host of this stage has the role `primary`")
+        );
+        let e = parse(&format!(
+            "{BASE}[database]\ndriver = \"mysql\"\n[stages.p]\nhosts = [{{ address = \"a\" }}]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "stages.p.hosts");
+    }
+
+    #[test]
+    fn driver_specific_rules() {
+        let local = "[stages.d]\ntransport = \"local\"\n";
+        for (db, key) in [
+            ("driver = \"sqlite\"\n", "database.path"),
+            ("driver = \"oracle\"\n", "database.driver"),
+            ("driver = \"postgres\"\npath = \"x.db\"\n", "database.path"),
+            ("driver = \"postgres\"\ntunnel = true\n", "database.tunnel"),
+            ("driver = \"sqlite\"\npath = \"../x.db\"\n", "database.path"),
+            (
+                "driver = \"postgres\"\nmigrations = \"/abs\"\n",
+                "database.migrations",
+            ),
+            (
+                "driver = \"postgres\"\nurl_env = \"A-B\"\n",
+                "database.url_env",
+            ),
+            ("migrate_command = \"m\"\n", "database.migrate_command"),
+            (
+                "driver = \"postgres\"\nkeep_snapshots = 0\n",
+                "database.keep_snapshots",
+            ),
+            ("driver = \"postgres\"\nurl = \"x\"\n", "database.url"),
+        ] {
+            let e = parse(&format!("{BASE}[database]\n{db}{local}")).unwrap_err();
+            assert_eq!(e.key, key, "{db}: {e}");
+        }
+        let ok = parse(&format!(
+            "{BASE}[database]\ndriver = \"sqlite\"\npath = \"db/app.sqlite3\"\n{local}"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.stage("d")
+                .unwrap()
+                .database
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("db/app.sqlite3")
+        );
+    }
+}

@@ -7,11 +7,15 @@
 //! key path and its line and column.
 
 mod database;
+mod keys;
+mod layers;
 mod locate;
 mod validate;
 
 pub use database::{Database, DbCommands, DbDriver};
 
+pub use keys::accepted_keys;
+pub use layers::{MASK, interpolate, looks_secret, mask_url_credentials};
 pub use validate::parse_duration;
 
 use std::collections::BTreeMap;
@@ -65,6 +69,8 @@ pub struct Layer {
     pub archive_pruned: Option<i64>,
     pub drill: Option<bool>,
     pub transport: Option<String>,
+    /// A preset beneath the top level: `rails`, `node`, ... (see `slipway recipes`).
+    pub recipe: Option<String>,
     pub source: Option<SourceLayer>,
     pub ssh: Option<SshLayer>,
     pub shared: Option<SharedLayer>,
@@ -199,6 +205,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub name: String,
+    /// The recipe beneath this stage's settings, if any.
+    pub recipe: Option<String>,
     pub app: String,
     pub deploy_to: String,
     pub keep_releases: usize,
@@ -228,6 +236,8 @@ pub struct Stage {
 pub struct Config {
     pub file: PathBuf,
     pub stages: BTreeMap<String, Stage>,
+    /// The file as written (before `${VAR}` interpolation), for `slipway config`.
+    pub raw: toml::Table,
 }
 
 impl Config {
@@ -253,7 +263,9 @@ impl Config {
 
     /// Parses `text` as if read from `file`; relative local paths resolve against `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let top: Layer = toml::from_str(text).map_err(|e| {
+        // The shape of the file as written, for errors with a line and column; the layers
+        // (recipe, `${VAR}`s) are applied to the raw table below.
+        let _shape: Layer = toml::from_str(text).map_err(|e| {
             let (line, column) = match e.span() {
                 Some(span) => {
                     let (l, c) = line_column(text, span.start);
@@ -275,7 +287,15 @@ impl Config {
                 message: e.message().trim().to_string(),
             }
         })?;
-        let stages = validate::resolve(&top, base).map_err(|(path, message)| {
+        let raw: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        })?;
+        let mut env = |name: &str| std::env::var(name).ok();
+        let stages = layers::resolve_all(&raw, base, &mut env).map_err(|(path, message)| {
             let (line, column) = match locate(text, &path) {
                 Some((l, c)) => (Some(l), Some(c)),
                 None => (None, None),
@@ -291,6 +311,21 @@ impl Config {
         Ok(Config {
             file: file.to_path_buf(),
             stages,
+            raw,
+        })
+    }
+
+    /// Stage `name` as its commands see it, as TOML: recipe, top level and stage merged,
+    /// `${VAR}`s filled in, secrets masked.
+    pub fn show(&self, name: &str) -> Result<toml::Table, ConfigError> {
+        self.stage(name)?;
+        let mut env = |var: &str| std::env::var(var).ok();
+        layers::masked_view(&self.raw, name, &mut env).map_err(|(path, message)| ConfigError {
+            file: self.file.clone(),
+            line: None,
+            column: None,
+            key: path.to_string(),
+            message,
         })
     }
 

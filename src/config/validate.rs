@@ -212,6 +212,7 @@ fn resolve_stage(
 
     Ok(Stage {
         name: name.to_string(),
+        recipe: None,
         app: app.clone(),
         deploy_to,
         keep_releases,

@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::audit::Record;
 use crate::config::{Database, Stage};
-use crate::deploy::audit;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::lock;
@@ -275,8 +274,7 @@ pub async fn restore(stage: &Stage, ctx: &Context, name: &str, yes: bool) -> Res
         message: result.as_ref().err().map(|e| e.to_string()),
         duration_ms: started.elapsed().as_millis() as u64,
     };
-    audit(&fleet, &record).await;
-    lock::release(&fleet, &held).await;
+    lock::finish(&fleet, &held, &record).await;
     fleet.close().await;
     result.map(|()| Outcome {
         human: format!(

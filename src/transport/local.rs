@@ -5,10 +5,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{Output, Stdin, Transport, TransportError, command_line};
+use super::{Output, Stdin, Transport, TransportError, command_line, exchange};
 
 pub struct LocalTransport {
     name: String,
@@ -48,31 +47,10 @@ impl Transport for LocalTransport {
             .spawn()
             .map_err(|e| TransportError::Connect(format!("cannot start sh: {e}")))?;
         let input = child.stdin.take();
-        let mut out = child.stdout.take();
-        let mut err = child.stderr.take();
+        let out = child.stdout.take();
+        let err = child.stderr.take();
         let work = async move {
-            let feed = async {
-                if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
-                    // A script that exits early closes its stdin: not an error of ours.
-                    let _ = pipe.write_all(&bytes).await;
-                    let _ = pipe.shutdown().await;
-                }
-            };
-            let read_out = async {
-                let mut buf = Vec::new();
-                if let Some(pipe) = out.as_mut() {
-                    let _ = pipe.read_to_end(&mut buf).await;
-                }
-                buf
-            };
-            let read_err = async {
-                let mut buf = Vec::new();
-                if let Some(pipe) = err.as_mut() {
-                    let _ = pipe.read_to_end(&mut buf).await;
-                }
-                buf
-            };
-            let ((), stdout, stderr) = tokio::join!(feed, read_out, read_err);
+            let (stdout, stderr) = exchange(input, &stdin, out, err).await;
             let status = child
                 .wait()
                 .await

@@ -116,6 +116,33 @@ pub trait Transport: Send + Sync {
     }
 }
 
+/// Feeds `stdin` to a child's input while draining its stdout and stderr, returning
+/// both. Concurrently: a script that writes a lot before reading its input would
+/// otherwise deadlock against us. A script that exits early closes its stdin: that is
+/// not an error of ours, its exit status says what happened.
+pub(crate) async fn exchange(
+    input: Option<impl tokio::io::AsyncWrite + Unpin>,
+    stdin: &Stdin,
+    out: Option<impl tokio::io::AsyncRead + Unpin>,
+    err: Option<impl tokio::io::AsyncRead + Unpin>,
+) -> (Vec<u8>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let feed = async {
+        if let (Some(mut pipe), Some(bytes)) = (input, stdin.as_ref()) {
+            feed(&mut pipe, bytes).await;
+        }
+    };
+    async fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf).await;
+        }
+        buf
+    }
+    let ((), stdout, stderr) = tokio::join!(feed, drain(out), drain(err));
+    (stdout, stderr)
+}
+
 /// Exit status a script reports when a command was not found (127 is remapped: the ssh
 /// layer cannot tell a missing `sh` from a missing hook command, and loses the output).
 pub const EXIT_NOT_FOUND: i32 = 126;
@@ -128,4 +155,37 @@ pub fn command_line(script: &str) -> String {
         quote(script)
     );
     format!("exec sh -c {}", quote(&wrapper))
+}
+
+/// Told how many bytes of a step's stdin have been written so far (the upload's
+/// progress). Set for the duration of one run with [`with_progress`].
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+tokio::task_local! {
+    static PROGRESS: Progress;
+}
+
+/// Runs `future` (one transport run) with `progress` told about every chunk of stdin
+/// written. A task-local rather than a parameter: every transport reports through
+/// [`feed`] without the `Transport` trait growing an argument only uploads use.
+pub async fn with_progress<F: std::future::Future>(progress: Progress, future: F) -> F::Output {
+    PROGRESS.scope(progress, future).await
+}
+
+/// Writes `bytes` to a script's stdin in chunks, reporting progress, then closes it.
+/// A script that exits early closes its stdin: not an error of ours.
+pub async fn feed<W: tokio::io::AsyncWrite + Unpin>(pipe: &mut W, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let progress = PROGRESS.try_with(Arc::clone).ok();
+    let mut sent = 0u64;
+    for chunk in bytes.chunks(256 * 1024) {
+        if pipe.write_all(chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len() as u64;
+        if let Some(p) = &progress {
+            p(sent);
+        }
+    }
+    let _ = pipe.shutdown().await;
 }

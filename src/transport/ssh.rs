@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use super::{Output, Remote, Stdin, Transport, TransportError, command_line};
+use super::{Output, Remote, Stdin, Transport, TransportError, command_line, exchange};
 use crate::config::{Host, KnownHostsPolicy, Ssh};
 
 /// Stock sshd allows 10 sessions per connection (MaxSessions); beyond about 6-8
@@ -129,31 +128,9 @@ impl SshTransport {
             .await
             .map_err(|e| describe(&e))?;
         let input = child.stdin().take();
-        let mut out = child.stdout().take();
-        let mut err = child.stderr().take();
-        // Feed stdin while draining stdout and stderr: a script that writes a lot before
-        // reading its input would otherwise deadlock against us.
-        let feed = async {
-            if let (Some(mut pipe), Some(bytes)) = (input, stdin.as_ref()) {
-                let _ = pipe.write_all(bytes).await;
-                let _ = pipe.shutdown().await;
-            }
-        };
-        let read_out = async {
-            let mut buf = Vec::new();
-            if let Some(pipe) = out.as_mut() {
-                let _ = pipe.read_to_end(&mut buf).await;
-            }
-            buf
-        };
-        let read_err = async {
-            let mut buf = Vec::new();
-            if let Some(pipe) = err.as_mut() {
-                let _ = pipe.read_to_end(&mut buf).await;
-            }
-            buf
-        };
-        let ((), stdout, stderr) = tokio::join!(feed, read_out, read_err);
+        let out = child.stdout().take();
+        let err = child.stderr().take();
+        let (stdout, stderr) = exchange(input, stdin, out, err).await;
         let status = child.wait().await.map_err(|e| describe(&e))?;
         Ok(Output {
             code: status.code().unwrap_or(-1),

@@ -74,9 +74,10 @@ fn deploy_migrate_rollback_restore(mut s: Scenario) {
     }
     assert_eq!(s.release_json(&r2)["schema_version"], 2);
 
-    // v2: a table and a filled column.
+    // v2: a table and a filled column (verbose: every script's output is shown, and
+    // must still not show the password).
     s.app(&v2(kind), "v2");
-    s.deploy();
+    s.ok(&["deploy", "test", "-v"]);
     let r3 = s.current();
     assert_eq!(s.versions(), vec![1, 2, 3, 4]);
     assert_eq!(count(&s, "users WHERE email IS NULL"), 0);

@@ -109,3 +109,101 @@ fn a_missing_database_url_fails_before_the_upload() {
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(!out.all().contains("Very-Secret-1"), "{}", out.all());
 }
+
+/// Quotes, spaces and `$(...)` in deploy_to, the database path and migration names reach
+/// the host-side sqlite3 program intact.
+#[test]
+fn hostile_names_survive_the_sqlite_host_path() {
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-dbtest-")
+        .tempdir()
+        .unwrap();
+    let deploy_to = dir.path().join("it's a $(touch pwned) dir");
+    let mut s = Scenario::build(
+        Kind::Sqlite,
+        crate::db_support::Listen::Loopback,
+        dir,
+        deploy_to.clone(),
+        deploy_to.display().to_string(),
+    );
+    let file = deploy_to.join("shared/db/o'hare \"db\".sqlite3");
+    s.server = crate::scenario::Server::Sqlite(file.clone());
+    s.database_section =
+        Some("[database]\ndriver = \"sqlite\"\npath = \"db/o'hare \\\"db\\\".sqlite3\"\n".into());
+    let migrations = vec![
+        (
+            1,
+            "it's_a_table",
+            "CREATE TABLE t (x TEXT);\nINSERT INTO t VALUES ('it''s');\n".to_string(),
+            Some("DROP TABLE t;\n".to_string()),
+        ),
+        (
+            2,
+            "more",
+            "CREATE TABLE u (y TEXT);\n".to_string(),
+            Some("DROP TABLE u;\n".to_string()),
+        ),
+    ];
+    s.app(&migrations[..1], "v1");
+    s.deploy();
+    s.app(&migrations, "v2");
+    s.deploy();
+    assert_eq!(
+        s.sql("SELECT description FROM _sqlx_migrations ORDER BY version"),
+        "it's a table\nmore\n"
+    );
+    s.ok(&["rollback", "test"]);
+    assert_eq!(s.versions(), vec![1]);
+    assert!(std::fs::metadata(&file).is_ok());
+    assert!(!s.path().join("pwned").exists() && !std::path::Path::new("pwned").exists());
+}
+
+/// Two deployers of two stages sharing one database, at the same moment: the database's
+/// own lock (pg_advisory_lock) lets exactly one apply each migration, and both succeed.
+#[test]
+fn two_deployers_never_migrate_at_once() {
+    let mut s = Scenario::new(Kind::Postgres);
+    let mut migrations = v1(Kind::Postgres);
+    // Slow enough that the two runs overlap.
+    migrations[0].2 = format!("SELECT pg_sleep(1);\n{}", migrations[0].2);
+    s.app(&migrations, "v1");
+    let first = s.config_path();
+    let second = s.path().join("deploy2.toml");
+    let text = std::fs::read_to_string(&first).unwrap();
+    let other = s.path().join("other-stage");
+    std::fs::write(
+        &second,
+        text.replace(
+            &format!("deploy_to = \"{}\"", s.remote_deploy_to),
+            &format!("deploy_to = \"{}\"", other.display()),
+        ),
+    )
+    .unwrap();
+    let url = s.url.clone().unwrap();
+    let spawn = |config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .arg("-c")
+            .arg(config)
+            .args(["deploy", "test"])
+            .env("DATABASE_URL", &url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&first), spawn(&second));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(s.versions(), vec![1, 2]);
+    assert_eq!(
+        s.sql("SELECT count(*) FROM users").trim(),
+        "2",
+        "migration 1 ran once"
+    );
+}

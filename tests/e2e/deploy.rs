@@ -268,6 +268,19 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
         );
     }
 
+    // A redeploy of the same tree sends nothing but slipway's own files.
+    let same = s.slipway(&["deploy", "test", "--json"]).ok();
+    assert!(
+        !same.stderr.contains("sending the whole release"),
+        "{}",
+        same.stderr
+    );
+    let same_bytes = result(&same)["bytes_sent"].as_u64().unwrap();
+    assert!(
+        same_bytes * 5 < cold_bytes,
+        "an unchanged redeploy sent {same_bytes} of {cold_bytes} bytes"
+    );
+
     // A previous release whose file no longer matches its manifest cannot serve as a
     // base: that host gets the whole release, and the result is verified all the same.
     fs::write(

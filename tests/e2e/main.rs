@@ -14,4 +14,7 @@ mod failures;
 mod hostile;
 mod hostkeys;
 mod lock;
+mod new_user;
+mod output;
 mod quickstart;
+mod schema;

@@ -33,7 +33,7 @@ fn new_payload(s: &crate::scenario::Scenario, rng: &mut StdRng) {
 /// Kills a `--json` deploy `delay` after the first event matching `from`.
 fn kill_after(s: &crate::scenario::Scenario, from: &[&str], delay: Duration) -> i32 {
     let mut child = s
-        .command(&["--json", "deploy", "test"])
+        .command(&["--json", "-v", "deploy", "test"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -54,7 +54,7 @@ fn kill_after(s: &crate::scenario::Scenario, from: &[&str], delay: Duration) -> 
 /// How long a phase lasts: from its first `started` to the first later event of `until`.
 fn measure(s: &crate::scenario::Scenario, from: &[&str], until: &[&str]) -> Duration {
     let mut child = s
-        .command(&["--json", "deploy", "test"])
+        .command(&["--json", "-v", "deploy", "test"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,0 +1,158 @@
+//! Recipes: presets for common frameworks, written in TOML (`recipes/*.toml`) and
+//! embedded in the binary. `recipe = "rails"` puts one beneath the top level of
+//! deploy.toml, which overrides it key by key, as a stage overrides the top level.
+
+use serde_json::json;
+use toml::Table;
+
+use crate::error::{Error, Result};
+use crate::run::Outcome;
+
+/// One embedded recipe.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe {
+    pub name: &'static str,
+    /// The recipe file as shipped, comments included.
+    pub text: &'static str,
+}
+
+/// Every recipe, in the order `slipway recipes` lists them.
+pub const RECIPES: &[Recipe] = &[
+    Recipe {
+        name: "rails",
+        text: include_str!("../recipes/rails.toml"),
+    },
+    Recipe {
+        name: "django",
+        text: include_str!("../recipes/django.toml"),
+    },
+    Recipe {
+        name: "laravel",
+        text: include_str!("../recipes/laravel.toml"),
+    },
+    Recipe {
+        name: "node",
+        text: include_str!("../recipes/node.toml"),
+    },
+    Recipe {
+        name: "rust-binary",
+        text: include_str!("../recipes/rust-binary.toml"),
+    },
+    Recipe {
+        name: "static-site",
+        text: include_str!("../recipes/static-site.toml"),
+    },
+];
+
+/// Top-level keys a recipe may not set: they belong to the application, not the framework.
+const NOT_IN_A_RECIPE: [&str; 5] = ["app", "deploy_to", "stages", "hosts", "recipe"];
+
+pub fn find(name: &str) -> Option<&'static Recipe> {
+    RECIPES.iter().find(|r| r.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    RECIPES.iter().map(|r| r.name).collect()
+}
+
+impl Recipe {
+    /// The first comment line: what the recipe is for.
+    pub fn summary(&self) -> &'static str {
+        self.text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix('#'))
+            .map(str::trim)
+            .unwrap_or("")
+    }
+
+    /// The recipe's settings.
+    pub fn table(&self) -> Result<Table, String> {
+        let table: Table = toml::from_str(self.text)
+            .map_err(|e| format!("recipe `{}` is broken: {}", self.name, e.message()))?;
+        if let Some(key) = NOT_IN_A_RECIPE.iter().find(|k| table.contains_key(**k)) {
+            return Err(format!(
+                "recipe `{}` sets `{key}`, which belongs in deploy.toml",
+                self.name
+            ));
+        }
+        Ok(table)
+    }
+
+    /// A migration command the recipe sets (`migrate_command`, ...), if any.
+    pub fn database_command(&self, key: &str) -> Option<String> {
+        self.table()
+            .ok()?
+            .get("database")?
+            .get(key)?
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+/// `slipway recipes`: every recipe with its summary.
+pub fn list() -> Outcome {
+    let width = RECIPES.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let mut human = String::new();
+    for r in RECIPES {
+        human.push_str(&format!("{:<width$}  {}\n", r.name, r.summary()));
+    }
+    human.push_str(
+        "\nUse one with recipe = \"NAME\" in deploy.toml; `slipway recipes show NAME` prints it.\n",
+    );
+    Outcome {
+        human,
+        data: json!({
+            "recipes": RECIPES
+                .iter()
+                .map(|r| json!({ "name": r.name, "summary": r.summary() }))
+                .collect::<Vec<_>>()
+        }),
+    }
+}
+
+/// `slipway recipes show NAME`: the recipe file, comments included.
+pub fn show(name: &str) -> Result<Outcome> {
+    let recipe = find(name).ok_or_else(|| {
+        Error::Usage(format!(
+            "no recipe `{name}` (recipes: {})",
+            names().join(", ")
+        ))
+    })?;
+    Ok(Outcome {
+        human: recipe.text.to_string(),
+        data: json!({ "name": recipe.name, "text": recipe.text }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Layer;
+
+    #[test]
+    fn every_recipe_is_a_valid_layer_with_a_summary() {
+        for recipe in RECIPES {
+            let table = recipe.table().unwrap();
+            let layer: Result<Layer, _> = toml::Value::Table(table).try_into();
+            assert!(layer.is_ok(), "{}: {:?}", recipe.name, layer.err());
+            assert!(!recipe.summary().is_empty(), "{}", recipe.name);
+        }
+    }
+
+    #[test]
+    fn the_frameworks_with_a_database_set_all_three_commands() {
+        for name in ["rails", "django", "laravel", "node", "rust-binary"] {
+            let recipe = find(name).unwrap();
+            for key in ["migrate_command", "rollback_command", "version_command"] {
+                assert!(recipe.database_command(key).is_some(), "{name}: {key}");
+            }
+        }
+        assert!(
+            find("static-site")
+                .unwrap()
+                .database_command("migrate_command")
+                .is_none()
+        );
+    }
+}
