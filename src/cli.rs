@@ -87,6 +87,8 @@ pub enum Command {
         #[arg(long)]
         config_only: bool,
     },
+    /// Rehearse a rollback on STAGE (only with `drill = true`): roll back, verify, roll forward, report timings.
+    Drill { stage: String },
     /// Print STAGE's merged configuration, secrets masked.
     ///
     /// What the stage's commands see: its recipe, the top level and the stage merged key

@@ -68,15 +68,28 @@ pub async fn releases(stage: &Stage, ctx: &Context) -> Result<Outcome> {
 
 /// `slipway status STAGE`: one line per host.
 pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
-    let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
-    let states = probe(&fleet).await;
-    let rollout = crate::rollout::state::read(&fleet).await;
+    // Where every host stands, even when some are down (after a fault, that is the point).
+    let (fleet, unreachable) = Fleet::connect_reachable(stage, ctx.reporter.clone()).await;
+    let states = if fleet.is_empty() {
+        Ok(Vec::new())
+    } else {
+        probe(&fleet).await
+    };
+    let rollout = if fleet.is_empty() {
+        Ok(None)
+    } else {
+        crate::rollout::state::read(&fleet).await
+    };
     fleet.close().await;
     let states = states?;
     let rollout = rollout?;
     let mut human = String::new();
     let mut data = Vec::new();
     let currents: std::collections::BTreeSet<_> = states.iter().map(|s| s.current()).collect();
+    for (host, error) in &unreachable {
+        human.push_str(&format!("{host:<24} UNREACHABLE: {error}\n"));
+        data.push(json!({ "host": host, "reachable": false, "error": error }));
+    }
     for s in &states {
         let current = s
             .current()
@@ -127,6 +140,16 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     if currents.len() > 1 {
         human.push_str(&format!(
             "hosts are on different releases: bring them together with `slipway rollback {} --to ID` or a new deploy\n",
+            stage.name
+        ));
+        return Err(Error::Diverged(human));
+    }
+    if !unreachable.is_empty() {
+        let names: Vec<&str> = unreachable.iter().map(|(h, _)| h.as_str()).collect();
+        human.push_str(&format!(
+            "{} host(s) unreachable: {} (where they stand is unknown; bring them back, then `slipway status {}` again)\n",
+            names.len(),
+            names.join(", "),
             stage.name
         ));
         return Err(Error::Diverged(human));
@@ -312,6 +335,12 @@ pub fn judge(host: &str, survey: &str, stage: &Stage, local_clock: i64) -> Vec<F
         get("tar").is_some_and(|t| !t.is_empty()),
         "tar is installed".into(),
     );
+    if stage.archive_pruned > 0 {
+        add(
+            get("zstd").is_some_and(|t| !t.is_empty()),
+            "zstd is installed (archive_pruned archives releases with it; without it old releases are kept, not archived: apt-get install zstd)".into(),
+        );
+    }
     add(
         get("mv_t") == Some("1"),
         "mv supports -T (GNU coreutils), needed for the atomic switch".into(),

@@ -117,6 +117,9 @@ async fn locked_deploy(
     )
     .await?;
     let result = run_deploy(fleet, ctx, archive, &held.states).await;
+    // A crash here leaves the release live and the lock held: what `unlock` is for.
+    // (Points after the switch only pause, sleep or exit: there is nothing left to fail.)
+    let _ = fault::point("deploy.before-unlock").await;
     // Every outcome is on record, on every host: success, failure, or a revert.
     let paused = matches!(&result, Ok((_, _, o)) if o.data["paused"] == true);
     let (id, from, outcome) = match &result {
@@ -160,6 +163,13 @@ async fn run_deploy(
     let from = common_current(states);
     let id = next_release_id(states);
     let fail = |e: Error| (Some(id.clone()), from.clone(), e);
+    if let Err(m) = fault::point("deploy.after-lock").await {
+        return Err(fail(Error::Step {
+            host: "-".into(),
+            step: "lock".into(),
+            message: m,
+        }));
+    }
     let prior = match rollout::state::read(fleet).await {
         Ok(p) => p,
         Err(e) => return Err((None, from, e)),
@@ -302,7 +312,15 @@ async fn run_deploy(
                         "build",
                         &env,
                         &stage.build_hooks,
-                        &script::write_meta(&fleet.layout, &id, &ready.to_line()),
+                        &format!(
+                            "{}{}",
+                            script::write_meta(&fleet.layout, &id, &ready.to_line()),
+                            if stage.immutable {
+                                script::make_read_only(&fleet.layout, &id)
+                            } else {
+                                String::new()
+                            }
+                        ),
                     )
                 },
                 None,
@@ -436,6 +454,7 @@ async fn run_deploy(
         return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
     }
 
+    let _ = fault::point("deploy.before-prune").await;
     // Retention.
     let pruned = prune(fleet, states, &live).await;
     let human = format!(
@@ -876,7 +895,13 @@ async fn prune(fleet: &Fleet, states: &[HostState], live: &ReleaseMeta) -> usize
         .step_on(
             &which,
             "prune",
-            |i| script::remove_releases(&fleet.layout, &plans[i]),
+            |i| {
+                if fleet.stage.archive_pruned > 0 {
+                    script::archive_and_remove(&fleet.layout, &plans[i], fleet.stage.archive_pruned)
+                } else {
+                    script::remove_releases(&fleet.layout, &plans[i])
+                }
+            },
             None,
             fleet.stage.timeouts.command,
         )

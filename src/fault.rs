@@ -2,7 +2,8 @@
 //!
 //! `SLIPWAY_FAULT=<point>:<action>` (comma-separated for several) where action is
 //! `pause` (announce on stderr, then wait until the process is signalled), `exit` (exit
-//! at once with status 99, as a crash would) or `fail` (the step fails). Points are the
+//! at once with status 99, as a crash would), `fail` (the step fails) or `sleep=DURATION`
+//! (wait that long, then go on: time for a test to stop a host between two steps). Points are the
 //! step boundaries of the deploy and rollback flows, e.g. `deploy.after-upload`. Outside
 //! tests the variable is unset and every point is a no-op.
 
@@ -13,6 +14,7 @@ pub enum Action {
     Pause,
     Exit,
     Fail,
+    Sleep(Duration),
 }
 
 /// The action configured for `point`, if any.
@@ -27,7 +29,10 @@ pub fn configured(point: &str) -> Option<Action> {
             "pause" => Some(Action::Pause),
             "exit" => Some(Action::Exit),
             "fail" => Some(Action::Fail),
-            _ => None,
+            other => other
+                .strip_prefix("sleep=")
+                .and_then(|d| humantime::parse_duration(d).ok())
+                .map(Action::Sleep),
         }
     })
 }
@@ -37,6 +42,14 @@ pub async fn point(point: &str) -> Result<(), String> {
     match configured(point) {
         None => Ok(()),
         Some(Action::Fail) => Err(format!("fault injected at {point}")),
+        Some(Action::Sleep(duration)) => {
+            eprintln!(
+                "slipway: fault point {point}: sleeping {}",
+                humantime::format_duration(duration)
+            );
+            tokio::time::sleep(duration).await;
+            Ok(())
+        }
         Some(Action::Exit) => {
             eprintln!("slipway: fault point {point}: exiting");
             std::process::exit(99);

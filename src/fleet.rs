@@ -35,6 +35,28 @@ impl Fleet {
     /// Connects to every host of the stage in parallel. All or nothing: if one host
     /// cannot be reached, the others are closed and nothing has been touched.
     pub async fn connect(stage: &Stage, reporter: Arc<Reporter>) -> Result<Fleet> {
+        let (fleet, failures) = Fleet::connect_reachable(stage, reporter).await;
+        if let Some((name, error)) = failures.into_iter().next() {
+            for h in &fleet.hosts {
+                h.close().await;
+            }
+            return Err(Error::Step {
+                host: name,
+                step: "connect".into(),
+                message: error,
+            });
+        }
+        Ok(fleet)
+    }
+
+    /// Connects to every host it can, for read-only commands that must say where every
+    /// host stands even when some are down (`status`): the fleet of reachable hosts, and
+    /// each unreachable host with its error. Indexes of this fleet are not the stage's
+    /// host indexes: never use it for steps that pick hosts by role.
+    pub async fn connect_reachable(
+        stage: &Stage,
+        reporter: Arc<Reporter>,
+    ) -> (Fleet, Vec<(String, String)>) {
         let layout = Layout::new(&stage.deploy_to);
         // `[rollout] max_parallel` bounds new connections too.
         let limit = Semaphore::new(CONCURRENT_CONNECTS.min(stage.rollout.max_parallel.max(1)));
@@ -83,23 +105,18 @@ impl Fleet {
                 Err(e) => failures.push((name, e)),
             }
         }
-        if let Some((name, error)) = failures.into_iter().next() {
-            for h in &hosts {
-                h.close().await;
-            }
-            return Err(Error::Step {
-                host: name,
-                step: "connect".into(),
-                message: error.to_string(),
-            });
-        }
-        Ok(Fleet {
+        let fleet = Fleet {
             stage: stage.clone(),
             layout,
             hosts,
             reporter,
             uploads: Semaphore::new(CONCURRENT_UPLOADS.min(stage.rollout.max_parallel.max(1))),
-        })
+        };
+        let failures = failures
+            .into_iter()
+            .map(|(name, e)| (name, e.to_string()))
+            .collect();
+        (fleet, failures)
     }
 
     pub fn len(&self) -> usize {

@@ -17,7 +17,7 @@ use slipway::layout::ReleaseId;
 use slipway::report::{Format, Reporter};
 use slipway::rollout::command::{self as rollout, Action};
 use slipway::run::{Context, Outcome};
-use slipway::{commands, db, deploy, docs, init, recipe, rollback};
+use slipway::{commands, db, deploy, docs, drill, init, recipe, rollback};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -122,6 +122,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
                         force_schema: *force_schema,
                         skip_schema: *skip_schema,
                     },
+                    rehearsal: false,
                 },
             )
             .await
@@ -177,6 +178,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
         Command::Rollout(RolloutCommand::Retry { stage }) => {
             rollout::steer(config.stage(stage)?, &ctx, Action::Retry).await
         }
+        Command::Drill { stage } => drill::drill(config.stage(stage)?, &ctx).await,
         Command::Unlock { stage } => commands::unlock(config.stage(stage)?, &ctx).await,
         Command::Config { stage } => {
             let table = config.show(stage)?;

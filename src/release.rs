@@ -131,13 +131,25 @@ impl LockInfo {
             format!("{} s ago", age.num_seconds().max(0))
         };
         format!(
-            "{}@{} (pid {}, `{}`, since {}, {ago})",
+            "{}@{} (pid {}, `{}`, since {}, {ago}){}",
             self.user,
             self.machine,
             self.pid,
             self.command,
-            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+            self.since.format("%Y-%m-%d %H:%M:%S UTC"),
+            if self.is_stale_here() {
+                "; stale: that process is no longer running on this machine"
+            } else {
+                ""
+            }
         )
+    }
+
+    /// Whether the holder was a process on this machine that is gone (killed, crashed).
+    /// A lock from another machine cannot be judged from here: never called stale.
+    pub fn is_stale_here(&self) -> bool {
+        let here = crate::audit::Actor::current().machine;
+        self.machine == here && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 

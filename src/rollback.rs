@@ -9,7 +9,7 @@ use crate::db::{self, undo::SchemaRollback};
 use crate::deploy::{common_current, run_restart};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, first_failure};
 use crate::layout::ReleaseId;
 use crate::lock;
 use crate::plan::{self, PlanStep, RollbackPlan};
@@ -21,6 +21,9 @@ pub struct Request {
     pub to: Option<ReleaseId>,
     pub reason: Option<String>,
     pub schema: crate::db::undo::Options,
+    /// A drill's switch: the release left stays a good rollback target (`ready`), not
+    /// `rolled-back`, so that a drill leaves the stage as it found it.
+    pub rehearsal: bool,
 }
 
 pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result<Outcome> {
@@ -44,7 +47,11 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
         .await
         {
             Ok(held) => {
-                let (from, to, result) = run_rollback(&fleet, request, &held.states).await;
+                let (from, to, result) = match restore_archived(&fleet, request, &held.states).await
+                {
+                    Ok(states) => run_rollback(&fleet, request, &states).await,
+                    Err(e) => (common_current(&held.states), request.to.clone(), Err(e)),
+                };
                 let record = Record {
                     time: Utc::now(),
                     action: "rollback".into(),
@@ -61,6 +68,7 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
                     message: result.as_ref().err().map(|e| e.to_string()),
                     duration_ms: started.elapsed().as_millis() as u64,
                 };
+                let _ = fault::point("rollback.before-unlock").await;
                 lock::finish(&fleet, &held, &record).await;
                 result
             }
@@ -167,6 +175,53 @@ fn render(plan: &RollbackPlan) -> String {
     s
 }
 
+/// `rollback --to ID` where a host no longer has `releases/ID` but has its archive
+/// (`archive_pruned`): the release is restored from the archive first; its manifest is
+/// verified before the switch like any target's. Returns the hosts' states, read again
+/// when something was restored.
+async fn restore_archived(
+    fleet: &Fleet,
+    request: &Request,
+    states: &[HostState],
+) -> Result<Vec<HostState>> {
+    let Some(id) = &request.to else {
+        return Ok(states.to_vec());
+    };
+    let missing: Vec<usize> = fleet
+        .all()
+        .into_iter()
+        .filter(|&i| states[i].release(id).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(states.to_vec());
+    }
+    let results = fleet
+        .step_on(
+            &missing,
+            "restore",
+            |_| script::restore_release(&fleet.layout, id),
+            None,
+            fleet.stage.timeouts.upload,
+        )
+        .await;
+    if let Some(e) = first_failure(fleet, "restore", &results) {
+        return Err(e);
+    }
+    let restored: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|o| o.stdout.contains("restored")))
+        .map(|(i, _)| fleet.name(*i))
+        .collect();
+    if restored.is_empty() {
+        return Ok(states.to_vec());
+    }
+    fleet.reporter.info(&format!(
+        "restored release {id} from backups/releases/{id}.tar.zst on {}",
+        restored.join(", ")
+    ));
+    probe(fleet).await
+}
+
 async fn run_rollback(
     fleet: &Fleet,
     request: &Request,
@@ -212,6 +267,28 @@ async fn run_rollback(
         fleet.len(),
         if fleet.len() == 1 { "" } else { "s" }
     ));
+    // Integrity: the target must still be what was deployed, on every host, before any
+    // host is switched to it.
+    let shared: Vec<String> = fleet
+        .stage
+        .shared_files
+        .iter()
+        .chain(&fleet.stage.shared_dirs)
+        .cloned()
+        .collect();
+    let all = fleet.all();
+    let verified = fleet
+        .step_on(
+            &all,
+            "verify",
+            |_| script::verify_release(&fleet.layout, &target, &shared),
+            None,
+            fleet.stage.timeouts.upload,
+        )
+        .await;
+    if let Some(e) = first_failure(fleet, "verify", &verified) {
+        return (from, Some(target), Err(e));
+    }
     if let Err(m) = fault::point("rollback.before-switch").await {
         return (
             from,
@@ -223,7 +300,6 @@ async fn run_rollback(
             }),
         );
     }
-    let all = fleet.all();
     let results = fleet
         .step_on(
             &all,
@@ -233,7 +309,7 @@ async fn run_rollback(
                     &fleet.layout,
                     Some(&target),
                     &format!("{:016x}", rand::random::<u64>()),
-                    &records(&states[i], &target, &reason),
+                    &records(&states[i], &target, &reason, request.rehearsal),
                 )
             },
             None,
@@ -245,12 +321,10 @@ async fn run_rollback(
         .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
         .collect();
     if let Some((_, why)) = failed.first() {
-        // Undo: put the switched hosts back where they were, so the stage stays on one release.
-        let switched: Vec<usize> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
+        // Undo: put the hosts back where they were, so the stage stays on one release.
+        // Every host, not only those that reported success: a host whose switch timed out
+        // (a stalled connection) may still carry it out later.
+        let switched: Vec<usize> = all.clone();
         let back = fleet
             .step_on(
                 &switched,
@@ -299,6 +373,7 @@ async fn run_rollback(
         };
         return (from, Some(target), Err(error));
     }
+    let _ = fault::point("rollback.after-switch").await;
     if !fleet.stage.restart_hooks.is_empty() {
         let results = run_restart(fleet, &all, &target).await;
         let bad: Vec<String> = results
@@ -347,7 +422,12 @@ async fn run_rollback(
 
 /// The records written with the switch: the target becomes live, the release being
 /// left becomes rolled-back (with the reason).
-fn records(state: &HostState, target: &ReleaseId, reason: &str) -> Vec<(ReleaseId, String)> {
+fn records(
+    state: &HostState,
+    target: &ReleaseId,
+    reason: &str,
+    rehearsal: bool,
+) -> Vec<(ReleaseId, String)> {
     let mut out = Vec::new();
     if let Some(meta) = state.release(target).and_then(|r| r.meta.clone()) {
         out.push((
@@ -359,11 +439,12 @@ fn records(state: &HostState, target: &ReleaseId, reason: &str) -> Vec<(ReleaseI
         && &current != target
         && let Some(meta) = state.release(&current).and_then(|r| r.meta.clone())
     {
-        out.push((
-            current,
+        let left = if rehearsal {
+            meta.with_state(ReleaseState::Ready, None)
+        } else {
             meta.with_state(ReleaseState::RolledBack, Some(reason.to_string()))
-                .to_line(),
-        ));
+        };
+        out.push((current, left.to_line()));
     }
     out
 }

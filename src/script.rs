@@ -59,6 +59,13 @@ if (umask 077 && mkdir -- "$d/.slipway/lock") 2>/dev/null; then
   exit 0
 fi
 if [ ! -d "$d/.slipway/lock" ]; then echo "cannot create $d/.slipway/lock" >&2; exit 1; fi
+# The winner of a race writes its record just after its mkdir: give it a moment, so that
+# the loser can name the holder.
+n=0
+while [ ! -s "$d/.slipway/lock/owner.json" ] && [ -d "$d/.slipway/lock" ] && [ $n -lt 20 ]; do
+  sleep 0.05 2>/dev/null || sleep 1
+  n=$((n + 1))
+done
 cat -- "$d/.slipway/lock/owner.json" 2>/dev/null || echo '{{}}'
 exit {EXIT_LOCK_HELD}
 "#,
@@ -192,6 +199,33 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     s
 }
 
+/// Checks every file of a complete release against its `.slipway/manifest.sha256`
+/// before it is switched to (a rollback target): a file modified, truncated or removed
+/// on the host since the upload is refused, naming it. Paths that `[shared]` replaced by
+/// links are left out (the manifest describes the shipped files; the links are not them).
+pub fn verify_release(layout: &Layout, id: &ReleaseId, shared: &[String]) -> String {
+    format!(
+        r#"{PRELUDE}r={release}
+EXCL={excluded}
+export EXCL
+[ -d "$r" ] || {{ echo "release {id} is missing in $r" >&2; exit 1; }}
+if [ -f "$r/.slipway/manifest.sha256" ]; then
+  if ! bad=$(cd -- "$r" && awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
+      {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}' \
+      .slipway/manifest.sha256 | sha256sum --quiet --strict -c - 2>&1); then
+    echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
+    exit {EXIT_NOT_VERIFIED}
+  fi
+else
+  echo "release {id} has no manifest to verify (.slipway/manifest.sha256)" >&2
+  exit {EXIT_NOT_VERIFIED}
+fi
+"#,
+        release = quote(&layout.release(id)),
+        excluded = quote(&shared.join("\n")),
+    )
+}
+
 /// Checks the partial release against its manifest before shared links replace any path,
 /// naming the files that differ: a truncated upload or a full disk is refused. Files that
 /// travelled are checked by content (`sha256sum -c`); in an incremental upload, files
@@ -278,7 +312,14 @@ pub fn switch(
     nonce: &str,
     records: &[(ReleaseId, String)],
 ) -> String {
-    let mut s = format!("{PRELUDE}d={d}\n", d = quote(layout.deploy_to()));
+    // Once begun, a switch runs to its end on the host even if the deployer dies (its
+    // session closed): otherwise `current` could be renamed but the records not written
+    // (found by tests/faults: a SIGKILL during the switch left `current` on a release
+    // recorded as `ready`).
+    let mut s = format!(
+        "{PRELUDE}trap '' HUP PIPE INT TERM\nd={d}\n",
+        d = quote(layout.deploy_to())
+    );
     match target {
         Some(id) => {
             let tmp = quote(&layout.current_tmp(id, nonce));
@@ -303,9 +344,53 @@ pub fn switch(
 pub fn remove_releases(layout: &Layout, ids: &[ReleaseId]) -> String {
     let mut s = String::from(PRELUDE);
     for id in ids {
-        s.push_str(&format!("rm -rf -- {}\n", quote(&layout.release(id))));
+        // A read-only (`immutable`) release: its directories must be writable to empty them.
+        let r = quote(&layout.release(id));
+        s.push_str(&format!("chmod -R u+w -- {r} 2>/dev/null\nrm -rf -- {r}\n"));
     }
     s
+}
+
+/// Archives each release to `backups/releases/ID.tar.zst` (zstd on the host), then
+/// removes it; keeps the newest `keep` archives. A release that cannot be archived (no
+/// zstd, a full disk) is kept and said so: pruning never loses a release silently.
+pub fn archive_and_remove(layout: &Layout, ids: &[ReleaseId], keep: usize) -> String {
+    let mut s = format!(
+        "{PRELUDE}d={d}\nb=\"$d/backups/releases\"\nmkdir -p -- \"$b\" || exit 1\nhave_zstd=1\ncommand -v zstd >/dev/null 2>&1 || {{ have_zstd=0; echo 'zstd is not installed on this host: old releases are kept, not archived (apt-get install zstd)' >&2; }}\n",
+        d = quote(layout.deploy_to()),
+    );
+    for id in ids {
+        let r = quote(&layout.release(id));
+        s.push_str(&format!(
+            "if [ \"$have_zstd\" = 1 ]; then\n  if tar -C \"$d/releases\" -cf - -- {id} | zstd -q -T1 -o \"$b/{id}.tar.zst.tmp\" -f && mv -f -- \"$b/{id}.tar.zst.tmp\" \"$b/{id}.tar.zst\"; then\n    chmod -R u+w -- {r} 2>/dev/null\n    rm -rf -- {r}\n  else\n    rm -f -- \"$b/{id}.tar.zst.tmp\"\n    echo 'archiving release {id} failed: it is kept' >&2\n  fi\nfi\n"
+        ));
+    }
+    // Archive names are release ids: sortable as text, newest last.
+    s.push_str(&format!(
+        "ls -1 -- \"$b\" | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z\\.tar\\.zst$' | sort | head -n -{keep} | while IFS= read -r f; do rm -f -- \"$b/$f\"; done\n"
+    ));
+    s
+}
+
+/// Restores `id` from `backups/releases/ID.tar.zst` if its directory is gone (for
+/// `rollback --to`); prints `restored` when it did. The caller verifies the manifest.
+pub fn restore_release(layout: &Layout, id: &ReleaseId) -> String {
+    format!(
+        "{PRELUDE}d={d}\nr={r}\na=\"$d/backups/releases/{id}.tar.zst\"\nt=\"$d/releases/.restore.{id}\"\nif [ ! -d \"$r\" ] && [ -f \"$a\" ]; then\n  {zstd}  rm -rf -- \"$t\" && mkdir -p -- \"$t\" || exit 1\n  if ! zstd -dc -- \"$a\" | tar -x -C \"$t\"; then rm -rf -- \"$t\"; echo \"cannot extract $a\" >&2; exit 1; fi\n  mv -- \"$t/{id}\" \"$r\" && rm -rf -- \"$t\" || {{ echo \"the archive $a does not hold release {id}\" >&2; rm -rf -- \"$t\"; exit 1; }}\n  echo restored\nfi\n",
+        d = quote(layout.deploy_to()),
+        r = quote(&layout.release(id)),
+        zstd = need_tool("zstd", "zstd"),
+    )
+}
+
+/// Makes a built release read-only (`immutable = true`): every file and directory loses
+/// its write bits, except `.slipway/` (its record changes state on switches). Symlinks
+/// (the shared links) are not followed: shared files stay writable.
+pub fn make_read_only(layout: &Layout, id: &ReleaseId) -> String {
+    let r = quote(&layout.release(id));
+    format!(
+        "chmod -R a-w -- {r} && chmod u+w -- {r}/.slipway || {{ echo \"cannot make release {id} read-only\" >&2; exit 1; }}\n"
+    )
 }
 
 /// Prints a release's manifest (for incremental uploads).
@@ -354,6 +439,7 @@ printf 'inodes\t%s\n' "$(df -Pi -- "$e" 2>/dev/null | awk 'NR==2 {{print $4}}')"
 printf 'dev_deploy_to\t%s\n' "$(stat -c %d -- "$e" 2>/dev/null)"
 if [ -d "$d/releases" ]; then printf 'dev_releases\t%s\n' "$(stat -c %d -- "$d/releases")"; fi
 printf 'tar\t%s\n' "$(command -v tar)"
+printf 'zstd\t%s\n' "$(command -v zstd)"
 if mv --help 2>&1 | grep -q -- '-T'; then echo "mv_t	1"; else echo "mv_t	0"; fi
 printf 'clock\t%s\n' "$(date +%s)"
 if [ -d "$d/.slipway/lock" ]; then printf 'lock\t%s\n' "$(tr '\n\t' '  ' < "$d/.slipway/lock/owner.json" 2>/dev/null)"; fi

@@ -69,6 +69,9 @@ pub struct Layer {
     pub deploy_to: Option<String>,
     pub keep_releases: Option<i64>,
     pub link_unchanged: Option<bool>,
+    pub immutable: Option<bool>,
+    pub archive_pruned: Option<i64>,
+    pub drill: Option<bool>,
     pub transport: Option<String>,
     /// A preset beneath the top level: `rails`, `node`, ... (see `slipway recipes`).
     pub recipe: Option<String>,
@@ -219,6 +222,12 @@ pub struct Stage {
     pub keep_releases: usize,
     /// Hard-link files unchanged since the current release instead of sending them.
     pub link_unchanged: bool,
+    /// Make each release read-only once built (`chmod -R a-w`, `.slipway/` excepted).
+    pub immutable: bool,
+    /// Archive releases to `backups/releases/ID.tar.zst` before pruning; keep this many (0: off).
+    pub archive_pruned: usize,
+    /// `slipway drill` may run on this stage (it switches every host back and forth).
+    pub drill: bool,
     pub transport: TransportKind,
     pub source: Source,
     pub ssh: Ssh,

@@ -130,6 +130,21 @@ fn resolve_stage(
     let link_unchanged = field!(stage, top, at, link_unchanged)
         .map(|(v, _)| *v)
         .unwrap_or(true);
+    let archive_pruned = match field!(stage, top, at, archive_pruned) {
+        None => 0,
+        Some((&n, p)) => {
+            if !(0..=1000).contains(&n) {
+                return Err((p, format!("must be between 0 (off) and 1000 (got {n})")));
+            }
+            n as usize
+        }
+    };
+    let drill = field!(stage, top, at, drill)
+        .map(|(v, _)| *v)
+        .unwrap_or(false);
+    let immutable = field!(stage, top, at, immutable)
+        .map(|(v, _)| *v)
+        .unwrap_or(false);
     let source = resolve_source(stage, top, at, base)?;
     let ssh = resolve_ssh(stage, top, at, base)?;
 
@@ -205,6 +220,9 @@ fn resolve_stage(
         deploy_to,
         keep_releases,
         link_unchanged,
+        immutable,
+        archive_pruned,
+        drill,
         transport,
         source,
         ssh,

@@ -14,6 +14,7 @@ mod scenario;
 mod ssh;
 
 mod acceptance;
+mod drill;
 mod more;
 mod rollout;
 mod sqlite_bookkeeping;

@@ -95,6 +95,8 @@ unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 const SIGKILL: i32 = 9;
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
 
 /// A set of test hosts sharing one temp dir, one client key, one `known_hosts`
 /// and one ssh client config. Dropping it kills every host.
@@ -285,6 +287,45 @@ impl Fleet {
         if host.process.is_none() {
             host.spawn();
             host.wait_ready();
+        }
+    }
+
+    /// Freezes host `i` (SIGSTOP to every process of its mount namespace: the
+    /// listener, live sessions and what they started). Its connections stay open
+    /// but nothing answers — a network stall without RST. [`Fleet::thaw`] resumes it.
+    pub fn freeze(&self, i: usize) {
+        self.signal_host(i, SIGSTOP);
+    }
+
+    /// Resumes a host stopped by [`Fleet::freeze`].
+    pub fn thaw(&self, i: usize) {
+        self.signal_host(i, SIGCONT);
+    }
+
+    fn signal_host(&self, i: usize, sig: i32) {
+        let Some(ns) = self.hosts[i]
+            .process
+            .as_ref()
+            .and_then(|p| p.mount_ns.as_ref().map(|ns| ns.name.clone()))
+        else {
+            return;
+        };
+        // Twice: a session may be forking while we scan.
+        for _ in 0..2 {
+            if let Ok(entries) = fs::read_dir("/proc") {
+                for entry in entries.flatten() {
+                    let Some(pid) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|s| s.parse::<i32>().ok())
+                    else {
+                        continue;
+                    };
+                    if fs::read_link(entry.path().join("ns/mnt")).is_ok_and(|n| n == ns) {
+                        unsafe { kill(pid, sig) };
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,147 @@
+//! A host's sshd killed between two switches, a full disk, a stalled connection.
+
+use std::time::{Duration, Instant};
+
+use crate::scenario::Scenario;
+use crate::{Outcome, Stderr, assert_sound, deployed, observe_and_recover, print_table};
+
+#[test]
+fn a_host_whose_sshd_dies_between_the_switch_and_the_restart_is_named_and_recoverable() {
+    let (mut s, v1) = deployed(3);
+    s.app_file("index.html", "v2");
+    let mut child = s.spawn_with_fault(&["deploy", "test"], "deploy.after-switch:sleep=3s");
+    let err = Stderr::collect(&mut child);
+    err.wait_for("fault point deploy.after-switch: sleeping");
+    s.fleet_mut().stop(1);
+    let run = err.finish(child);
+    let host = s.fleet().host(1).address.clone();
+    // Host 1 cannot run its restart hook nor be switched back: the others go back to v1.
+    assert_eq!(run.code, 4, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&host),
+        "names the lost host: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("slipway"),
+        "says what to run: {}",
+        run.stderr
+    );
+    assert_eq!(s.current(0).as_deref(), Some(v1.as_str()));
+    assert_eq!(s.current(2).as_deref(), Some(v1.as_str()));
+    // While it is down, status still shows every host: the lost one named unreachable.
+    let status = s.slipway(&["status", "test"]);
+    assert_eq!(status.code, 4, "{}", status.all_output());
+    let text = status.all_output();
+    assert!(
+        text.contains(&host) && text.contains("UNREACHABLE"),
+        "{text}"
+    );
+    for i in [0, 2] {
+        assert!(text.contains(&s.fleet().host(i).address), "{text}");
+    }
+    assert!(
+        text.contains(&v1),
+        "the reachable hosts' release is shown: {text}"
+    );
+    s.fleet_mut().start_host(1);
+    let row = observe_and_recover(&s, "sshd of host 2 killed after its switch", run.code);
+    print_table("a host lost mid-deploy", &[row]);
+}
+
+/// Unmounts the tmpfs when the test ends, even by a panic.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_during_upload_fails_cleanly_naming_the_host() {
+    let mut s = Scenario::new().hosts(2).build_hook("bin/build");
+    // Host 2's /srv becomes an 8 MB tmpfs: mounted on its directory before it starts,
+    // so its mount namespace sees it as /srv.
+    s.fleet_mut().stop(1);
+    let srv = s.fleet().host(1).srv();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&srv)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mount a tmpfs on {}", srv.display());
+    let _guard = Tmpfs(srv);
+    s.fleet_mut().start_host(1);
+    let v1 = s.deploy_ok();
+    let big: String = (0..12 * 1024 * 1024)
+        .map(|i: u32| char::from(b'a' + (i.wrapping_mul(2654435761) >> 27) as u8 % 26))
+        .collect();
+    s.app_file("big.bin", &big);
+    let run = s.deploy();
+    let host = s.fleet().host(1).address.clone();
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&host) && run.stderr.contains("No space left on device"),
+        "names the host and the cause: {}",
+        run.stderr
+    );
+    s.assert_current_everywhere(&v1);
+    s.assert_no_partial_and_no_lock();
+    assert_sound(&s, "disk full");
+    std::fs::remove_file(s.dir().join("app/big.bin")).expect("rm");
+    let row = observe_and_recover(&s, "disk full on host 2 during upload", run.code);
+    print_table("disk full", &[row]);
+}
+
+/// Thaws a frozen host when the test ends, even by a panic.
+struct Frozen<'a>(&'a Scenario, usize);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.0.fleet().thaw(self.1);
+    }
+}
+
+#[test]
+fn a_stalled_connection_is_cut_by_the_step_timeout_naming_host_and_step() {
+    let (mut s, v1) = deployed(2);
+    s.extra = "[timeouts]\ncommand = \"3s\"\n".into();
+    s.app_file("index.html", "v2");
+    let mut child = s.spawn_with_fault(&["deploy", "test"], "deploy.before-switch:sleep=2s");
+    let err = Stderr::collect(&mut child);
+    err.wait_for("fault point deploy.before-switch: sleeping");
+    let frozen = Frozen(&s, 1);
+    s.fleet().freeze(1);
+    let started = Instant::now();
+    let run = err.finish(child);
+    let took = started.elapsed();
+    let host = s.fleet().host(1).address.clone();
+    // 2 s of sleep left at most, then the switch (3 s) and the switch-back (3 s) time out.
+    assert!(
+        took < Duration::from_secs(15),
+        "the stalled host was cut off in {took:?}"
+    );
+    assert_eq!(run.code, 4, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&host)
+            && run.stderr.contains("switch")
+            && run.stderr.contains("no answer within 3s"),
+        "names host, step and timeout: {}",
+        run.stderr
+    );
+    assert_eq!(
+        s.current(0).as_deref(),
+        Some(v1.as_str()),
+        "host 1 switched back"
+    );
+    drop(frozen);
+    // The stalled host wakes up: whatever it carries out late, the next deploy recovers.
+    std::thread::sleep(Duration::from_secs(1));
+    let row: Outcome = observe_and_recover(&s, "host 2 stalled during the switch", run.code);
+    print_table("network stall", &[row]);
+    println!("stalled deploy ended after {took:?} (command timeout 3s)");
+}

@@ -1,0 +1,89 @@
+//! Release integrity: a release modified on the host after upload is refused on
+//! rollback, naming the file; `immutable = true` makes releases read-only.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::scenario::Scenario;
+
+#[test]
+fn a_rollback_target_modified_on_a_host_is_refused_naming_the_file() {
+    let s = Scenario::new().hosts(2).shared_dir("log");
+    let v1 = s.deploy_ok();
+    s.app_file("index.html", "v2");
+    let v2 = s.deploy_ok();
+    // Tampered on host 2: one byte changed.
+    let file = s.app_path(1, &format!("releases/{v1}/index.html"));
+    std::fs::write(&file, "<h1>v1</h1>\n<script>evil()</script>\n").expect("tamper");
+    let run = s.rollback(&[]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    let host = &s.fleet().host(1).address;
+    assert!(
+        run.stderr.contains(host)
+            && run.stderr.contains("verify")
+            && run.stderr.contains("index.html")
+            && run.stderr.contains("does not match its manifest"),
+        "names host, step and file: {}",
+        run.stderr
+    );
+    s.assert_current_everywhere(&v2);
+    s.assert_no_partial_and_no_lock();
+
+    // Truncated: the same refusal.
+    std::fs::write(&file, "").expect("truncate");
+    let run = s.rollback(&[]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(run.stderr.contains("index.html"), "{}", run.stderr);
+    s.assert_current_everywhere(&v2);
+
+    // Put back as deployed: the rollback goes through (the shared `log` link is not
+    // mistaken for a modified file).
+    std::fs::write(&file, "<h1>v1</h1>\n").expect("restore");
+    s.rollback(&[]).ok();
+    s.assert_current_everywhere(&v1);
+}
+
+fn write_bits(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o222
+}
+
+#[test]
+fn immutable_releases_are_read_only_and_still_pruned() {
+    let mut s = Scenario::new()
+        .hosts(2)
+        .keep_releases(1)
+        .shared_dir("log")
+        .build_hook("bin/build");
+    s.extra = "immutable = true\n".into();
+    let v1 = s.deploy_ok();
+    for i in 0..s.host_count() {
+        let r = s.app_path(i, &format!("releases/{v1}"));
+        assert_eq!(write_bits(&r), 0, "the release dir is read-only");
+        assert_eq!(write_bits(&r.join("index.html")), 0, "files are read-only");
+        assert_eq!(write_bits(&r.join("build.txt")), 0, "built files too");
+        assert_eq!(write_bits(&r.join("bin")), 0, "subdirectories too");
+        assert_ne!(
+            write_bits(&s.app_path(i, "shared/log")),
+            0,
+            "shared dirs stay writable"
+        );
+        assert_ne!(
+            write_bits(&r.join(".slipway")),
+            0,
+            "the record can change state"
+        );
+    }
+    s.app_file("index.html", "v2");
+    let v2 = s.deploy_ok();
+    s.app_file("index.html", "v3");
+    let v3 = s.deploy_ok();
+    // keep_releases = 1: v3 live, v2 kept as the rollback target, v1 pruned.
+    for i in 0..s.host_count() {
+        assert_eq!(s.releases(i), vec![v2.clone(), v3.clone()], "host {i}");
+    }
+    s.rollback(&[]).ok();
+    s.assert_current_everywhere(&v2);
+}
