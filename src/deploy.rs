@@ -170,10 +170,7 @@ async fn run_deploy(
             message: m,
         }));
     }
-    let prior = match rollout::state::read(fleet).await {
-        Ok(p) => p,
-        Err(e) => return Err((None, from, e)),
-    };
+    let prior = rollout::state::from_states(states);
     if let Err(e) = rollout::state::refuse_if_in_progress(prior.as_ref()) {
         return Err((None, from, e));
     }
@@ -449,11 +446,6 @@ async fn run_deploy(
             return Err(fail(error));
         }
     }
-    if let Err(m) = fault::point("deploy.after-switch").await {
-        let error = switch_back(fleet, states, &all, &meta, &id, &m).await;
-        return Err(fail(revert_schema(fleet, migrated.as_ref(), error).await));
-    }
-
     let _ = fault::point("deploy.before-prune").await;
     // Retention.
     let pruned = prune(fleet, states, &live).await;

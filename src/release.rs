@@ -171,6 +171,8 @@ pub struct HostState {
     pub lock: Option<Option<LockInfo>>,
     /// The host's clock, seconds since the epoch.
     pub clock: Option<i64>,
+    /// The raw `.slipway/rollout.json`, when a staged rollout has been recorded.
+    pub rollout_json: Option<String>,
 }
 
 impl HostState {
@@ -211,6 +213,7 @@ impl HostState {
                 },
                 "lock" => state.lock = Some(serde_json::from_str(a).ok()),
                 "clock" => state.clock = a.parse().ok(),
+                "rollout" if !a.trim().is_empty() => state.rollout_json = Some(a.to_string()),
                 _ => {}
             }
         }

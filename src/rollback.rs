@@ -229,20 +229,16 @@ async fn run_rollback(
 ) -> (Option<String>, Option<ReleaseId>, Result<Outcome>) {
     let from = common_current(states);
     // A staged rollout in progress has its own way back, to each host's stable release.
-    match crate::rollout::state::read(fleet).await {
-        Ok(Some(r)) if r.in_progress() => {
-            return (
-                from,
-                None,
-                Err(Error::Refused(format!(
-                    "a rollout is in progress: {}. Return every host to its stable release with `slipway rollout abort {}`",
-                    r.describe(),
-                    fleet.stage.name
-                ))),
-            );
-        }
-        Ok(_) => {}
-        Err(e) => return (from, None, Err(e)),
+    if let Some(r) = crate::rollout::state::from_states(states).filter(|r| r.in_progress()) {
+        return (
+            from,
+            None,
+            Err(Error::Refused(format!(
+                "a rollout is in progress: {}. Return every host to its stable release with `slipway rollout abort {}`",
+                r.describe(),
+                fleet.stage.name
+            ))),
+        );
     }
     let mut plan = match plan_rollback(fleet, states, request) {
         Ok(p) => p,

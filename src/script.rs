@@ -33,10 +33,12 @@ fi
 if [ -d "$d/.slipway/lock" ]; then
   printf 'lock\t%s\n' "$(tr '\n\t' '  ' < "$d/.slipway/lock/owner.json" 2>/dev/null)"
 fi
+if [ -f {rollout} ]; then printf 'rollout\t%s\n' "$(tr '\n\t' '  ' < {rollout})"; fi
 printf 'clock\t%s\n' "$(date +%s)"
 "#,
         d = quote(layout.deploy_to()),
         meta = RELEASE_META,
+        rollout = quote(&layout.rollout_state()),
     )
 }
 

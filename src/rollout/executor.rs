@@ -213,6 +213,10 @@ impl<'a> Executor<'a> {
                     return Err(self.fail(switched, reason).await);
                 }
             }
+            // A test hook: the moment between a step's switch and its restart.
+            if let Err(m) = crate::fault::point("deploy.after-switch").await {
+                return Err(self.fail(switched, m).await);
+            }
             if !stage.restart_hooks.is_empty() {
                 for wave in new.chunks(rollout.max_parallel.max(1)) {
                     let results = run_restart(fleet, wave, &self.release).await;

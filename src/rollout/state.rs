@@ -124,6 +124,16 @@ impl RolloutState {
     }
 }
 
+/// The newest rollout state among what the probe read on each host (the probe carries
+/// `.slipway/rollout.json`, so a deploy or rollback needs no extra round trip for it).
+pub fn from_states(states: &[crate::release::HostState]) -> Option<RolloutState> {
+    states
+        .iter()
+        .filter_map(|s| s.rollout_json.as_deref())
+        .filter_map(|j| serde_json::from_str::<RolloutState>(j.trim()).ok())
+        .max_by(|a, b| a.updated_at.cmp(&b.updated_at))
+}
+
 /// The newest rollout state found on any host (hosts that missed a write, e.g. one that
 /// was down, have an older one). `None` when no host has one.
 pub async fn read(fleet: &Fleet) -> Result<Option<RolloutState>> {
