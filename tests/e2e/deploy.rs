@@ -210,18 +210,21 @@ fn releases_status_and_check_change_nothing_and_report() {
 
 #[test]
 fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
+    // 1,000 files of 16 KiB; then 20 of them change (and one is added).
     let s = Scenario::new().hosts(2);
-    for n in 0..200 {
-        s.app_file(
-            &format!("assets/file{n:03}.txt"),
-            &format!("{n}").repeat(500),
-        );
+    let content =
+        |n: usize, round: usize| -> String { format!("{n:04}-{round}-").repeat(16 * 1024 / 7) };
+    for n in 0..1000 {
+        s.app_file(&format!("assets/file{n:03}.txt"), &content(n, 0));
     }
     let cold = s.slipway(&["deploy", "test", "--json"]).ok();
     let result = |run: &crate::scenario::Run| -> serde_json::Value {
         serde_json::from_str::<serde_json::Value>(run.stdout.lines().last().unwrap()).unwrap()["data"]["result"].clone()
     };
     let cold = result(&cold);
+    for n in (0..1000).step_by(50) {
+        s.app_file(&format!("assets/file{n:03}.txt"), &content(n, 1));
+    }
     s.app_file("assets/file007.txt", "changed");
     s.app_file("assets/new.txt", "new");
     let warm = s.slipway(&["deploy", "test", "--json"]).ok();
@@ -235,9 +238,25 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
         warm["linked"]
     );
     assert!(
-        warm_bytes * 5 < cold_bytes,
-        "second deploy sent {warm_bytes} of {cold_bytes} bytes"
+        warm_bytes * 20 <= cold_bytes,
+        "a 20-file change sent {warm_bytes} of {cold_bytes} bytes (more than 5 %)"
     );
+    // Every file of the new release verifies against its manifest, on every host.
+    let verify = |i: usize| {
+        let current = s.app_path(i, "current");
+        let out = std::process::Command::new("sha256sum")
+            .args(["--quiet", "--strict", "-c", ".slipway/manifest.sha256"])
+            .current_dir(&current)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "host {i}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    verify(0);
+    verify(1);
     let (first, second) = (
         cold["release"].as_str().unwrap().to_string(),
         warm["release"].as_str().unwrap().to_string(),
@@ -264,7 +283,7 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
         assert_eq!(
             fs::read_to_string(s.app_path(i, &format!("releases/{first}/assets/file007.txt")))
                 .unwrap(),
-            "7".repeat(500)
+            content(7, 0)
         );
     }
 
@@ -297,8 +316,10 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
     );
     assert_eq!(
         fs::read_to_string(s.app_path(1, "current/assets/file002.txt")).unwrap(),
-        "2".repeat(500)
+        content(2, 0)
     );
+    verify(0);
+    verify(1);
 }
 
 #[test]
