@@ -240,15 +240,13 @@ pub async fn drill(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         let t = Instant::now();
         let (ok, detail) = verify(stage, ctx, &back).await;
         timed("verify", t, ok, detail);
-        if ok {
+        // The old release must also answer its health checks: recovered means healthy.
+        let t = Instant::now();
+        let (healthy, detail) = health(stage, ctx, &back).await;
+        timed("health", t, healthy, detail);
+        if ok && healthy {
             recover_ms = Some(recover.elapsed().as_millis());
         }
-        timed(
-            "health",
-            Instant::now(),
-            true,
-            "skipped: no [health] checks in this version of slipway".into(),
-        );
     }
     // Roll forward, whatever happened: the drill leaves the stage where it found it.
     // With a database, the schema moves forward only by migrating: the roll forward is a
@@ -287,6 +285,26 @@ pub async fn drill(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         timed("verify", t, ok, detail);
     }
     finish(stage, ctx, steps, recover_ms, started).await
+}
+
+/// The stage's `[health]` gate on every host, for release `id`: passed, and what it saw.
+async fn health(stage: &Stage, ctx: &Context, id: &ReleaseId) -> (bool, String) {
+    let Some(config) = &stage.health else {
+        return (true, "skipped: the stage has no [health] checks".into());
+    };
+    let fleet = match crate::fleet::Fleet::connect(stage, ctx.reporter.clone()).await {
+        Ok(f) => f,
+        Err(e) => return (false, e.to_string()),
+    };
+    let outcome = crate::rollout::gate::run(&fleet, &fleet.all(), config, id).await;
+    fleet.close().await;
+    let mut problems: Vec<&str> = outcome.failures();
+    problems.extend(outcome.inconclusive());
+    if problems.is_empty() {
+        (true, format!("healthy on {} host(s)", stage.hosts.len()))
+    } else {
+        (false, problems.join("; "))
+    }
 }
 
 async fn finish(

@@ -95,10 +95,12 @@ pub async fn acquire(
 
 async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
     let script = script::lock(&fleet.layout, owner);
+    let me = serde_json::from_str::<LockInfo>(owner).ok();
     let mut taken = Vec::new();
     let mut states: Vec<Option<HostState>> = vec![None; fleet.len()];
     let mut pending = fleet.all();
     let deadline = std::time::Instant::now() + GIVE_WAY;
+    let mut took_over = false;
     loop {
         let held = match try_lock(fleet, &pending, &script, &mut taken, &mut states).await {
             Ok(held) => held,
@@ -110,22 +112,71 @@ async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
         if held.is_empty() {
             return Ok(Attempt::Acquired(states.into_iter().flatten().collect()));
         }
+        // A lock left by a deployer that died on this very machine (killed, crashed) is
+        // provably stale: break it, once, saying so, instead of sending the user to
+        // `unlock`. A lock from another machine cannot be checked from here.
+        if !took_over && me.as_ref().is_some_and(|me| orphaned(&held, &me.machine)) {
+            took_over = true;
+            let which: Vec<usize> = held.iter().map(|(i, _, _)| *i).collect();
+            fleet.reporter.warning(
+                None,
+                &format!(
+                    "breaking the deploy lock of {}: that process no longer exists",
+                    held[0].1
+                ),
+            );
+            let text = script::break_lock(&fleet.layout);
+            let results = fleet
+                .step_on(
+                    &which,
+                    "unlock",
+                    |_| text.clone(),
+                    None,
+                    fleet.stage.timeouts.command,
+                )
+                .await;
+            if let Some(error) = crate::fleet::first_failure(fleet, "unlock", &results) {
+                release_on(fleet, &taken, owner_token(owner)).await;
+                return Err(error);
+            }
+            pending = which;
+            continue;
+        }
         // The first host decides between two runs: the one that holds it waits a moment
         // for the other to give way on the rest; the other gives way at once.
         if !taken.contains(&0) || std::time::Instant::now() >= deadline {
-            let (i, holder) = held
-                .into_iter()
-                .min_by_key(|(i, _)| *i)
-                .unwrap_or((0, String::new()));
+            let (i, holder, _) =
+                held.into_iter()
+                    .min_by_key(|(i, _, _)| *i)
+                    .unwrap_or((0, String::new(), None));
             return Ok(Attempt::Held {
                 host: fleet.name(i).to_string(),
                 holder,
                 taken,
             });
         }
-        pending = held.into_iter().map(|(i, _)| i).collect();
+        pending = held.into_iter().map(|(i, _, _)| i).collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether every held lock was taken on `machine` by a process that is gone.
+fn orphaned(held: &[(usize, String, Option<LockInfo>)], machine: &str) -> bool {
+    !held.is_empty()
+        && held.iter().all(|(_, _, info)| {
+            info.as_ref()
+                .is_some_and(|l| l.machine == machine && !process_alive(l.pid))
+        })
+}
+
+/// Whether a process with `pid` exists on this machine.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Tries the lock on `which`, in parallel. Returns the hosts where someone else holds
@@ -136,7 +187,7 @@ async fn try_lock(
     script: &str,
     taken: &mut Vec<usize>,
     states: &mut [Option<HostState>],
-) -> Result<Vec<(usize, String)>> {
+) -> Result<Vec<(usize, String, Option<LockInfo>)>> {
     let timeout = fleet.stage.timeouts.command;
     let runs = futures::future::join_all(which.iter().map(|&i| async move {
         let started = std::time::Instant::now();
@@ -157,12 +208,11 @@ async fn try_lock(
                 states[i] = Some(HostState::parse(fleet.name(i), &out.stdout));
             }
             Ok(out) if out.code == script::EXIT_LOCK_HELD => {
-                let holder = serde_json::from_str::<crate::release::LockInfo>(out.stdout.trim())
-                    .map(|l| l.describe())
-                    .unwrap_or_else(|_| {
-                        "another run (its lock record is unreadable or still being written)".into()
-                    });
-                held.push((i, holder));
+                let info = serde_json::from_str::<LockInfo>(out.stdout.trim()).ok();
+                let holder = info.as_ref().map(LockInfo::describe).unwrap_or_else(|| {
+                    "another run (its lock record is unreadable or still being written)".into()
+                });
+                held.push((i, holder, info));
             }
             Ok(out) => {
                 fleet

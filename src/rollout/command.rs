@@ -309,7 +309,7 @@ async fn take_over_orphaned_lock(fleet: &Fleet, ctx: &Context) -> Result<()> {
     }
     let orphaned = holders
         .iter()
-        .all(|(_, l)| l.machine == ctx.actor.machine && !process_alive(l.pid));
+        .all(|(_, l)| l.machine == ctx.actor.machine && !crate::lock::process_alive(l.pid));
     if !orphaned {
         return Ok(());
     }
@@ -343,15 +343,6 @@ async fn take_over_orphaned_lock(fleet: &Fleet, ctx: &Context) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 async fn locked(

@@ -86,25 +86,56 @@ fn of_two_deploys_started_at_once_exactly_one_proceeds() {
     s.assert_no_partial_and_no_lock();
 }
 
-#[test]
-fn unlock_breaks_a_stale_lock_and_is_audited() {
-    let s = Scenario::new().hosts(2);
-    let first = s.deploy_ok();
-    // A deployer killed with SIGKILL leaves its lock behind.
+/// A deployer killed with SIGKILL leaves its lock (and a partial upload) behind.
+fn crash_a_deploy(s: &Scenario) -> u32 {
     let mut crashed = s.spawn_with_fault(&["deploy", "test"], "deploy.after-upload:pause");
     wait_for_stderr(&mut crashed, "fault point deploy.after-upload");
     signal(&crashed, "KILL");
     crashed.wait().unwrap();
     assert!(s.app_path(0, ".slipway/lock").exists());
+    crashed.id()
+}
 
-    let run = s.deploy();
-    assert_eq!(run.code, 3, "{}", run.all_output());
+#[test]
+fn a_lock_left_by_a_deployer_that_died_on_this_machine_is_taken_over_by_the_next_deploy() {
+    let s = Scenario::new().hosts(2);
+    let first = s.deploy_ok();
+    let pid = crash_a_deploy(&s);
     let run = s.slipway(&["check", "test"]);
     assert!(
-        run.stdout.contains("the deploy lock is held by"),
+        run.stdout.contains("the deploy lock is held by")
+            && run.stdout.contains(&format!("pid {pid}")),
         "check reports the stale lock: {}",
         run.stdout
     );
+    // One command recovers: the lock's process is provably gone, so the deploy breaks it.
+    let run = s.deploy().ok();
+    assert!(
+        run.stderr.contains("breaking the deploy lock of")
+            && run.stderr.contains("no longer exists"),
+        "{}",
+        run.stderr
+    );
+    assert_ne!(run.release_id(), first);
+    s.assert_no_partial_and_no_lock();
+}
+
+#[test]
+fn unlock_breaks_a_lock_from_another_machine_and_is_audited() {
+    let s = Scenario::new().hosts(2);
+    let first = s.deploy_ok();
+    let pid = crash_a_deploy(&s);
+    // The same lock, as if taken on another machine: nothing here can tell it is stale.
+    for i in 0..2 {
+        let path = s.app_path(i, ".slipway/lock/owner.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut owner: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        owner["machine"] = "build-server-7".into();
+        std::fs::write(&path, format!("{owner}\n")).unwrap();
+    }
+    let run = s.deploy();
+    assert_eq!(run.code, 3, "{}", run.all_output());
+    assert!(run.stderr.contains("build-server-7"), "{}", run.stderr);
 
     let run = s.slipway(&["unlock", "test"]).ok();
     assert!(run.stdout.contains("removed the lock of"), "{}", run.stdout);
@@ -115,7 +146,7 @@ fn unlock_breaks_a_stale_lock_and_is_audited() {
             last["reason"]
                 .as_str()
                 .unwrap()
-                .contains(&format!("pid {}", crashed.id())),
+                .contains(&format!("pid {pid}")),
             "{last}"
         );
     }

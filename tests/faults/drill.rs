@@ -124,3 +124,31 @@ fn a_drill_whose_old_release_fails_to_restart_fails_with_exit_1() {
     // Rolled forward again: every host back on v2.
     s.assert_current_everywhere(&v2);
 }
+
+/// With `[health]`, a drill checks the old release's health after the rollback: healthy,
+/// the drill passes; an old release that fails its check fails the drill with exit 1, and
+/// the stage is rolled forward all the same.
+#[test]
+fn a_drill_checks_the_old_releases_health_and_fails_when_it_is_unhealthy() {
+    let mut s = Scenario::new().hosts(2);
+    s.extra = "drill = true\n[health]\ncommand = \"test ! -f \\\"$SLIPWAY_RELEASE_PATH/broken\\\"\"\nwindow = \"1s\"\ninterval = \"100ms\"\nmin_samples = 3\n".into();
+    let v1 = s.deploy_ok();
+    s.app_file("index.html", "v2\n");
+    let v2 = s.deploy_ok();
+
+    let run = s.slipway(&["drill", "test"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    assert!(
+        run.stdout.contains("healthy on 2 host(s)"),
+        "{}",
+        run.stdout
+    );
+    s.assert_current_everywhere(&v2);
+
+    // The old release breaks on one host: the drill's rollback lands on an unhealthy release.
+    std::fs::write(s.app_path(1, &format!("releases/{v1}/broken")), "").unwrap();
+    let run = s.slipway(&["drill", "test"]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(run.stdout.contains("health"), "{}", run.stdout);
+    s.assert_current_everywhere(&v2);
+}
