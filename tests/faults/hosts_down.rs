@@ -49,6 +49,44 @@ fn a_host_whose_sshd_dies_between_the_switch_and_the_restart_is_named_and_recove
     print_table("a host lost mid-deploy", &[row]);
 }
 
+/// A rolling rollout (one host per batch, each gated): the third host's sshd dies while
+/// the first batch is being switched. The rollout stops at the lost host, the switched
+/// hosts go back, the lost host is named; once it is back, one deploy recovers.
+#[test]
+fn a_host_whose_sshd_dies_between_two_switches_of_a_rolling_rollout_is_named_and_recoverable() {
+    let mut s = Scenario::new()
+        .hosts(3)
+        .build_hook("bin/build")
+        .restart_hook("true");
+    s.extra = "\n[rollout]\nstrategy = \"rolling\"\nbatch = 1\n\n[health]\ncommand = \"true\"\nwindow = \"300ms\"\ninterval = \"100ms\"\nmin_samples = 2\n".into();
+    let v1 = s.deploy_ok();
+    s.app_file("index.html", "v2");
+    let mut child = s.spawn_with_fault(&["deploy", "test"], "deploy.after-switch:sleep=2s");
+    let err = Stderr::collect(&mut child);
+    // The first batch is switched (host 1 of 3): kill the last host before its turn.
+    err.wait_for("fault point deploy.after-switch: sleeping");
+    s.fleet_mut().stop(2);
+    let run = err.finish(child);
+    let lost = s.fleet().host(2).address.clone();
+    assert_ne!(run.code, 0, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&lost),
+        "names the lost host: {}",
+        run.stderr
+    );
+    // The hosts it could reach are back on v1.
+    for i in [0, 1] {
+        assert_eq!(s.current(i).as_deref(), Some(v1.as_str()), "host {i}");
+    }
+    s.fleet_mut().start_host(2);
+    let row = observe_and_recover(
+        &s,
+        "sshd of host 3 killed between two switches of a rolling rollout",
+        run.code,
+    );
+    print_table("a host lost between two switches of a rollout", &[row]);
+}
+
 /// Unmounts the tmpfs when the test ends, even by a panic.
 struct Tmpfs(std::path::PathBuf);
 
