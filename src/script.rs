@@ -318,8 +318,12 @@ pub fn switch(
     // session closed): otherwise `current` could be renamed but the records not written
     // (found by tests/faults: a SIGKILL during the switch left `current` on a release
     // recorded as `ready`).
+    // Switches on one host never interleave: a switch delayed by a stalled connection
+    // and the switch-back sent after it gave up can both arrive when the host wakes up;
+    // run one after the other, each leaves `current` and the records agreeing (found by
+    // tests/faults). `flock` is util-linux; without it the switch runs unserialised.
     let mut s = format!(
-        "{PRELUDE}trap '' HUP PIPE INT TERM\nd={d}\n",
+        "{PRELUDE}trap '' HUP PIPE INT TERM\nd={d}\nif [ -d \"$d/.slipway\" ] && command -v flock >/dev/null 2>&1; then exec 9>>\"$d/.slipway/switch.lock\" && flock -w 60 9; fi\n",
         d = quote(layout.deploy_to())
     );
     match target {
