@@ -720,23 +720,9 @@ async fn discard(fleet: &Fleet, id: &ReleaseId, meta: &ReleaseMeta, why: &str) {
         script::write_meta(&fleet.layout, id, &failed.to_line()),
         r = crate::layout::quote(&release),
     );
-    let results = fleet
-        .step_on(
-            &fleet.all(),
-            "cleanup",
-            |_| script.clone(),
-            None,
-            fleet.stage.timeouts.command,
-        )
+    fleet
+        .on_all_best_effort("cleanup", &script, &format!("clean up release {id}"))
         .await;
-    for (i, r) in results {
-        if let Err(e) = r {
-            fleet.reporter.warning(
-                Some(fleet.name(i)),
-                &format!("could not clean up release {id}: {e}"),
-            );
-        }
-    }
 }
 
 /// Switches the hosts `which` back to where they were before this deploy, marks the new

@@ -258,6 +258,27 @@ impl Fleet {
         join_all(runs).await
     }
 
+    /// Runs the same script on every host as a best-effort step (cleanup, records, the
+    /// audit log): a host where it fails is reported as a warning, `could not {what}`,
+    /// and the run goes on.
+    pub async fn on_all_best_effort(&self, step: &str, script: &str, what: &str) {
+        let results = self
+            .step_on(
+                &self.all(),
+                step,
+                |_| script.to_string(),
+                None,
+                self.stage.timeouts.command,
+            )
+            .await;
+        for (i, r) in results {
+            if let Err(e) = r {
+                self.reporter
+                    .warning(Some(self.name(i)), &format!("could not {what}: {e}"));
+            }
+        }
+    }
+
     pub async fn close(&self) {
         join_all(self.hosts.iter().map(|h| h.close())).await;
     }

@@ -273,16 +273,11 @@ pub async fn release(fleet: &Fleet, lock: &HeldLock) {
 /// Appends the run's audit record and releases its lock, in one round trip per host.
 pub async fn finish(fleet: &Fleet, lock: &HeldLock, record: &crate::audit::Record) {
     let script = script::finish(&fleet.layout, &record.to_line(), &lock.token);
-    let timeout = fleet.stage.timeouts.command;
-    let results = fleet
-        .step_on(&fleet.all(), "finish", |_| script.clone(), None, timeout)
+    fleet
+        .on_all_best_effort(
+            "finish",
+            &script,
+            "write the audit log or release the deploy lock",
+        )
         .await;
-    for (i, r) in results {
-        if let Err(e) = r {
-            fleet.reporter.warning(
-                Some(fleet.name(i)),
-                &format!("could not write the audit log or release the deploy lock: {e}"),
-            );
-        }
-    }
 }

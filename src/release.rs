@@ -187,6 +187,31 @@ impl HostState {
         self.releases.iter().find(|r| &r.id == id)
     }
 
+    /// The records a switch to `target` writes on this host: `target` becomes live, the
+    /// release being left (if another) takes `left` with `note`.
+    pub fn switch_records(
+        &self,
+        target: &ReleaseId,
+        left: ReleaseState,
+        note: Option<String>,
+    ) -> Vec<(ReleaseId, String)> {
+        let mut out = Vec::new();
+        if let Some(meta) = self.release(target).and_then(|r| r.meta.as_ref()) {
+            out.push((
+                target.clone(),
+                meta.with_state(ReleaseState::Live, None).to_line(),
+            ));
+        }
+        if let Some(current) = self.current()
+            && &current != target
+            && let Some(meta) = self.release(&current).and_then(|r| r.meta.as_ref())
+        {
+            let line = meta.with_state(left, note).to_line();
+            out.push((current, line));
+        }
+        out
+    }
+
     /// Parses the probe script's output (see `script::probe`).
     pub fn parse(host: &str, stdout: &str) -> HostState {
         let mut state = HostState {

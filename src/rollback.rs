@@ -424,23 +424,9 @@ fn records(
     reason: &str,
     rehearsal: bool,
 ) -> Vec<(ReleaseId, String)> {
-    let mut out = Vec::new();
-    if let Some(meta) = state.release(target).and_then(|r| r.meta.clone()) {
-        out.push((
-            target.clone(),
-            meta.with_state(ReleaseState::Live, None).to_line(),
-        ));
+    if rehearsal {
+        state.switch_records(target, ReleaseState::Ready, None)
+    } else {
+        state.switch_records(target, ReleaseState::RolledBack, Some(reason.to_string()))
     }
-    if let Some(current) = state.current()
-        && &current != target
-        && let Some(meta) = state.release(&current).and_then(|r| r.meta.clone())
-    {
-        let left = if rehearsal {
-            meta.with_state(ReleaseState::Ready, None)
-        } else {
-            meta.with_state(ReleaseState::RolledBack, Some(reason.to_string()))
-        };
-        out.push((current, left.to_line()));
-    }
-    out
 }

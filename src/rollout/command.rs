@@ -486,20 +486,7 @@ async fn proceed(
     mode: Mode,
 ) -> Result<Outcome> {
     let switch = |i: usize| {
-        let s = &states[i];
-        let mut records = Vec::new();
-        if let Some(meta) = s.release(desired).and_then(|r| r.meta.clone()) {
-            records.push((
-                desired.clone(),
-                meta.with_state(ReleaseState::Live, None).to_line(),
-            ));
-        }
-        if let Some(cur) = s.current()
-            && &cur != desired
-            && let Some(meta) = s.release(&cur).and_then(|r| r.meta.clone())
-        {
-            records.push((cur, meta.with_state(ReleaseState::Ready, None).to_line()));
-        }
+        let records = states[i].switch_records(desired, ReleaseState::Ready, None);
         script::switch(&fleet.layout, Some(desired), &nonce(), &records)
     };
     let mut exec = Executor {

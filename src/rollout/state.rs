@@ -178,23 +178,9 @@ pub async fn read(fleet: &Fleet) -> Result<Option<RolloutState>> {
 pub async fn write(fleet: &Fleet, state: &mut RolloutState) {
     state.updated_at = Utc::now();
     let text = script::write_rollout(&fleet.layout, &state.to_line());
-    let results = fleet
-        .step_on(
-            &fleet.all(),
-            "write-rollout",
-            |_| text.clone(),
-            None,
-            fleet.stage.timeouts.command,
-        )
+    fleet
+        .on_all_best_effort("write-rollout", &text, "record the rollout state")
         .await;
-    for (i, r) in results {
-        if let Err(e) = r {
-            fleet.reporter.warning(
-                Some(fleet.name(i)),
-                &format!("could not record the rollout state: {e}"),
-            );
-        }
-    }
 }
 
 /// Refuses to start a deploy while a rollout is in progress, naming it.
