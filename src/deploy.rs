@@ -310,8 +310,9 @@ async fn run_deploy(
                         &env,
                         &stage.build_hooks,
                         &format!(
-                            "{}{}",
+                            "{}{}{}",
                             script::write_meta(&fleet.layout, &id, &ready.to_line()),
+                            script::record_stat(&fleet.layout, &id),
                             if stage.immutable {
                                 script::make_read_only(&fleet.layout, &id)
                             } else {

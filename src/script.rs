@@ -2,7 +2,7 @@
 //! per host: a login shell that is slow to start is paid once per step, not per command.
 //! Every interpolated value goes through [`quote`].
 
-use crate::layout::{Layout, RELEASE_MANIFEST, RELEASE_META, ReleaseId, quote};
+use crate::layout::{Layout, RELEASE_MANIFEST, RELEASE_META, RELEASE_STAT, ReleaseId, quote};
 
 /// Exit status of the lock script when someone else holds the lock.
 pub const EXIT_LOCK_HELD: i32 = 75;
@@ -201,30 +201,59 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     s
 }
 
-/// Checks every file of a complete release against its `.slipway/manifest.sha256`
-/// before it is switched to (a rollback target): a file modified, truncated or removed
-/// on the host since the upload is refused, naming it. Paths that `[shared]` replaced by
-/// links are left out (the manifest describes the shipped files; the links are not them).
+/// Records the size and modification time of every file of a release that has just
+/// become ready (`.slipway/stat`, `size mtime path` per line), so that a rollback to it
+/// later hashes only what changed since (see [`verify_release`]).
+pub fn record_stat(layout: &Layout, id: &ReleaseId) -> String {
+    format!(
+        "(cd -- {r} && find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\\n' > {tmp} && mv -f -- {tmp} {stat}) || {{ echo \"cannot record the files of release {id}\" >&2; exit 1; }}\n",
+        r = quote(&layout.release(id)),
+        tmp = quote(&format!("{RELEASE_STAT}.tmp")),
+        stat = quote(RELEASE_STAT),
+    )
+}
+
+/// Checks a complete release before it is switched to (a rollback target): a file
+/// modified, truncated or removed on the host since it was deployed is refused, naming
+/// it. The release's files were verified by content when it was deployed; here the
+/// files whose size or modification time differ from what `.slipway/stat` recorded when
+/// it became ready are checked again by content against `.slipway/manifest.sha256`
+/// (the way git's index decides what to rehash), so an untouched release costs one
+/// `find`, not a hash of every byte. A release without that record (deployed by an
+/// older slipway) is hashed whole. Paths that `[shared]` replaced by links are left out
+/// (the manifest describes the shipped files; the links are not them).
 pub fn verify_release(layout: &Layout, id: &ReleaseId, shared: &[String]) -> String {
     format!(
         r#"{PRELUDE}r={release}
 EXCL={excluded}
 export EXCL
 [ -d "$r" ] || {{ echo "release {id} is missing in $r" >&2; exit 1; }}
-if [ -f "$r/.slipway/manifest.sha256" ]; then
-  if ! bad=$(cd -- "$r" && awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
-      {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}' \
-      .slipway/manifest.sha256 | sha256sum --quiet --strict -c - 2>&1); then
-    echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
-    exit {EXIT_NOT_VERIFIED}
-  fi
-else
+cd -- "$r" || exit 1
+if [ ! -f .slipway/manifest.sha256 ]; then
   echo "release {id} has no manifest to verify (.slipway/manifest.sha256)" >&2
+  exit {EXIT_NOT_VERIFIED}
+fi
+if [ -f {stat} ]; then
+  changed=$(find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\n' | awk '
+    NR == FNR {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); want[k] = $1 " " $2; next }}
+    {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in want) && want[k] != $1 " " $2) print k; delete want[k] }}
+    END {{ for (k in want) print k }}' {stat} -)
+  sums=$(printf '%s\n' "$changed" | awk 'NR == FNR {{ if ($0 != "") c[$0] = 1; next }}
+    substr($0, 1, 1) == "\\" || (substr($0, 67) in c)' - .slipway/manifest.sha256)
+  [ -n "$changed" ] || sums=
+else
+  sums=$(awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
+    {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}' \
+    .slipway/manifest.sha256)
+fi
+if [ -n "$sums" ] && ! bad=$(printf '%s\n' "$sums" | sha256sum --quiet --strict -c - 2>&1); then
+  echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
   exit {EXIT_NOT_VERIFIED}
 fi
 "#,
         release = quote(&layout.release(id)),
         excluded = quote(&shared.join("\n")),
+        stat = quote(RELEASE_STAT),
     )
 }
 

@@ -35,9 +35,21 @@ fn a_rollback_target_modified_on_a_host_is_refused_naming_the_file() {
     assert!(run.stderr.contains("index.html"), "{}", run.stderr);
     s.assert_current_everywhere(&v2);
 
-    // Put back as deployed: the rollback goes through (the shared `log` link is not
-    // mistaken for a modified file).
+    // Same size, one byte different (the modification time tells it changed): refused.
+    std::fs::write(&file, "<h1>v2</h1>\n").expect("same-size edit");
+    let run = s.rollback(&[]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(run.stderr.contains("index.html"), "{}", run.stderr);
+    s.assert_current_everywhere(&v2);
+
+    // Put back as deployed (a new modification time, the deployed content): the rollback
+    // goes through, and so do files the app wrote into its release that were never
+    // shipped (the shared `log` link is not mistaken for a modified file either).
     std::fs::write(&file, "<h1>v1</h1>\n").expect("restore");
+    let record = s.app_path(1, &format!("releases/{v1}/.slipway/stat"));
+    let recorded = std::fs::read_to_string(&record).expect("the release records its files");
+    assert!(recorded.contains(" index.html\n"), "{recorded}");
+    std::fs::write(s.app_path(1, &format!("releases/{v1}/cache.bin")), "x").expect("cache");
     s.rollback(&[]).ok();
     s.assert_current_everywhere(&v1);
 }
