@@ -112,6 +112,11 @@ pub struct ManifestEntry {
     /// `sha256sum -c` (coreutils), as no blake3 tool can be assumed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The BLAKE2b-256 hex digest of a file's content: hosts whose coreutils have
+    /// `b2sum` (8.26 and later) verify with it, about four times faster than
+    /// `sha256sum`. Absent in manifests written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake2b: Option<String>,
 }
 
 /// What a release holds, entry by entry, sorted by path (byte order).
@@ -661,12 +666,19 @@ fn file_entry(
         None,
     );
     e.sha256 = Some(sha256_hex(data));
+    e.blake2b = Some(blake2b_hex(data));
     Ok(e)
 }
 
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn blake2b_hex(data: &[u8]) -> String {
+    use blake2::Digest;
+    let digest = blake2::Blake2b::<blake2::digest::consts::U32>::digest(data);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -686,6 +698,7 @@ fn entry(
         blake3,
         target,
         sha256: None,
+        blake2b: None,
     }
 }
 

@@ -96,9 +96,9 @@ pub fn filter_tar(tar: &[u8], send: &BTreeSet<String>) -> io::Result<Vec<u8>> {
     builder.into_inner()
 }
 
-/// `sha256sum -c` input for the files of the manifest that travel in an incremental
-/// upload (all but the linked ones).
-pub fn sha256_list_sent(manifest: &Manifest, delta: &Delta) -> String {
+/// `sha256sum -c` / `b2sum -c` input for the files of the manifest that travel in an
+/// incremental upload (all but the linked ones).
+pub fn check_list_sent(manifest: &Manifest, delta: &Delta, digest: Digest) -> String {
     let sent = Manifest {
         entries: manifest
             .entries
@@ -107,7 +107,7 @@ pub fn sha256_list_sent(manifest: &Manifest, delta: &Delta) -> String {
             .cloned()
             .collect(),
     };
-    sha256_list(&sent)
+    check_list(&sent, digest)
 }
 
 /// `size<TAB>path` for every linked file (paths never contain a tab: the archive refuses
@@ -125,12 +125,25 @@ pub fn size_list_linked(manifest: &Manifest, delta: &Delta) -> String {
     s
 }
 
-/// `sha256sum -c` input for every file of the manifest. A name with a backslash is
-/// written in sha256sum's escaped form (a leading `\`, the backslash doubled).
-pub fn sha256_list(manifest: &Manifest) -> String {
+/// The digests a host checks a release with: one list per tool, so a host without
+/// `b2sum` (busybox) still checks with `sha256sum`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Digest {
+    Sha256,
+    Blake2b,
+}
+
+/// `sha256sum -c` / `b2sum -l 256 -c` input for every file of the manifest. A name with
+/// a backslash is written in coreutils' escaped form (a leading `\`, the backslash
+/// doubled).
+pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
     let mut s = String::new();
     for e in &manifest.entries {
-        if let (EntryKind::File, Some(hash)) = (e.kind, e.sha256.as_ref()) {
+        let hash = match digest {
+            Digest::Sha256 => e.sha256.as_ref(),
+            Digest::Blake2b => e.blake2b.as_ref(),
+        };
+        if let (EntryKind::File, Some(hash)) = (e.kind, hash) {
             if e.path.contains('\\') {
                 s.push_str(&format!("\\{hash}  {}\n", e.path.replace('\\', "\\\\")));
             } else {
@@ -154,6 +167,7 @@ mod tests {
             blake3: Some(hash.into()),
             target: None,
             sha256: Some(format!("s{hash}")),
+            blake2b: Some(format!("b{hash}")),
         }
     }
 
@@ -166,6 +180,7 @@ mod tests {
             blake3: None,
             target: None,
             sha256: None,
+            blake2b: None,
         }
     }
 
@@ -212,11 +227,12 @@ mod tests {
     }
 
     #[test]
-    fn sha256_list_escapes_backslashes() {
+    fn check_lists_escape_backslashes() {
         let m = Manifest {
             entries: vec![file("a b", "1", 0o644), file("x\\y", "2", 0o644), dir("d")],
         };
-        assert_eq!(sha256_list(&m), "s1  a b\n\\s2  x\\\\y\n");
+        assert_eq!(check_list(&m, Digest::Sha256), "s1  a b\n\\s2  x\\\\y\n");
+        assert_eq!(check_list(&m, Digest::Blake2b), "b1  a b\n\\b2  x\\\\y\n");
     }
 
     #[test]

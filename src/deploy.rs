@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::fleet::{Fleet, first_failure};
 use crate::layout::{
-    Layout, RELEASE_CHECKSUMS, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE, ReleaseId,
+    Layout, RELEASE_CHECKSUMS, RELEASE_CHECKSUMS_B2, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE,
+    ReleaseId,
 };
 use crate::lock;
 use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
@@ -646,7 +647,7 @@ async fn previous_manifest(
 }
 
 /// A tar body (the whole archive, or only changed files), followed by slipway's own files
-/// of the release (REVISION, the manifest, its sha256 list, the release record, and for an
+/// of the release (REVISION, the manifest, its sha256 and BLAKE2b lists, the release record, and for an
 /// incremental upload the list of files to link), as one tar stream.
 fn release_payload(
     body: &[u8],
@@ -660,14 +661,25 @@ fn release_payload(
     let mut files = vec![
         (REVISION_FILE, format!("{}\n", meta.revision)),
         (RELEASE_MANIFEST, archive.manifest.to_json_lines()),
-        (RELEASE_CHECKSUMS, delta::sha256_list(&archive.manifest)),
+        (
+            RELEASE_CHECKSUMS,
+            delta::check_list(&archive.manifest, delta::Digest::Sha256),
+        ),
+        (
+            RELEASE_CHECKSUMS_B2,
+            delta::check_list(&archive.manifest, delta::Digest::Blake2b),
+        ),
         (RELEASE_META, format!("{}\n", meta.to_line())),
     ];
     if let Some(d) = incremental {
         files.push((".slipway/link-list", d.link_list()));
         files.push((
             ".slipway/verify.sha256",
-            delta::sha256_list_sent(&archive.manifest, d),
+            delta::check_list_sent(&archive.manifest, d, delta::Digest::Sha256),
+        ));
+        files.push((
+            ".slipway/verify.b2",
+            delta::check_list_sent(&archive.manifest, d, delta::Digest::Blake2b),
         ));
         files.push((
             ".slipway/verify.sizes",

@@ -182,6 +182,8 @@ impl Layout {
 pub const RELEASE_META: &str = ".slipway/release.json";
 pub const RELEASE_MANIFEST: &str = ".slipway/manifest.jsonl";
 pub const RELEASE_CHECKSUMS: &str = ".slipway/manifest.sha256";
+/// The same, as BLAKE2b-256 for `b2sum -l 256 -c` (faster where coreutils has it).
+pub const RELEASE_CHECKSUMS_B2: &str = ".slipway/manifest.b2";
 /// Size and modification time of each file when the release became ready.
 pub const RELEASE_STAT: &str = ".slipway/stat";
 pub const REVISION_FILE: &str = "REVISION";

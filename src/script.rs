@@ -217,7 +217,7 @@ pub fn record_stat(layout: &Layout, id: &ReleaseId) -> String {
 /// modified, truncated or removed on the host since it was deployed is refused, naming
 /// it. The release's files were verified by content when it was deployed; here the
 /// files whose size or modification time differ from what `.slipway/stat` recorded when
-/// it became ready are checked again by content against `.slipway/manifest.sha256`
+/// it became ready are checked again by content against the release's digest list
 /// (the way git's index decides what to rehash), so an untouched release costs one
 /// `find`, not a hash of every byte. A release without that record (deployed by an
 /// older slipway) is hashed whole. Paths that `[shared]` replaced by links are left out
@@ -229,8 +229,9 @@ EXCL={excluded}
 export EXCL
 [ -d "$r" ] || {{ echo "release {id} is missing in $r" >&2; exit 1; }}
 cd -- "$r" || exit 1
-if [ ! -f .slipway/manifest.sha256 ]; then
-  echo "release {id} has no manifest to verify (.slipway/manifest.sha256)" >&2
+{choose}
+if [ ! -f .slipway/manifest.$ext ]; then
+  echo "release {id} has no manifest to verify (.slipway/manifest.$ext)" >&2
   exit {EXIT_NOT_VERIFIED}
 fi
 if [ -f {stat} ]; then
@@ -239,14 +240,14 @@ if [ -f {stat} ]; then
     {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in want) && want[k] != $1 " " $2) print k; delete want[k] }}
     END {{ for (k in want) print k }}' {stat} -)
   sums=$(printf '%s\n' "$changed" | awk 'NR == FNR {{ if ($0 != "") c[$0] = 1; next }}
-    substr($0, 1, 1) == "\\" || (substr($0, 67) in c)' - .slipway/manifest.sha256)
+    substr($0, 1, 1) == "\\" || (substr($0, 67) in c)' - .slipway/manifest.$ext)
   [ -n "$changed" ] || sums=
 else
   sums=$(awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
     {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}' \
-    .slipway/manifest.sha256)
+    .slipway/manifest.$ext)
 fi
-if [ -n "$sums" ] && ! bad=$(printf '%s\n' "$sums" | sha256sum --quiet --strict -c - 2>&1); then
+if [ -n "$sums" ] && ! bad=$(printf '%s\n' "$sums" | $sum --quiet --strict -c - 2>&1); then
   echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
   exit {EXIT_NOT_VERIFIED}
 fi
@@ -254,21 +255,32 @@ fi
         release = quote(&layout.release(id)),
         excluded = quote(&shared.join("\n")),
         stat = quote(RELEASE_STAT),
+        choose = choose_digest("."),
+    )
+}
+
+/// Sets `sum` (the checking command) and `ext` (the list it reads) for the release in
+/// `dir`: `b2sum` where the host has it and the release carries BLAKE2b digests,
+/// `sha256sum` otherwise (busybox hosts, releases from before the BLAKE2b lists).
+fn choose_digest(dir: &str) -> String {
+    format!(
+        "if b2sum --version >/dev/null 2>&1 && [ -f \"{dir}/.slipway/manifest.b2\" ]; then sum='b2sum -l 256'; ext=b2; else sum=sha256sum; ext=sha256; fi"
     )
 }
 
 /// Checks the partial release against its manifest before shared links replace any path,
 /// naming the files that differ: a truncated upload or a full disk is refused. Files that
-/// travelled are checked by content (`sha256sum -c`); in an incremental upload, files
+/// travelled are checked by content (`b2sum -c`, or `sha256sum -c`); in an incremental upload, files
 /// hard-linked from the previous release are checked by presence and size
 /// (`.slipway/verify.sizes`): their content was checked when they first arrived, and
 /// hashing the whole release on every host would cost more than the upload saves.
 fn verify_partial() -> String {
     format!(
-        r#"sums=.slipway/manifest.sha256
-if [ -f "$p/.slipway/verify.sha256" ]; then sums=.slipway/verify.sha256; fi
+        r#"{choose}
+sums=.slipway/manifest.$ext
+if [ -f "$p/.slipway/verify.$ext" ]; then sums=.slipway/verify.$ext; fi
 if [ -s "$p/$sums" ]; then
-  if ! bad=$(cd -- "$p" && sha256sum --quiet --strict -c "$sums" 2>&1); then
+  if ! bad=$(cd -- "$p" && $sum --quiet --strict -c "$sums" 2>&1); then
     echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
     rm -rf -- "$p"
     exit {EXIT_NOT_VERIFIED}
@@ -285,8 +297,9 @@ if [ -f "$p/.slipway/verify.sizes" ]; then
     exit {EXIT_NOT_VERIFIED}
   fi
 fi
-rm -f -- "$p/.slipway/verify.sha256" "$p/.slipway/verify.sizes"
-"#
+rm -f -- "$p/.slipway/verify.sha256" "$p/.slipway/verify.b2" "$p/.slipway/verify.sizes"
+"#,
+        choose = choose_digest("$p")
     )
 }
 

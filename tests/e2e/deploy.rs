@@ -241,19 +241,24 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
         warm_bytes * 20 <= cold_bytes,
         "a 20-file change sent {warm_bytes} of {cold_bytes} bytes (more than 5 %)"
     );
-    // Every file of the new release verifies against its manifest, on every host.
+    // Every file of the new release verifies against both digest lists, on every host.
     let verify = |i: usize| {
         let current = s.app_path(i, "current");
-        let out = std::process::Command::new("sha256sum")
-            .args(["--quiet", "--strict", "-c", ".slipway/manifest.sha256"])
-            .current_dir(&current)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "host {i}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        for (tool, list) in [
+            ("sha256sum", ".slipway/manifest.sha256"),
+            ("b2sum", ".slipway/manifest.b2"),
+        ] {
+            let out = std::process::Command::new(tool)
+                .args(["--quiet", "--strict", "-c", list])
+                .current_dir(&current)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "host {i}, {tool}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
     };
     verify(0);
     verify(1);

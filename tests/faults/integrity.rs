@@ -54,6 +54,38 @@ fn a_rollback_target_modified_on_a_host_is_refused_naming_the_file() {
     s.assert_current_everywhere(&v1);
 }
 
+#[test]
+fn a_host_without_b2sum_verifies_with_sha256sum() {
+    let s = Scenario::new().hosts(2);
+    // Host 2's b2sum is broken (in its own mount namespace only): the checks there fall
+    // back to sha256sum, and still catch a modified file.
+    s.fleet().ssh_ok(
+        1,
+        "mount --bind /bin/false \"$(command -v b2sum)\" && ! b2sum --version",
+    );
+    let v1 = s.deploy_ok();
+    s.app_file("index.html", "v2");
+    s.app_file("more.txt", "more");
+    let v2 = s.deploy_ok();
+    assert!(
+        s.app_path(1, &format!("releases/{v2}/.slipway/manifest.b2"))
+            .exists(),
+        "the BLAKE2b list travels anyway"
+    );
+    let file = s.app_path(1, &format!("releases/{v1}/index.html"));
+    std::fs::write(&file, "<h1>v9</h1>\n").expect("tamper");
+    let run = s.rollback(&[]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&s.fleet().host(1).address) && run.stderr.contains("index.html"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&file, "<h1>v1</h1>\n").expect("restore");
+    s.rollback(&[]).ok();
+    s.assert_current_everywhere(&v1);
+}
+
 fn write_bits(path: &std::path::Path) -> u32 {
     std::fs::symlink_metadata(path)
         .expect("stat")
