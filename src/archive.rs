@@ -46,6 +46,8 @@ use std::process::Command;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::spool::{Spool, SpoolBuilder};
+
 /// Where the application source comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -62,8 +64,9 @@ pub enum Source {
 
 /// A built release archive.
 pub struct Archive {
-    /// The tar stream: sorted paths, fixed owners, mtimes and normalised modes.
-    pub tar: Vec<u8>,
+    /// The tar stream: sorted paths, fixed owners, mtimes and normalised modes;
+    /// spooled to a temporary file, never held whole in memory.
+    pub tar: Spool,
     pub manifest: Manifest,
     /// The commit sha for a git source; `blake3:` and the first 16 hex digits of
     /// the manifest digest for a directory source.
@@ -565,7 +568,7 @@ fn symlink_target(path: &str, target: &Path) -> Result<String, ArchiveError> {
 
 /// Sorts and checks the entries, then writes the tar and the manifest in one
 /// pass, so every file is read and hashed exactly once.
-fn assemble(mut nodes: Vec<Node>, source: &Path) -> Result<(Vec<u8>, Manifest), ArchiveError> {
+fn assemble(mut nodes: Vec<Node>, source: &Path) -> Result<(Spool, Manifest), ArchiveError> {
     nodes.sort_by(|a, b| a.path.cmp(&b.path));
     if let Some(pair) = nodes.windows(2).find(|w| w[0].path == w[1].path) {
         return Err(ArchiveError::Tar {
@@ -591,7 +594,10 @@ fn assemble(mut nodes: Vec<Node>, source: &Path) -> Result<(Vec<u8>, Manifest), 
         });
     }
 
-    let mut builder = tar::Builder::new(Vec::new());
+    let mut builder = Spool::builder().map_err(|e| ArchiveError::Tar {
+        path: "(the temporary file the archive is written to)".to_string(),
+        reason: e.to_string(),
+    })?;
     // Headers are made by `header` below, not from file metadata, so these two
     // only guard against a later change that appends paths directly.
     builder.mode(tar::HeaderMode::Deterministic);
@@ -639,7 +645,7 @@ fn assemble(mut nodes: Vec<Node>, source: &Path) -> Result<(Vec<u8>, Manifest), 
         };
         entries.push(entry);
     }
-    let tar = builder.into_inner().map_err(|e| ArchiveError::Tar {
+    let tar = Spool::finish(builder).map_err(|e| ArchiveError::Tar {
         path: "(end of archive)".to_string(),
         reason: e.to_string(),
     })?;
@@ -647,7 +653,7 @@ fn assemble(mut nodes: Vec<Node>, source: &Path) -> Result<(Vec<u8>, Manifest), 
 }
 
 fn file_entry(
-    builder: &mut tar::Builder<Vec<u8>>,
+    builder: &mut SpoolBuilder,
     path: &str,
     data: &[u8],
     executable: bool,
@@ -1076,7 +1082,7 @@ mod tests {
         assert_eq!(find(&archive, "bin").mode, 0o755);
 
         let out = tempfile::tempdir().unwrap();
-        tar::Archive::new(&archive.tar[..])
+        tar::Archive::new(archive.tar.reader())
             .unpack(out.path())
             .unwrap();
         let mode = fs::metadata(out.path().join("bin/build"))
@@ -1111,7 +1117,7 @@ mod tests {
         );
 
         let out = tempfile::tempdir().unwrap();
-        tar::Archive::new(&archive.tar[..])
+        tar::Archive::new(archive.tar.reader())
             .unpack(out.path())
             .unwrap();
         assert_eq!(
@@ -1133,7 +1139,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         write(dir.path(), "src/main.rs", "fn main() {}\n");
         let second = build(&dir_source(dir.path(), &[])).unwrap();
-        assert!(first.tar == second.tar, "tar streams differ");
+        assert!(
+            first.tar.to_vec().unwrap() == second.tar.to_vec().unwrap(),
+            "tar streams differ"
+        );
         assert_eq!(first.manifest, second.manifest);
         assert_eq!(first.manifest.digest(), second.manifest.digest());
         assert_eq!(first.revision, second.revision);
@@ -1153,7 +1162,7 @@ mod tests {
         sample_app(b.path());
         let one = build(&dir_source(a.path(), &[])).unwrap();
         let two = build(&dir_source(b.path(), &[])).unwrap();
-        assert!(one.tar == two.tar);
+        assert!(one.tar.to_vec().unwrap() == two.tar.to_vec().unwrap());
         assert_eq!(one.revision, two.revision);
     }
 
@@ -1246,13 +1255,13 @@ mod tests {
         let archive = build(&dir_source(dir.path(), &[])).unwrap();
 
         let out = tempfile::tempdir().unwrap();
-        tar::Archive::new(&archive.tar[..])
+        tar::Archive::new(archive.tar.reader())
             .unpack(out.path())
             .unwrap();
         let rebuilt = build(&dir_source(out.path(), &[])).unwrap();
         // The copy has no target/ and notes.tmp, so .gitignore changes nothing.
         assert_eq!(rebuilt.manifest, archive.manifest);
-        assert!(rebuilt.tar == archive.tar);
+        assert!(rebuilt.tar.to_vec().unwrap() == archive.tar.to_vec().unwrap());
         assert_eq!(
             fs::read_to_string(out.path().join(format!("{long}/{long}.txt"))).unwrap(),
             "long path"
@@ -1273,7 +1282,7 @@ mod tests {
         let archive = build(&git_source(root, "HEAD", &[])).unwrap();
         assert_eq!(archive.revision, sha);
         let out = tempfile::tempdir().unwrap();
-        tar::Archive::new(&archive.tar[..])
+        tar::Archive::new(archive.tar.reader())
             .unpack(out.path())
             .unwrap();
         assert_eq!(
@@ -1316,7 +1325,7 @@ mod tests {
         let from_dir = build(&dir_source(root, &exclude)).unwrap();
         let from_git = build(&git_source(root, "HEAD", &exclude)).unwrap();
         assert_eq!(from_git.manifest, from_dir.manifest);
-        assert!(from_git.tar == from_dir.tar);
+        assert!(from_git.tar.to_vec().unwrap() == from_dir.tar.to_vec().unwrap());
         assert!(!paths(&from_git).contains(&".env.example"));
     }
 
@@ -1333,7 +1342,7 @@ mod tests {
         assert_eq!(paths(&from_git), ["main.rs"]);
         assert_eq!(from_git.revision, sha);
         let from_dir = build(&dir_source(&api, &[])).unwrap();
-        assert!(from_git.tar == from_dir.tar);
+        assert!(from_git.tar.to_vec().unwrap() == from_dir.tar.to_vec().unwrap());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! tar stream of the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
+use std::io;
 
 use crate::archive::{EntryKind, Manifest, ManifestEntry};
+use crate::spool::Spool;
 
 /// What to send to a host whose current release has the manifest `old`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -64,11 +65,11 @@ fn is_shared(path: &str, shared: &[String]) -> bool {
     })
 }
 
-/// The entries of `tar` whose paths are in `send`, as a tar stream without its end
-/// marker (slipway's own files are appended after it).
-pub fn filter_tar(tar: &[u8], send: &BTreeSet<String>) -> io::Result<Vec<u8>> {
-    let mut archive = tar::Archive::new(tar);
-    let mut builder = tar::Builder::new(Vec::new());
+/// The entries of `tar` whose paths are in `send`, spooled as a tar stream of their own
+/// (slipway's own files are appended after its body).
+pub fn filter_tar(tar: &Spool, send: &BTreeSet<String>) -> io::Result<Spool> {
+    let mut archive = tar::Archive::new(tar.reader());
+    let mut builder = Spool::builder()?;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry
@@ -80,8 +81,6 @@ pub fn filter_tar(tar: &[u8], send: &BTreeSet<String>) -> io::Result<Vec<u8>> {
             continue;
         }
         let mut header = entry.header().clone();
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut data)?;
         match entry.header().entry_type() {
             tar::EntryType::Symlink => {
                 let target = entry
@@ -90,10 +89,10 @@ pub fn filter_tar(tar: &[u8], send: &BTreeSet<String>) -> io::Result<Vec<u8>> {
                     .unwrap_or_default();
                 builder.append_link(&mut header, &path, target)?;
             }
-            _ => builder.append_data(&mut header, &path, data.as_slice())?,
+            _ => builder.append_data(&mut header, &path, &mut entry)?,
         }
     }
-    builder.into_inner()
+    Spool::finish(builder)
 }
 
 /// `sha256sum -c` / `b2sum -c` input for the files of the manifest that travel in an
@@ -157,6 +156,7 @@ pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn file(path: &str, hash: &str, mode: u32) -> ManifestEntry {
         ManifestEntry {
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn filter_tar_keeps_only_the_named_entries() {
-        let mut b = tar::Builder::new(Vec::new());
+        let mut b = Spool::builder().unwrap();
         for (p, data) in [("a", "1"), ("b", "22")] {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
@@ -248,12 +248,11 @@ mod tests {
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
         b.append_link(&mut h, "l", "a").unwrap();
-        let full = b.into_inner().unwrap();
+        let full = Spool::finish(b).unwrap();
         let send: BTreeSet<String> = ["b".to_string(), "l".to_string()].into();
-        let mut out = filter_tar(&full, &send).unwrap();
-        out.extend_from_slice(&[0u8; 1024]);
+        let out = filter_tar(&full, &send).unwrap();
         let mut names = Vec::new();
-        for e in tar::Archive::new(out.as_slice()).entries().unwrap() {
+        for e in tar::Archive::new(out.reader()).entries().unwrap() {
             let mut e = e.unwrap();
             let mut s = String::new();
             e.read_to_string(&mut s).unwrap();

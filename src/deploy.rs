@@ -32,6 +32,8 @@ use crate::rollout::{
 };
 use crate::run::{Context, Outcome, probe, unless_interrupted};
 use crate::script::{self, HookEnv};
+use crate::spool::Spool;
+use crate::transport::Input;
 
 pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let started = std::time::Instant::now();
@@ -76,7 +78,7 @@ async fn dry_run(fleet: &Fleet, archive: &Archive) -> Result<Outcome> {
                 fleet.name(config.primary)
             ),
             None => {
-                let set = db::migrate::load(config, &archive.tar).await?;
+                let set = db::migrate::load(config, archive.tar.reader()).await?;
                 db::migrate::preview(fleet, config, &set).await?
             }
         };
@@ -195,7 +197,7 @@ async fn run_deploy(
     // A broken migrations directory is found before anything is uploaded.
     let migrations = match &stage.database {
         Some(config) if config.commands.is_none() => Some(
-            db::migrate::load(config, &archive.tar)
+            db::migrate::load(config, archive.tar.reader())
                 .await
                 .map_err(&fail)?,
         ),
@@ -245,7 +247,7 @@ async fn run_deploy(
             }
         }
         for i in all.iter().copied().filter(|i| !full.contains(i)) {
-            bytes_sent.fetch_add(uploads[i].payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            bytes_sent.fetch_add(uploads[i].payload.len(), std::sync::atomic::Ordering::Relaxed);
         }
         fault::point("deploy.after-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })?;
         let linkable: Vec<usize> = all.iter().copied().filter(|i| !full.contains(i)).collect();
@@ -271,7 +273,7 @@ async fn run_deploy(
             let whole = Arc::new(whole);
             for &i in &full {
                 fleet.reporter.warning(Some(fleet.name(i)), "the previous release could not serve as a base (a file differs from its manifest); sending the whole release");
-                bytes_sent.fetch_add(whole.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                bytes_sent.fetch_add(whole.len(), std::sync::atomic::Ordering::Relaxed);
             }
             let results = fleet.step_on_each(&full, "upload", |_| script::upload(&fleet.layout, &id, None), |_| Some(whole.clone()), timeouts.upload).await;
             if let Some(e) = first_failure(fleet, "upload", &results) {
@@ -559,7 +561,7 @@ fn nonce() -> String {
 
 /// What one host receives: the payload, and the release it links unchanged files from.
 struct Upload {
-    payload: Arc<Vec<u8>>,
+    payload: Arc<Input>,
     previous: Option<ReleaseId>,
     linked: usize,
 }
@@ -577,7 +579,7 @@ async fn plan_uploads(
 ) -> std::io::Result<Vec<Upload>> {
     let whole = Arc::new(release_payload(&archive.tar, archive, meta, None)?);
     // Per previous release: the incremental payload and how many files it links.
-    type Built = Option<(Arc<Vec<u8>>, usize)>;
+    type Built = Option<(Arc<Input>, usize)>;
     let mut by_previous: std::collections::BTreeMap<ReleaseId, Built> = Default::default();
     let mut uploads = Vec::new();
     for (i, state) in states.iter().enumerate() {
@@ -650,14 +652,13 @@ async fn previous_manifest(
 /// of the release (REVISION, the manifest, its sha256 and BLAKE2b lists, the release record, and for an
 /// incremental upload the list of files to link), as one tar stream.
 fn release_payload(
-    body: &[u8],
+    body: &Spool,
     archive: &Archive,
     meta: &ReleaseMeta,
     incremental: Option<&delta::Delta>,
-) -> std::io::Result<Vec<u8>> {
-    let body = body.strip_suffix(&[0u8; 1024][..]).unwrap_or(body);
-    let mut builder = tar::Builder::new(Vec::with_capacity(body.len() + 64 * 1024));
-    builder.get_mut().extend_from_slice(body);
+) -> std::io::Result<Input> {
+    // The body's entries, then these (tar entries do not depend on their offset).
+    let mut builder = tar::Builder::new(Vec::new());
     let mut files = vec![
         (REVISION_FILE, format!("{}\n", meta.revision)),
         (RELEASE_MANIFEST, archive.manifest.to_json_lines()),
@@ -700,7 +701,11 @@ fn release_payload(
         header.set_mtime(meta.created_at.timestamp().max(0) as u64);
         builder.append_data(&mut header, path, content.as_bytes())?;
     }
-    builder.into_inner()
+    Ok(Input::spooled(
+        Arc::clone(body.file()),
+        body.body_len(),
+        builder.into_inner()?,
+    ))
 }
 
 /// Ends an interruptible phase before the switch: on a failure or a signal the release

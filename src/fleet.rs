@@ -156,7 +156,7 @@ impl Fleet {
         let run = self.hosts[i].run(script, stdin.clone(), timeout);
         let result = match &stdin {
             Some(bytes) => {
-                let total = bytes.len() as u64;
+                let total = bytes.len();
                 let reporter = self.reporter.clone();
                 let name = host.to_string();
                 let progress: Progress = Arc::new(move |sent| reporter.bytes(&name, sent, total));

@@ -31,6 +31,7 @@ pub mod rollback;
 pub mod rollout;
 pub mod run;
 pub mod script;
+pub mod spool;
 pub mod transport;
 
 pub use error::{Error, ExitClass, Result};

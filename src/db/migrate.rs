@@ -30,7 +30,10 @@ pub struct Migrated {
 
 /// The new release's migrations, read from the archive the deployer built. Also checks
 /// that the URL is there (postgres, mysql), so that neither mistake costs an upload.
-pub async fn load(config: &Database, tar: &[u8]) -> Result<MigrationSet, Error> {
+pub async fn load(
+    config: &Database,
+    tar: impl std::io::Read + Send,
+) -> Result<MigrationSet, Error> {
     if let Some(driver) = config.driver.filter(|d| *d != DbDriver::Sqlite) {
         super::url::DbUrl::from_env(&config.url_env, driver).map_err(Error::Usage)?;
     }

@@ -71,7 +71,10 @@ impl std::fmt::Debug for MigrationSet {
 impl MigrationSet {
     /// The migrations under `dir/` in a tar stream (a release archive, or a release's
     /// directory read back from a host). A release without that directory has none.
-    pub async fn from_tar(tar: &[u8], dir: &str) -> Result<MigrationSet, String> {
+    pub async fn from_tar(
+        tar: impl std::io::Read + Send,
+        dir: &str,
+    ) -> Result<MigrationSet, String> {
         let temp = tempfile::Builder::new()
             .prefix("slipway-migrations-")
             .tempdir()
@@ -115,7 +118,7 @@ impl MigrationSet {
         let tar = base64::engine::general_purpose::STANDARD
             .decode(compact.as_bytes())
             .map_err(|e| format!("the host sent an unreadable archive: {e}"))?;
-        MigrationSet::from_tar(&tar, dir).await
+        MigrationSet::from_tar(&tar[..], dir).await
     }
 
     async fn load(dir: tempfile::TempDir) -> Result<MigrationSet, String> {
@@ -245,7 +248,9 @@ mod tests {
             ("migrations/0003_gone.down.sql", "-- irreversible\n"),
             ("other/0009_x.up.sql", "SELECT 1;"),
         ]);
-        let set = MigrationSet::from_tar(&tar, "migrations").await.unwrap();
+        let set = MigrationSet::from_tar(&tar[..], "migrations")
+            .await
+            .unwrap();
         let infos = set.infos();
         assert_eq!(infos.len(), 3);
         assert_eq!(infos[0].description, "create users");
@@ -270,7 +275,7 @@ mod tests {
     async fn a_release_without_migrations_has_none() {
         let tar = tar_of(&[("app.txt", "hi")]);
         assert!(
-            MigrationSet::from_tar(&tar, "migrations")
+            MigrationSet::from_tar(&tar[..], "migrations")
                 .await
                 .unwrap()
                 .is_empty()

@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::fleet::Fleet;
 use crate::layout::ReleaseId;
 use crate::script;
-use crate::transport::Remote;
+use crate::transport::{Input, Remote};
 use sqlx_driver::{RunError, SqlxDb};
 use url::{DbUrl, Endpoint};
 
@@ -290,7 +290,7 @@ impl<'a> Db<'a> {
                 self.primary(),
                 step,
                 &script,
-                Some(Arc::new(program.into_bytes())),
+                Some(Arc::new(Input::bytes(program.into_bytes()))),
                 self.fleet.stage.timeouts.hook,
             )
             .await
@@ -312,10 +312,12 @@ impl<'a> Db<'a> {
     }
 
     /// The stdin of a snapshot or restore script: the credentials (postgres, mysql).
-    fn credentials(&self) -> Result<Option<Arc<Vec<u8>>>, String> {
+    fn credentials(&self) -> Result<Option<Arc<Input>>, String> {
         match &self.url {
             None => Ok(None),
-            Some(u) => Ok(Some(Arc::new(u.stdin_lines(self.driver)?.into_bytes()))),
+            Some(u) => Ok(Some(Arc::new(Input::bytes(
+                u.stdin_lines(self.driver)?.into_bytes(),
+            )))),
         }
     }
 

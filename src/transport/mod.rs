@@ -85,8 +85,45 @@ pub struct Reached {
     pub forward: Option<(u16, Remote)>,
 }
 
-/// Bytes fed to a script's stdin, shared by every host without copying.
-pub type Stdin = Option<Arc<Vec<u8>>>;
+/// What a script reads on its stdin: a region of a spooled file (the release archive,
+/// read back at this reader's own offset) followed by bytes in memory. Shared by every
+/// host without copying.
+#[derive(Debug, Default)]
+pub struct Input {
+    spool: Option<(Arc<std::fs::File>, u64)>,
+    tail: Vec<u8>,
+}
+
+impl Input {
+    pub fn bytes(bytes: Vec<u8>) -> Input {
+        Input {
+            spool: None,
+            tail: bytes,
+        }
+    }
+
+    /// The first `len` bytes of `file`, then `tail`.
+    pub fn spooled(file: Arc<std::fs::File>, len: u64, tail: Vec<u8>) -> Input {
+        Input {
+            spool: Some((file, len)),
+            tail,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.spool.as_ref().map_or(0, |(_, len)| *len) + self.tail.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A script's stdin, if it reads one.
+pub type Stdin = Option<Arc<Input>>;
+
+/// How much of an upload is read and written at a time.
+const CHUNK: usize = 256 * 1024;
 
 #[async_trait]
 pub trait Transport: Send + Sync {
@@ -216,19 +253,50 @@ pub async fn with_progress<F: std::future::Future>(progress: Progress, future: F
     PROGRESS.scope(progress, future).await
 }
 
-/// Writes `bytes` to a script's stdin in chunks, reporting progress, then closes it.
-/// A script that exits early closes its stdin: not an error of ours.
-pub async fn feed<W: tokio::io::AsyncWrite + Unpin>(pipe: &mut W, bytes: &[u8]) {
+/// Writes `input` to a script's stdin in chunks, reporting progress, then closes it.
+/// A script that exits early closes its stdin: not an error of ours. If the spooled
+/// file cannot be read, the stream stops short: the host's `tar` reports it truncated
+/// and the step fails there.
+pub async fn feed<W: tokio::io::AsyncWrite + Unpin>(pipe: &mut W, input: &Input) {
     use tokio::io::AsyncWriteExt;
     let progress = PROGRESS.try_with(Arc::clone).ok();
     let mut sent = 0u64;
-    for chunk in bytes.chunks(256 * 1024) {
+    let mut wrote = async |pipe: &mut W, chunk: &[u8]| -> bool {
         if pipe.write_all(chunk).await.is_err() {
-            break;
+            return false;
         }
         sent += chunk.len() as u64;
         if let Some(p) = &progress {
             p(sent);
+        }
+        true
+    };
+    if let Some((file, len)) = &input.spool {
+        let mut buf = vec![0u8; CHUNK];
+        let mut offset = 0u64;
+        while offset < *len {
+            let want = CHUNK.min(usize::try_from(len - offset).unwrap_or(CHUNK));
+            let file = Arc::clone(file);
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let got = file.read_exact_at(&mut buf[..want], offset);
+                (buf, got)
+            })
+            .await;
+            let Ok((back, Ok(()))) = read else {
+                let _ = pipe.shutdown().await;
+                return;
+            };
+            buf = back;
+            if !wrote(pipe, &buf[..want]).await {
+                return;
+            }
+            offset += want as u64;
+        }
+    }
+    for chunk in input.tail.chunks(CHUNK) {
+        if !wrote(pipe, chunk).await {
+            break;
         }
     }
     let _ = pipe.shutdown().await;
