@@ -47,6 +47,19 @@ pub async fn acquire(
     wait: Duration,
     interrupt: &Interrupt,
 ) -> Result<HeldLock> {
+    acquire_then(fleet, actor, command, wait, interrupt, "").await
+}
+
+/// As [`acquire`], running `then` (a script fragment whose output the probe's parser
+/// reads too) on each host once its lock is taken, in the same round trip.
+pub async fn acquire_then(
+    fleet: &Fleet,
+    actor: &Actor,
+    command: &str,
+    wait: Duration,
+    interrupt: &Interrupt,
+    then: &str,
+) -> Result<HeldLock> {
     let token = format!("{:032x}", rand::random::<u128>());
     let info = LockInfo {
         user: actor.user.clone(),
@@ -60,7 +73,7 @@ pub async fn acquire(
     let deadline = Instant::now() + wait;
     let mut announced = false;
     loop {
-        match attempt(fleet, &owner).await? {
+        match attempt(fleet, &owner, then).await? {
             Attempt::Acquired(states) => return Ok(HeldLock { token, states }),
             Attempt::Held {
                 host,
@@ -93,8 +106,8 @@ pub async fn acquire(
     }
 }
 
-async fn attempt(fleet: &Fleet, owner: &str) -> Result<Attempt> {
-    let script = script::lock(&fleet.layout, owner);
+async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
+    let script = script::lock(&fleet.layout, owner, then);
     let me = serde_json::from_str::<LockInfo>(owner).ok();
     let mut taken = Vec::new();
     let mut states: Vec<Option<HostState>> = vec![None; fleet.len()];

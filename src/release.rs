@@ -173,6 +173,19 @@ pub struct HostState {
     pub clock: Option<i64>,
     /// The raw `.slipway/rollout.json`, when a staged rollout has been recorded.
     pub rollout_json: Option<String>,
+    /// A rollback's likely target, checked by the lock script
+    /// ([`crate::script::verify_likely_target`]).
+    pub verified: Option<Verified>,
+}
+
+/// How a release checked against its manifest on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub id: String,
+    /// The check's exit status: 0 when the release is as deployed.
+    pub status: i32,
+    /// Why not, when it is not.
+    pub message: String,
 }
 
 impl HostState {
@@ -239,6 +252,14 @@ impl HostState {
                 "lock" => state.lock = Some(serde_json::from_str(a).ok()),
                 "clock" => state.clock = a.parse().ok(),
                 "rollout" if !a.trim().is_empty() => state.rollout_json = Some(a.to_string()),
+                "verified" => {
+                    let (status, message) = b.split_once('\t').unwrap_or((b, ""));
+                    state.verified = Some(Verified {
+                        id: a.to_string(),
+                        status: status.parse().unwrap_or(1),
+                        message: message.trim().to_string(),
+                    });
+                }
                 _ => {}
             }
         }
@@ -250,6 +271,34 @@ impl HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checked_target_is_parsed_with_its_status_and_reason() {
+        let ok = HostState::parse("h", "verified\t20260101T000000Z\t0\t\n");
+        assert_eq!(
+            ok.verified,
+            Some(Verified {
+                id: "20260101T000000Z".into(),
+                status: 0,
+                message: String::new()
+            })
+        );
+        let bad = HostState::parse(
+            "h",
+            "verified\t20260101T000000Z\t76\trelease x does not match: a.txt: FAILED \n",
+        );
+        let v = bad.verified.unwrap();
+        assert_eq!(
+            (v.status, v.message.as_str()),
+            (76, "release x does not match: a.txt: FAILED")
+        );
+        let garbled = HostState::parse("h", "verified\t20260101T000000Z\tx\n");
+        assert_eq!(
+            garbled.verified.unwrap().status,
+            1,
+            "unreadable status: not verified"
+        );
+    }
 
     pub fn meta(id: &str, state: ReleaseState) -> ReleaseMeta {
         let now = Utc::now();

@@ -37,12 +37,15 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
     let result = if ctx.dry_run {
         dry_run(&fleet, request).await
     } else {
-        match lock::acquire(
+        // The lock script also checks the likely target: a round trip saved.
+        let check = script::verify_likely_target(request.to.as_ref(), &shared_paths(stage));
+        match lock::acquire_then(
             &fleet,
             &ctx.actor,
             &ctx.command,
             ctx.lock_wait,
             &ctx.interrupt,
+            &check,
         )
         .await
         {
@@ -264,18 +267,33 @@ async fn run_rollback(
         if fleet.len() == 1 { "" } else { "s" }
     ));
     // Integrity: the target must still be what was deployed, on every host, before any
-    // host is switched to it.
-    let shared: Vec<String> = fleet
-        .stage
-        .shared_files
-        .iter()
-        .chain(&fleet.stage.shared_dirs)
-        .cloned()
-        .collect();
-    let all = fleet.all();
+    // host is switched to it. The lock script checked the likely target already; the
+    // hosts where that was another release (or nothing) are checked now.
+    let mut unchecked = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        match &state.verified {
+            Some(v) if v.id == target.as_str() && v.status == 0 => {}
+            Some(v) if v.id == target.as_str() => {
+                let error = Error::Step {
+                    host: fleet.name(i).to_string(),
+                    step: "verify".into(),
+                    message: v.message.clone(),
+                };
+                fleet.reporter.failed(
+                    fleet.name(i),
+                    "verify",
+                    std::time::Duration::ZERO,
+                    &v.message,
+                );
+                return (from, Some(target), Err(error));
+            }
+            _ => unchecked.push(i),
+        }
+    }
+    let shared = shared_paths(&fleet.stage);
     let verified = fleet
         .step_on(
-            &all,
+            &unchecked,
             "verify",
             |_| script::verify_release(&fleet.layout, &target, &shared),
             None,
@@ -285,6 +303,7 @@ async fn run_rollback(
     if let Some(e) = first_failure(fleet, "verify", &verified) {
         return (from, Some(target), Err(e));
     }
+    let all = fleet.all();
     if let Err(m) = fault::point("rollback.before-switch").await {
         return (
             from,
@@ -429,4 +448,14 @@ fn records(
     } else {
         state.switch_records(target, ReleaseState::RolledBack, Some(reason.to_string()))
     }
+}
+
+/// The paths `[shared]` links into every release.
+fn shared_paths(stage: &Stage) -> Vec<String> {
+    stage
+        .shared_files
+        .iter()
+        .chain(&stage.shared_dirs)
+        .cloned()
+        .collect()
 }

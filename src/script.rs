@@ -15,65 +15,87 @@ const PRELUDE: &str = "set -u\numask 022\n";
 
 /// Reads everything a decision needs, changing nothing: whether `deploy_to` exists, the
 /// target of `current`, each release with its record, partial uploads, the lock holder,
-/// and the host's clock. Output: one tab-separated record per line.
+/// and the host's clock. Output: one tab-separated record per line. The records are
+/// one-line JSON files (slipway writes them so), read with the shell's own `read`: at
+/// fleet scale every process a step starts is paid once per host.
 pub fn probe(layout: &Layout) -> String {
     format!(
-        r#"{PRELUDE}d={d}
-if [ -d "$d" ]; then echo "exists	1"; else echo "exists	0"; fi
-if [ -L "$d/current" ]; then printf 'current\t%s\n' "$(readlink "$d/current")"; fi
+        "{PRELUDE}d={d}\n{body}",
+        d = quote(layout.deploy_to()),
+        body = probe_body(layout)
+    )
+}
+
+/// The probe after `d` is set (shared with the lock script).
+fn probe_body(layout: &Layout) -> String {
+    format!(
+        r#"if [ -d "$d" ]; then echo "exists	1"; else echo "exists	0"; fi
+if [ -L "$d/current" ]; then printf 'current\t'; readlink -- "$d/current"; fi
 if [ -d "$d/releases" ]; then
   for r in "$d"/releases/*; do
     [ -e "$r" ] || [ -L "$r" ] || continue
-    n=${{r##*/}}
     m=""
-    if [ -f "$r/{meta}" ]; then m=$(tr '\n\t' '  ' < "$r/{meta}"); fi
-    printf 'release\t%s\t%s\n' "$n" "$m"
+    if [ -f "$r/{meta}" ]; then IFS= read -r m < "$r/{meta}" || true; fi
+    printf 'release\t%s\t%s\n' "${{r##*/}}" "$m"
   done
 fi
 if [ -d "$d/.slipway/lock" ]; then
-  printf 'lock\t%s\n' "$(tr '\n\t' '  ' < "$d/.slipway/lock/owner.json" 2>/dev/null)"
+  m=""
+  if [ -f "$d/.slipway/lock/owner.json" ]; then IFS= read -r m < "$d/.slipway/lock/owner.json" || true; fi
+  printf 'lock\t%s\n' "$m"
 fi
-if [ -f {rollout} ]; then printf 'rollout\t%s\n' "$(tr '\n\t' '  ' < {rollout})"; fi
-printf 'clock\t%s\n' "$(date +%s)"
+if [ -f {rollout} ]; then m=""; IFS= read -r m < {rollout} || true; printf 'rollout\t%s\n' "$m"; fi
+printf 'clock\t'; date +%s
 "#,
-        d = quote(layout.deploy_to()),
         meta = RELEASE_META,
         rollout = quote(&layout.rollout_state()),
     )
 }
 
-fn probe_in_subshell(layout: &Layout) -> String {
-    format!("(\n{}\n)", probe(layout))
-}
-
 /// Takes the deploy lock: `mkdir` is atomic, so of two runs exactly one succeeds. The
 /// winner writes who it is; a loser prints the holder and exits [`EXIT_LOCK_HELD`].
 /// Once the lock is taken, the same script reads the host's state (the probe), saving
-/// a round trip.
-pub fn lock(layout: &Layout, owner_json: &str) -> String {
+/// a round trip, then runs `then` (more reading a command needs, e.g. a rollback's
+/// check of its likely target).
+pub fn lock(layout: &Layout, owner_json: &str, then: &str) -> String {
     format!(
         r#"{PRELUDE}d={d}
-mkdir -p -- "$d" || exit 1
-(umask 077 && mkdir -p -- "$d/.slipway") || exit 1
-if (umask 077 && mkdir -- "$d/.slipway/lock") 2>/dev/null; then
-  (umask 077 && printf '%s\n' {owner} > "$d/.slipway/lock/owner.json") || {{ rmdir -- "$d/.slipway/lock"; exit 1; }}
-  {then}
-  exit 0
+if [ ! -d "$d/.slipway" ]; then
+  mkdir -p -- "$d" && (umask 077 && mkdir -p -- "$d/.slipway") || exit 1
 fi
-if [ ! -d "$d/.slipway/lock" ]; then echo "cannot create $d/.slipway/lock" >&2; exit 1; fi
-# The winner of a race writes its record just after its mkdir: give it a moment, so that
-# the loser can name the holder.
-n=0
-while [ ! -s "$d/.slipway/lock/owner.json" ] && [ -d "$d/.slipway/lock" ] && [ $n -lt 20 ]; do
-  sleep 0.05 2>/dev/null || sleep 1
-  n=$((n + 1))
+tries=0
+while :; do
+  umask 077
+  if mkdir -- "$d/.slipway/lock" 2>/dev/null; then
+    printf '%s\n' {owner} > "$d/.slipway/lock/owner.json" || {{ rmdir -- "$d/.slipway/lock"; exit 1; }}
+    umask 022
+{probe}{then}
+    exit 0
+  fi
+  umask 022
+  if [ ! -e "$d/.slipway/lock" ]; then
+    # Not there, yet mkdir failed: released just now (try again), or not creatable.
+    [ "$tries" -lt 3 ] || {{ echo "cannot create $d/.slipway/lock" >&2; exit 1; }}
+    tries=$((tries + 1))
+    continue
+  fi
+  # The winner of a race writes its record just after its mkdir: give it a moment, so
+  # that the loser can name the holder.
+  n=0
+  while [ ! -s "$d/.slipway/lock/owner.json" ] && [ -d "$d/.slipway/lock" ] && [ $n -lt 20 ]; do
+    sleep 0.05 2>/dev/null || sleep 1
+    n=$((n + 1))
+  done
+  # Released in the meantime (the holder finished): try again, a few times.
+  if [ -d "$d/.slipway/lock" ] || [ "$tries" -ge 3 ]; then break; fi
+  tries=$((tries + 1))
 done
 cat -- "$d/.slipway/lock/owner.json" 2>/dev/null || echo '{{}}'
 exit {EXIT_LOCK_HELD}
 "#,
         d = quote(layout.deploy_to()),
         owner = quote(owner_json),
-        then = probe_in_subshell(layout),
+        probe = probe_body(layout),
     )
 }
 
@@ -91,7 +113,7 @@ pub fn unlock(layout: &Layout, token: &str) -> String {
 owner=""
 if [ -f "$d/.slipway/lock/owner.json" ]; then IFS= read -r owner < "$d/.slipway/lock/owner.json" || true; fi
 case "$owner" in
-  *{needle}*) rm -f -- "$d/.slipway/lock/owner.json" && rmdir -- "$d/.slipway/lock" || rm -rf -- "$d/.slipway/lock" ;;
+  *{needle}*) rm -rf -- "$d/.slipway/lock" ;;
 esac
 "#,
         d = quote(layout.deploy_to()),
@@ -120,12 +142,11 @@ fi
 pub fn upload(layout: &Layout, id: &ReleaseId, previous: Option<&ReleaseId>) -> String {
     let mut s = format!(
         r#"{PRELUDE}d={d}
-mkdir -p -- "$d/releases" "$d/shared" || exit 1
-for p in "$d"/releases/*.partial; do
-  [ -e "$p" ] || continue
+[ -d "$d/releases" ] && [ -d "$d/shared" ] || mkdir -p -- "$d/releases" "$d/shared" || exit 1
+for p in "$d"/releases/*.partial "$d"/.current.tmp.*; do
+  [ -e "$p" ] || [ -L "$p" ] || continue
   rm -rf -- "$p" || exit 1
 done
-rm -f -- "$d"/.current.tmp.*
 p={partial}
 if [ -e {release} ]; then echo "release {id} already exists in $d/releases" >&2; exit 1; fi
 mkdir -- "$p" || exit 1
@@ -178,7 +199,9 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     s.push_str("if [ \"$missing\" -ne 0 ]; then rm -rf -- \"$p\"; exit 1; fi\n");
     for dir in dirs {
         let shared = quote(&layout.shared_path(dir));
-        s.push_str(&format!("mkdir -p -- {shared} || exit 1\n"));
+        s.push_str(&format!(
+            "[ -d {shared} ] || mkdir -p -- {shared} || exit 1\n"
+        ));
     }
     for (path, is_dir) in files
         .iter()
@@ -186,10 +209,12 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
         .chain(dirs.iter().map(|d| (d, true)))
     {
         let shared = quote(&layout.shared_path(path));
-        let inside = quote(&format!("{}/{path}", layout.partial(id)));
+        let inside_path = format!("{}/{path}", layout.partial(id));
+        let inside = quote(&inside_path);
+        let parent = quote(inside_path.rsplit_once('/').map_or(".", |(dir, _)| dir));
         let _ = is_dir;
         s.push_str(&format!(
-            "rm -rf -- {inside} && mkdir -p -- \"$(dirname -- {inside})\" && ln -s -- {shared} {inside} || {{ echo \"cannot link \"{name}\" into the release\" >&2; rm -rf -- \"$p\"; exit 1; }}\n",
+            "{{ {{ [ ! -e {inside} ] && [ ! -L {inside} ]; }} || rm -rf -- {inside}; }} && {{ [ -d {parent} ] || mkdir -p -- {parent}; }} && ln -s -- {shared} {inside} || {{ echo \"cannot link \"{name}\" into the release\" >&2; rm -rf -- \"$p\"; exit 1; }}\n",
             name = quote(path),
         ));
         s.push_str(&format!(
@@ -206,7 +231,7 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
 /// later hashes only what changed since (see [`verify_release`]).
 pub fn record_stat(layout: &Layout, id: &ReleaseId) -> String {
     format!(
-        "(cd -- {r} && find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\\n' > {tmp} && mv -f -- {tmp} {stat}) || {{ echo \"cannot record the files of release {id}\" >&2; exit 1; }}\n",
+        "cd -- {r} && find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\\n' > {tmp} && mv -f -- {tmp} {stat} || {{ echo \"cannot record the files of release {id}\" >&2; exit 1; }}\n",
         r = quote(&layout.release(id)),
         tmp = quote(&format!("{RELEASE_STAT}.tmp")),
         stat = quote(RELEASE_STAT),
@@ -224,14 +249,22 @@ pub fn record_stat(layout: &Layout, id: &ReleaseId) -> String {
 /// (the manifest describes the shipped files; the links are not them).
 pub fn verify_release(layout: &Layout, id: &ReleaseId, shared: &[String]) -> String {
     format!(
-        r#"{PRELUDE}r={release}
-EXCL={excluded}
-export EXCL
-[ -d "$r" ] || {{ echo "release {id} is missing in $r" >&2; exit 1; }}
+        "{PRELUDE}r={release}\nid={id}\nEXCL={excluded}\nexport EXCL\n{body}",
+        release = quote(&layout.release(id)),
+        excluded = quote(&shared.join("\n")),
+        body = verify_body(),
+    )
+}
+
+/// [`verify_release`] after `r` (the release directory), `id` and `EXCL` (the shared
+/// paths, one per line, exported) are set. Exits non-zero, saying why on stderr, if
+/// the release does not verify.
+fn verify_body() -> String {
+    format!(
+        r#"[ -d "$r" ] || {{ echo "release $id is missing in $r" >&2; exit 1; }}
 cd -- "$r" || exit 1
-{choose}
-if [ ! -f .slipway/manifest.$ext ]; then
-  echo "release {id} has no manifest to verify (.slipway/manifest.$ext)" >&2
+if [ ! -f .slipway/manifest.sha256 ] && [ ! -f .slipway/manifest.b2 ]; then
+  echo "release $id has no manifest to verify (.slipway/manifest.sha256)" >&2
   exit {EXIT_NOT_VERIFIED}
 fi
 if [ -f {stat} ]; then
@@ -239,23 +272,64 @@ if [ -f {stat} ]; then
     NR == FNR {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); want[k] = $1 " " $2; next }}
     {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in want) && want[k] != $1 " " $2) print k; delete want[k] }}
     END {{ for (k in want) print k }}' {stat} -)
+  [ -n "$changed" ] || exit 0
+  {choose}
   sums=$(printf '%s\n' "$changed" | awk 'NR == FNR {{ if ($0 != "") c[$0] = 1; next }}
     substr($0, 1, 1) == "\\" || (substr($0, 67) in c)' - .slipway/manifest.$ext)
-  [ -n "$changed" ] || sums=
 else
+  {choose}
   sums=$(awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
     {{ p = substr($0, 67); for (i = 1; i <= n; i++) if (ex[i] != "" && (p == ex[i] || index(p, ex[i] "/") == 1)) next; print }}' \
     .slipway/manifest.$ext)
 fi
 if [ -n "$sums" ] && ! bad=$(printf '%s\n' "$sums" | $sum --quiet --strict -c - 2>&1); then
-  echo "release {id} does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
+  echo "release $id does not match its manifest (modified or truncated on this host since it was deployed): $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
   exit {EXIT_NOT_VERIFIED}
 fi
+exit 0
 "#,
-        release = quote(&layout.release(id)),
-        excluded = quote(&shared.join("\n")),
         stat = quote(RELEASE_STAT),
         choose = choose_digest("."),
+    )
+}
+
+/// For the lock script of a rollback: checks the release the rollback will most likely
+/// switch to (`to`, or else the newest release older than `current` whose record says
+/// ready or live), as [`verify_release`] would, and prints `verified<TAB>ID<TAB>status<TAB>
+/// message`. The deployer still decides the target; where it is this one, the verify
+/// round trip is saved. Runs after the probe, with `d` set.
+pub fn verify_likely_target(to: Option<&ReleaseId>, shared: &[String]) -> String {
+    let pick = match to {
+        Some(id) => format!("t={}\n", quote(id.as_str())),
+        None => format!(
+            r#"t=""
+if [ -L "$d/current" ]; then
+  cur=$(readlink -- "$d/current")
+  cur=${{cur##*/}}
+  for r in "$d"/releases/*; do
+    n=${{r##*/}}
+    [ "$n" = "$cur" ] && break
+    m=""
+    if [ -f "$r/{meta}" ]; then IFS= read -r m < "$r/{meta}" || true; fi
+    case "$m" in *'"state":"ready"'*|*'"state":"live"'*) t=$n ;; esac
+  done
+fi
+"#,
+            meta = RELEASE_META
+        ),
+    };
+    format!(
+        r#"{pick}if [ -n "$t" ] && [ -d "$d/releases/$t" ]; then
+  EXCL={excluded}
+  export EXCL
+  why=$(r="$d/releases/$t"; id=$t; {{
+{body}}} 2>&1)
+  rc=$?
+  if [ "$rc" -eq 0 ]; then printf 'verified\t%s\t0\t\n' "$t"; else printf 'verified\t%s\t%s\t%s\n' "$t" "$rc" "$(printf '%s' "$why" | tr '\n\t' '  ')"; fi
+fi
+"#,
+        excluded = quote(&shared.join("\n")),
+        body = verify_body(),
     )
 }
 
@@ -373,7 +447,7 @@ pub fn switch(
             let tmp = quote(&layout.current_tmp(id, nonce));
             s.push_str(&format!(
                 "[ -f {meta} ] || {{ echo \"release {id} is not complete on this host (no {RELEASE_META})\" >&2; exit 1; }}\n\
-                 rm -f -- {tmp}\n\
+                 {{ [ ! -L {tmp} ] || rm -f -- {tmp}; }}\n\
                  ln -s -- {link} {tmp} || exit 1\n\
                  mv -T -- {tmp} \"$d/current\" || {{ rm -f -- {tmp}; echo \"renaming the new link over $d/current failed\" >&2; exit 1; }}\n",
                 meta = quote(&format!("{}/{RELEASE_META}", layout.release(id))),
@@ -749,7 +823,7 @@ mod tests {
         };
         let scripts = [
             probe(&layout),
-            lock(&layout, "{\"a\":\"'\"}"),
+            lock(&layout, "{\"a\":\"'\"}", ""),
             unlock(&layout, "abc"),
             break_lock(&layout),
             upload(&layout, &id, None),

@@ -229,13 +229,13 @@ pub(crate) async fn exchange(
 pub const EXIT_NOT_FOUND: i32 = 126;
 
 /// The command line that runs `script`: `sh` reads it from its `-c` argument, and 127
-/// ("command not found") comes back as 126 with its message intact.
+/// ("command not found") comes back as 126 with its message intact, by an exit trap in
+/// the same shell (one process per step on the host, not a wrapper shell and a child).
 pub fn command_line(script: &str) -> String {
-    let wrapper = format!(
-        "sh -c {}; rc=$?; if [ \"$rc\" -eq 127 ]; then echo 'slipway: a command was not found on this host (exit status 127)' >&2; exit {EXIT_NOT_FOUND}; fi; exit \"$rc\"",
-        quote(script)
+    let body = format!(
+        "trap 'rc=$?; if [ \"$rc\" -eq 127 ]; then echo \"slipway: a command was not found on this host (exit status 127)\" >&2; exit {EXIT_NOT_FOUND}; fi' EXIT\n{script}"
     );
-    format!("exec sh -c {}", quote(&wrapper))
+    format!("exec sh -c {}", quote(&body))
 }
 
 /// Told how many bytes of a step's stdin have been written so far (the upload's

@@ -54,6 +54,53 @@ fn a_rollback_target_modified_on_a_host_is_refused_naming_the_file() {
     s.assert_current_everywhere(&v1);
 }
 
+/// The steps of a `--json` run, in order (one entry per host and step).
+fn steps(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "step" && v["status"] != "started")
+        .map(|v| format!("{} {}", v["step"].as_str().unwrap_or("?"), v["status"]))
+        .collect()
+}
+
+#[test]
+fn a_rollback_checks_its_target_in_the_lock_round_trip() {
+    let s = Scenario::new().hosts(2).shared_dir("log");
+    let v1 = s.deploy_ok();
+    s.app_file("index.html", "v2");
+    let v2 = s.deploy_ok();
+    // The likely target (the release before current) is checked by the lock script:
+    // no separate verify step.
+    let run = s.slipway(&["rollback", "test", "--json"]).ok();
+    let done = steps(&run.stdout);
+    assert!(
+        done.iter().any(|x| x.starts_with("lock "))
+            && !done.iter().any(|x| x.starts_with("verify ")),
+        "{done:?}"
+    );
+    s.assert_current_everywhere(&v1);
+    // So is a `--to` target; modified, it is refused, naming host and file.
+    let file = s.app_path(0, &format!("releases/{v2}/index.html"));
+    std::fs::write(&file, "changed after the deploy\n").expect("tamper");
+    let run = s.slipway(&["rollback", "test", "--to", &v2, "--json"]);
+    assert_eq!(run.code, 1, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&s.fleet().host(0).address)
+            && run.stderr.contains("verify")
+            && run.stderr.contains("index.html"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        steps(&run.stdout).iter().any(|x| x == "verify \"failed\""),
+        "the refusal is a failed verify step: {:?}",
+        steps(&run.stdout)
+    );
+    s.assert_current_everywhere(&v1);
+    s.assert_no_partial_and_no_lock();
+}
+
 #[test]
 fn a_host_without_b2sum_verifies_with_sha256sum() {
     let s = Scenario::new().hosts(2);
