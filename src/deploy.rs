@@ -222,7 +222,36 @@ async fn run_deploy(
         archive.revision
     ));
 
-    // Upload and finalize: harmless to every host, interruptible.
+    // The release is ready once built: by the build step, or, without build hooks, at
+    // the end of the upload step itself (a round trip saved).
+    let ready = meta.with_state(ReleaseState::Ready, None);
+    let ready_trailer = format!(
+        "{}{}{}",
+        script::write_meta(&fleet.layout, &id, &ready.to_line()),
+        script::record_stat(&fleet.layout, &id),
+        if stage.immutable {
+            script::make_read_only(&fleet.layout, &id)
+        } else {
+            String::new()
+        }
+    );
+    let trailer_in_upload = if stage.build_hooks.is_empty() {
+        ready_trailer.as_str()
+    } else {
+        ""
+    };
+    let receive = |previous: Option<&ReleaseId>| {
+        script::receive(
+            &fleet.layout,
+            &id,
+            previous,
+            &stage.shared_files,
+            &stage.shared_dirs,
+            trailer_in_upload,
+        )
+    };
+
+    // Upload, verify and link shared paths: harmless to every host, interruptible.
     let all = fleet.all();
     let bytes_sent = std::sync::atomic::AtomicU64::new(0);
     let upload = unless_interrupted(&ctx.interrupt, async {
@@ -231,7 +260,7 @@ async fn run_deploy(
             .step_on_each(
                 &all,
                 "upload",
-                |i| script::upload(&fleet.layout, &id, uploads[i].previous.as_ref()),
+                |i| receive(uploads[i].previous.as_ref()),
                 |i| Some(uploads[i].payload.clone()),
                 timeouts.upload,
             )
@@ -249,87 +278,48 @@ async fn run_deploy(
         for i in all.iter().copied().filter(|i| !full.contains(i)) {
             bytes_sent.fetch_add(uploads[i].payload.len(), std::sync::atomic::Ordering::Relaxed);
         }
-        fault::point("deploy.after-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })?;
-        let linkable: Vec<usize> = all.iter().copied().filter(|i| !full.contains(i)).collect();
-        let results = fleet
-            .step_on_each(
-                &linkable,
-                "link-shared",
-                |_| script::finalize(&fleet.layout, &id, &stage.shared_files, &stage.shared_dirs),
-                |_| None,
-                timeouts.command,
-            )
-            .await;
-        for (i, r) in &results {
-            match r {
-                Ok(out) if out.success() => {}
-                Ok(out) if out.code == script::EXIT_NOT_VERIFIED && uploads[*i].previous.is_some() => full.push(*i),
-                Ok(out) => return Err(Error::Step { host: fleet.name(*i).into(), step: "link-shared".into(), message: out.message() }),
-                Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "link-shared".into(), message: m.clone() }),
-            }
-        }
         if !full.is_empty() {
-            let whole = release_payload(&archive.tar, &archive, &meta, None).map_err(Error::Io)?;
-            let whole = Arc::new(whole);
+            let whole = Arc::new(release_payload(&archive.tar, &archive, &meta, None).map_err(Error::Io)?);
             for &i in &full {
                 fleet.reporter.warning(Some(fleet.name(i)), "the previous release could not serve as a base (a file differs from its manifest); sending the whole release");
                 bytes_sent.fetch_add(whole.len(), std::sync::atomic::Ordering::Relaxed);
             }
-            let results = fleet.step_on_each(&full, "upload", |_| script::upload(&fleet.layout, &id, None), |_| Some(whole.clone()), timeouts.upload).await;
+            let results = fleet.step_on_each(&full, "upload", |_| receive(None), |_| Some(whole.clone()), timeouts.upload).await;
             if let Some(e) = first_failure(fleet, "upload", &results) {
                 return Err(e);
             }
-            let results = fleet
-                .step_on_each(&full, "link-shared", |_| script::finalize(&fleet.layout, &id, &stage.shared_files, &stage.shared_dirs), |_| None, timeouts.command)
-                .await;
-            if let Some(e) = first_failure(fleet, "link-shared", &results) {
-                return Err(e);
-            }
         }
-        Ok(())
+        fault::point("deploy.after-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })
     })
     .await;
     settle(fleet, &id, &meta, upload).await.map_err(fail)?;
     let bytes_sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
 
     // Build hooks, then the release is ready.
-    let ready = meta.with_state(ReleaseState::Ready, None);
     let build = unless_interrupted(&ctx.interrupt, async {
-        let results = fleet
-            .step_on(
-                &all,
-                "build",
-                |i| {
-                    let path = fleet.layout.release(&id);
-                    let env = HookEnv {
-                        release: &id,
-                        release_path: &path,
-                        deploy_to: &stage.deploy_to,
-                        stage: &stage.name,
-                        host: fleet.name(i),
-                    };
-                    script::hooks(
-                        "build",
-                        &env,
-                        &stage.build_hooks,
-                        &format!(
-                            "{}{}{}",
-                            script::write_meta(&fleet.layout, &id, &ready.to_line()),
-                            script::record_stat(&fleet.layout, &id),
-                            if stage.immutable {
-                                script::make_read_only(&fleet.layout, &id)
-                            } else {
-                                String::new()
-                            }
-                        ),
-                    )
-                },
-                None,
-                timeouts.hook,
-            )
-            .await;
-        if let Some(e) = first_failure(fleet, "build", &results) {
-            return Err(e);
+        if !stage.build_hooks.is_empty() {
+            let results = fleet
+                .step_on(
+                    &all,
+                    "build",
+                    |i| {
+                        let path = fleet.layout.release(&id);
+                        let env = HookEnv {
+                            release: &id,
+                            release_path: &path,
+                            deploy_to: &stage.deploy_to,
+                            stage: &stage.name,
+                            host: fleet.name(i),
+                        };
+                        script::hooks("build", &env, &stage.build_hooks, &ready_trailer)
+                    },
+                    None,
+                    timeouts.hook,
+                )
+                .await;
+            if let Some(e) = first_failure(fleet, "build", &results) {
+                return Err(e);
+            }
         }
         fault::point("deploy.before-switch")
             .await
@@ -719,9 +709,20 @@ async fn settle(
     let error = match outcome {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => e,
-        Err(signal) => Error::Interrupted(format!(
-            "{signal} received before the switch: the partial release was removed, every host is as it was"
-        )),
+        Err(signal) => {
+            // Stopped on purpose: nothing to inspect, the new release goes entirely.
+            let script = format!(
+                "{}{}",
+                script::remove_partial(&fleet.layout, id),
+                script::remove_releases(&fleet.layout, std::slice::from_ref(id))
+            );
+            fleet
+                .on_all_best_effort("cleanup", &script, &format!("remove release {id}"))
+                .await;
+            return Err(Error::Interrupted(format!(
+                "{signal} received before the switch: the new release was removed, every host is as it was"
+            )));
+        }
     };
     discard(fleet, id, meta, &error.to_string()).await;
     Err(error)
@@ -993,24 +994,28 @@ fn build_plan(
         PlanStep {
             step: "upload".into(),
             detail: format!(
-                "stream the archive ({} files, {} bytes) into releases/{id}.partial on every host",
-                live.files, live.bytes
-            ),
-        },
-        PlanStep {
-            step: "link-shared".into(),
-            detail: format!(
-                "check and link shared files ({}) and dirs ({}), rename to releases/{id}",
+                "check shared files ({}), stream the archive ({} files, {} bytes) into releases/{id}.partial on every host, verify it against its manifest, link shared files and dirs ({}), rename to releases/{id}{}",
                 list(&stage.shared_files),
-                list(&stage.shared_dirs)
+                live.files,
+                live.bytes,
+                list(&stage.shared_dirs),
+                if stage.build_hooks.is_empty() {
+                    ", mark it ready"
+                } else {
+                    ""
+                }
             ),
         },
         PlanStep {
             step: "build".into(),
-            detail: format!(
-                "build hooks in the new release: {}",
-                list(&stage.build_hooks)
-            ),
+            detail: if stage.build_hooks.is_empty() {
+                "no build hooks: the release is ready once uploaded".into()
+            } else {
+                format!(
+                    "build hooks in the new release, then mark it ready: {}",
+                    list(&stage.build_hooks)
+                )
+            },
         },
         PlanStep {
             step: "switch".into(),

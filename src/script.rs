@@ -178,6 +178,37 @@ fi
     s
 }
 
+/// A deploy's whole upload step on one host, as one script: checks that the shared files
+/// exist (before a byte of the archive is read), receives the archive ([`upload`]),
+/// verifies it and links the shared paths ([`finalize`]), then runs `then` in the
+/// finished release (marking it ready, when there are no build hooks).
+pub fn receive(
+    layout: &Layout,
+    id: &ReleaseId,
+    previous: Option<&ReleaseId>,
+    files: &[String],
+    dirs: &[String],
+    then: &str,
+) -> String {
+    let mut s = format!("{PRELUDE}d={}\n", quote(layout.deploy_to()));
+    for f in files {
+        s.push_str(&format!(
+            "[ -f {shared} ] || {{ echo \"shared file \"{name}\" is missing in $d/shared (create it, or remove it from [shared] files)\" >&2; exit 1; }}\n",
+            shared = quote(&layout.shared_path(f)),
+            name = quote(f),
+        ));
+    }
+    s.push_str(&upload(layout, id, previous));
+    s.push_str(&finalize(layout, id, files, dirs));
+    if !then.is_empty() {
+        s.push_str(&format!(
+            "cd -- {} || exit 1\n{then}",
+            quote(&layout.release(id))
+        ));
+    }
+    s
+}
+
 /// Checks the shared files, links shared files and dirs into the partial release, then
 /// renames it to `releases/ID`. A missing shared file fails here, before any switch,
 /// and the partial release is removed.
@@ -268,6 +299,8 @@ if [ ! -f .slipway/manifest.sha256 ] && [ ! -f .slipway/manifest.b2 ]; then
   exit {EXIT_NOT_VERIFIED}
 fi
 if [ -f {stat} ]; then
+  # Unchanged (the usual case): the listing is the recorded one, byte for byte.
+  if find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\n' | cmp -s - {stat}; then exit 0; fi
   changed=$(find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\n' | awk '
     NR == FNR {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); want[k] = $1 " " $2; next }}
     {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in want) && want[k] != $1 " " $2) print k; delete want[k] }}

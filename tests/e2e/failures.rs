@@ -21,7 +21,7 @@ fn a_missing_shared_file_fails_before_the_switch_naming_host_and_path() {
     assert_untouched(&s, &first, &run);
     let host = s.fleet().host(2);
     let expected = format!(
-        "{}:{}: link-shared failed: shared file 'config/database.yml' is missing in /srv/app/shared",
+        "{}:{}: upload failed: shared file 'config/database.yml' is missing in /srv/app/shared",
         host.address, host.port
     );
     assert!(

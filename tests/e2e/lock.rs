@@ -5,12 +5,14 @@ fn a_held_lock_refuses_with_the_holder_and_sigint_cleans_up() {
     let s = Scenario::new().hosts(2);
     let first = s.deploy_ok();
     s.app_file("index.html", "v2");
-    // A deploy that stops after its upload, holding the lock, with a partial release.
+    // A deploy that stops after its upload, holding the lock, with its new release
+    // uploaded but not switched to.
     let mut holder = s.spawn_with_fault(&["deploy", "test"], "deploy.after-upload:pause");
     wait_for_stderr(&mut holder, "fault point deploy.after-upload");
-    assert!(
-        s.releases(0).iter().any(|r| r.ends_with(".partial")),
-        "partial upload in place: {:?}",
+    assert_eq!(
+        s.releases(0).len(),
+        2,
+        "the new release in place: {:?}",
         s.releases(0)
     );
 
@@ -33,16 +35,17 @@ fn a_held_lock_refuses_with_the_holder_and_sigint_cleans_up() {
     );
     let releases_during: Vec<Vec<String>> = (0..2).map(|i| s.releases(i)).collect();
 
-    // Ctrl-C: the partial release goes, the lock goes, current is unchanged.
+    // Ctrl-C: the unswitched release goes, the lock goes, current is unchanged.
     signal(&holder, "INT");
     let status = holder.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     s.assert_current_everywhere(&first);
     s.assert_no_partial_and_no_lock();
     for (i, before) in releases_during.iter().enumerate() {
-        assert!(
-            before.iter().any(|r| r.ends_with(".partial")),
-            "the refused deploy left the holder's upload alone"
+        assert_eq!(
+            before.len(),
+            2,
+            "the refused deploy left the holder's upload alone: {before:?}"
         );
         assert_eq!(s.releases(i), vec![first.clone()]);
     }
@@ -86,7 +89,7 @@ fn of_two_deploys_started_at_once_exactly_one_proceeds() {
     s.assert_no_partial_and_no_lock();
 }
 
-/// A deployer killed with SIGKILL leaves its lock (and a partial upload) behind.
+/// A deployer killed with SIGKILL leaves its lock (and an unswitched release) behind.
 fn crash_a_deploy(s: &Scenario) -> u32 {
     let mut crashed = s.spawn_with_fault(&["deploy", "test"], "deploy.after-upload:pause");
     wait_for_stderr(&mut crashed, "fault point deploy.after-upload");
@@ -150,7 +153,7 @@ fn unlock_breaks_a_lock_from_another_machine_and_is_audited() {
             "{last}"
         );
     }
-    // The next deploy removes the stale partial upload and succeeds.
+    // The next deploy succeeds.
     let second = s.deploy_ok();
     assert_ne!(first, second);
     s.assert_no_partial_and_no_lock();

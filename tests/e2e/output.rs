@@ -214,15 +214,7 @@ fn json_events_follow_the_schema_one_per_step_per_host_and_end_with_the_result()
     assert_eq!(last["data"]["exit_class"], "ok");
     assert_eq!(events.iter().filter(|e| e["event"] == "result").count(), 1);
     for host in host_names(&s) {
-        for step in [
-            "connect",
-            "lock",
-            "upload",
-            "link-shared",
-            "build",
-            "switch",
-            "restart",
-        ] {
+        for step in ["connect", "lock", "upload", "build", "switch", "restart"] {
             let n = events
                 .iter()
                 .filter(|e| e["event"] == "step" && e["host"] == host.as_str() && e["step"] == step)

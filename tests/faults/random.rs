@@ -77,7 +77,7 @@ fn the_deployer_killed_at_random_moments_during_upload_and_switch_is_recoverable
         (
             "upload",
             &["\"step\":\"upload\"", "\"started\""],
-            &["\"step\":\"link-shared\"", "\"started\""],
+            &["\"step\":\"upload\"", "\"ok\""],
         ),
         (
             "switch",
