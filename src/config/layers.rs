@@ -449,6 +449,36 @@ mod tests {
     }
 
     #[test]
+    fn a_host_may_be_written_as_its_address_alone() {
+        let text = "app = \"a\"\ndeploy_to = \"/srv/a\"\n[stages.prod]\nhosts = [\"app1.example.com\", { address = \"app2.example.com\", port = 2222, roles = [\"db\"] }]\n";
+        let config =
+            crate::config::Config::parse(text, Path::new("deploy.toml"), Path::new(".")).unwrap();
+        let hosts = &config.stage("prod").unwrap().hosts;
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].address, "app1.example.com");
+        assert!(hosts[0].roles.is_empty() && hosts[0].port.is_none());
+        assert_eq!(
+            (hosts[1].address.as_str(), hosts[1].port),
+            ("app2.example.com", Some(2222))
+        );
+        for (bad, says) in [
+            ("[42]", "expected a host: its address"),
+            ("[{ adress = \"x\" }]", "unknown field `adress`"),
+            ("[\"-oProxyCommand=x\"]", "hosts[0]"),
+        ] {
+            let text =
+                format!("app = \"a\"\ndeploy_to = \"/srv/a\"\n[stages.prod]\nhosts = {bad}\n");
+            let err = crate::config::Config::parse(&text, Path::new("deploy.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(says) && err.contains("deploy.toml:4:"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_stage_may_pick_its_own_recipe_and_database_commands_need_a_database_section() {
         let text = "app = \"a\"\ndeploy_to = \"/srv/a\"\nrecipe = \"static-site\"\n[stages.web]\ntransport = \"local\"\n[stages.api]\ntransport = \"local\"\nrecipe = \"node\"\n[stages.api.database]\nrole = \"db\"\n[stages.plain]\ntransport = \"local\"\nrecipe = \"node\"\n";
         let config =

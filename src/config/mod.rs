@@ -84,6 +84,7 @@ pub struct Layer {
     pub rollout: Option<RolloutLayer>,
     pub health: Option<HealthLayer>,
     /// Only in a stage.
+    #[serde(default, deserialize_with = "host_entry::list")]
     pub hosts: Option<Vec<HostLayer>>,
     /// Only at the top level.
     pub stages: Option<BTreeMap<String, Layer>>,
@@ -147,6 +148,8 @@ pub struct DatabaseLayer {
     pub version_command: Option<String>,
 }
 
+/// One host of a stage: a table (`{ address = "app1", roles = ["db"] }`), or just its
+/// address as a string (`"app1.example.com"`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostLayer {
@@ -157,6 +160,48 @@ pub struct HostLayer {
     pub roles: Vec<String>,
     /// Blue-green: "blue" or "green".
     pub pool: Option<String>,
+}
+
+/// A host entry as written: the address alone, or the whole table.
+pub(crate) mod host_entry {
+    use super::HostLayer;
+    use serde::Deserialize;
+    use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
+
+    const FIELDS: &[&str] = &["address", "user", "port", "roles", "pool"];
+
+    struct Entry;
+
+    impl<'de> Visitor<'de> for Entry {
+        type Value = HostLayer;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(r#"a host: its address ("app1.example.com") or a table ({ address = "app1.example.com", roles = ["app"] })"#)
+        }
+
+        fn visit_str<E: de::Error>(self, address: &str) -> Result<HostLayer, E> {
+            Ok(HostLayer {
+                address: Some(address.to_string()),
+                ..HostLayer::default()
+            })
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<HostLayer, M::Error> {
+            HostLayer::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+
+    pub fn deserialize<'de, D: de::Deserializer<'de>>(d: D) -> Result<HostLayer, D::Error> {
+        d.deserialize_struct("HostLayer", FIELDS, Entry)
+    }
+
+    /// For `Option<Vec<HostLayer>>` fields.
+    pub fn list<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Vec<HostLayer>>, D::Error> {
+        #[derive(Deserialize)]
+        struct One(#[serde(deserialize_with = "deserialize")] HostLayer);
+        let list: Option<Vec<One>> = Option::deserialize(d)?;
+        Ok(list.map(|v| v.into_iter().map(|One(h)| h).collect()))
+    }
 }
 
 /// How a stage reaches its hosts.
