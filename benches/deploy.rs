@@ -211,6 +211,31 @@ fn trace(label: &str, stdout: &str) {
     }
     let line: Vec<String> = steps.iter().map(|(s, ms)| format!("{s} {ms}ms")).collect();
     eprintln!("trace {label}: {}", line.join(", "));
+    // When each step first started, from the first event on: the gaps are the deployer's
+    // own work between steps (planning, building payloads).
+    let mut first: Option<chrono::DateTime<chrono::FixedOffset>> = None;
+    let mut starts: Vec<String> = Vec::new();
+    for v in stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let Some(t) = v["time"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        else {
+            continue;
+        };
+        let t0 = *first.get_or_insert(t);
+        let what = match (v["event"].as_str(), v["step"].as_str()) {
+            (Some("step"), Some(step)) => format!("{step} {}", v["status"].as_str().unwrap_or("")),
+            (Some(event), _) => event.to_string(),
+            _ => continue,
+        };
+        if !starts.iter().any(|s| s.ends_with(&format!(" {what}"))) {
+            starts.push(format!("+{}ms {what}", (t - t0).num_milliseconds()));
+        }
+    }
+    eprintln!("timeline {label}: {}", starts.join(", "));
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -387,7 +387,32 @@ fn verify_partial() -> String {
 sums=.slipway/manifest.$ext
 if [ -f "$p/.slipway/verify.$ext" ]; then sums=.slipway/verify.$ext; fi
 if [ -s "$p/$sums" ]; then
-  if ! bad=$(cd -- "$p" && $sum --quiet --strict -c "$sums" 2>&1); then
+  # A whole release is checked by up to 4 processes at once (a host's cores hash in
+  # parallel); the few files of an incremental upload by one.
+  n=1
+  if [ "$sums" = ".slipway/manifest.$ext" ]; then n=$(nproc 2>/dev/null) || n=1; fi
+  case "$n" in ''|*[!0-9]*) n=1 ;; esac
+  [ "$n" -le 4 ] || n=4
+  if [ "$n" -gt 1 ]; then
+    (cd -- "$p" && awk -v n="$n" '{{ print > (".slipway/check." (NR % n)) }}' "$sums") || exit 1
+    i=0
+    pids=""
+    while [ "$i" -lt "$n" ]; do
+      [ -f "$p/.slipway/check.$i" ] || : > "$p/.slipway/check.$i"
+      (cd -- "$p" && exec $sum --quiet --strict -c ".slipway/check.$i") > "$p/.slipway/check.$i.out" 2>&1 &
+      pids="$pids $!"
+      i=$((i + 1))
+    done
+    ok=1
+    for pid in $pids; do wait "$pid" || ok=0; done
+    bad=$(cat -- "$p"/.slipway/check.*.out)
+    rm -f -- "$p"/.slipway/check.*
+  elif bad=$(cd -- "$p" && $sum --quiet --strict -c "$sums" 2>&1); then
+    ok=1
+  else
+    ok=0
+  fi
+  if [ "$ok" != 1 ]; then
     echo "the uploaded release does not match its manifest: $(printf '%s' "$bad" | head -n 5 | tr '\n' ';')" >&2
     rm -rf -- "$p"
     exit {EXIT_NOT_VERIFIED}
@@ -877,6 +902,14 @@ mod tests {
             db_command(&env, "bin/migrate --to {version}", Some(3)),
             write_rollout(&layout, "{\"reason\":\"it's $(x)\"}"),
             read_rollout(&layout),
+            receive(&layout, &id, Some(&id), &files, &dirs, "echo ready\n"),
+            verify_release(&layout, &id, &files),
+            format!(
+                "d=/x\n{}{}",
+                verify_likely_target(None, &dirs),
+                verify_likely_target(Some(&id), &dirs)
+            ),
+            record_stat(&layout, &id),
         ];
         let mut scripts = scripts.to_vec();
         for driver in [
@@ -901,5 +934,95 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    /// A tar of `files`, with the digest lists a deploy ships; `lie` replaces the
+    /// content of one file after its digests were taken.
+    fn release_tar(files: &[(&str, &str)], lie: Option<(&str, &str)>) -> Vec<u8> {
+        let digest = |data: &[u8]| -> (String, String) {
+            use blake2::Digest as _;
+            let b2 = blake2::Blake2b::<blake2::digest::consts::U32>::digest(data);
+            let sha = sha2::Sha256::digest(data);
+            let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            (hex(&b2), hex(&sha))
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let (mut b2s, mut shas) = (String::new(), String::new());
+        let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        for (path, content) in files {
+            let (b2, sha) = digest(content.as_bytes());
+            b2s.push_str(&format!("{b2}  {path}\n"));
+            shas.push_str(&format!("{sha}  {path}\n"));
+            let content = match lie {
+                Some((p, other)) if p == *path => other,
+                _ => content,
+            };
+            add(&mut b, path, content.as_bytes());
+        }
+        add(&mut b, ".slipway/manifest.b2", b2s.as_bytes());
+        add(&mut b, ".slipway/manifest.sha256", shas.as_bytes());
+        add(&mut b, ".slipway/release.json", b"{}\n");
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_upload_is_verified_by_content_before_it_becomes_a_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(&dir.path().join("app").to_string_lossy());
+        let id = ReleaseId::parse("20261124T040512Z").unwrap();
+        let files: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("d{}/f{i}.txt", i % 3), format!("content {i}\n")))
+            .collect();
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        let run = |tar: Vec<u8>| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(receive(&layout, &id, None, &[], &[], ""))
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(&tar).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        // One file differs from its digest (in every checker's share of the list): refused,
+        // naming it, and nothing is left behind.
+        let out = run(release_tar(&files, Some(("d1/f7.txt", "tampered\n"))));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_NOT_VERIFIED), "{err}");
+        assert!(
+            err.contains("d1/f7.txt") && err.contains("does not match"),
+            "{err}"
+        );
+        assert!(!std::path::Path::new(&layout.partial(&id)).exists());
+        assert!(!std::path::Path::new(&layout.release(&id)).exists());
+        // As shipped: the release is in place, and the checkers' files are gone.
+        let out = run(release_tar(&files, None));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let release = std::path::Path::new(&layout.release(&id)).to_path_buf();
+        assert_eq!(
+            std::fs::read_to_string(release.join("d1/f7.txt")).unwrap(),
+            "content 7\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(release.join(".slipway"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("check"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
