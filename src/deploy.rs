@@ -203,12 +203,7 @@ async fn run_deploy(
         ),
         _ => None,
     };
-    let shared: Vec<String> = stage
-        .shared_files
-        .iter()
-        .chain(&stage.shared_dirs)
-        .cloned()
-        .collect();
+    let shared = stage.shared_paths();
     let uploads = plan_uploads(fleet, states, &archive, &meta, &shared)
         .await
         .map_err(|e| fail(Error::Io(e)))?;

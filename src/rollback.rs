@@ -38,7 +38,7 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
         dry_run(&fleet, request).await
     } else {
         // The lock script also checks the likely target: a round trip saved.
-        let check = script::verify_likely_target(request.to.as_ref(), &shared_paths(stage));
+        let check = script::verify_likely_target(request.to.as_ref(), &stage.shared_paths());
         match lock::acquire_then(
             &fleet,
             &ctx.actor,
@@ -290,7 +290,7 @@ async fn run_rollback(
             _ => unchecked.push(i),
         }
     }
-    let shared = shared_paths(&fleet.stage);
+    let shared = fleet.stage.shared_paths();
     let verified = fleet
         .step_on(
             &unchecked,
@@ -448,14 +448,4 @@ fn records(
     } else {
         state.switch_records(target, ReleaseState::RolledBack, Some(reason.to_string()))
     }
-}
-
-/// The paths `[shared]` links into every release.
-fn shared_paths(stage: &Stage) -> Vec<String> {
-    stage
-        .shared_files
-        .iter()
-        .chain(&stage.shared_dirs)
-        .cloned()
-        .collect()
 }

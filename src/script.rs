@@ -234,16 +234,11 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
             "[ -d {shared} ] || mkdir -p -- {shared} || exit 1\n"
         ));
     }
-    for (path, is_dir) in files
-        .iter()
-        .map(|f| (f, false))
-        .chain(dirs.iter().map(|d| (d, true)))
-    {
+    for path in files.iter().chain(dirs) {
         let shared = quote(&layout.shared_path(path));
         let inside_path = format!("{}/{path}", layout.partial(id));
         let inside = quote(&inside_path);
         let parent = quote(inside_path.rsplit_once('/').map_or(".", |(dir, _)| dir));
-        let _ = is_dir;
         s.push_str(&format!(
             "{{ {{ [ ! -e {inside} ] && [ ! -L {inside} ]; }} || rm -rf -- {inside}; }} && {{ [ -d {parent} ] || mkdir -p -- {parent}; }} && ln -s -- {shared} {inside} || {{ echo \"cannot link \"{name}\" into the release\" >&2; rm -rf -- \"$p\"; exit 1; }}\n",
             name = quote(path),

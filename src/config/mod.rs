@@ -290,6 +290,17 @@ pub struct Stage {
     pub health: Option<Health>,
 }
 
+impl Stage {
+    /// The paths `[shared]` links into every release: its files, then its dirs.
+    pub fn shared_paths(&self) -> Vec<String> {
+        self.shared_files
+            .iter()
+            .chain(&self.shared_dirs)
+            .cloned()
+            .collect()
+    }
+}
+
 /// A loaded and validated configuration file.
 #[derive(Debug, Clone)]
 pub struct Config {
