@@ -18,19 +18,6 @@ pub struct Delta {
     pub send: BTreeSet<String>,
 }
 
-impl Delta {
-    /// Newline-separated list of files to link (paths never contain control characters:
-    /// the archive refuses them).
-    pub fn link_list(&self) -> String {
-        let mut s = String::new();
-        for p in &self.link {
-            s.push_str(p);
-            s.push('\n');
-        }
-        s
-    }
-}
-
 /// Compares manifests. Paths under a shared file or dir are never linked: the release
 /// replaces them with links into `shared/`, so the previous release's copy is not the
 /// source file.
@@ -210,7 +197,7 @@ mod tests {
             d.send.iter().cloned().collect::<Vec<_>>(),
             vec!["a", "a/changed", "a/mode", "a/new"]
         );
-        assert_eq!(d.link_list(), "a/same\n");
+        assert_eq!(size_list_linked(&new, &d), "1\ta/same\n");
     }
 
     #[test]

@@ -249,6 +249,7 @@ async fn run_deploy(
     // Upload, verify and link shared paths: harmless to every host, interruptible.
     let all = fleet.all();
     let bytes_sent = std::sync::atomic::AtomicU64::new(0);
+    let linked = std::sync::atomic::AtomicUsize::new(0);
     let upload = unless_interrupted(&ctx.interrupt, async {
         fault::point("deploy.before-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })?;
         let results = fleet
@@ -270,9 +271,12 @@ async fn run_deploy(
                 Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: m.clone() }),
             }
         }
-        for i in all.iter().copied().filter(|i| !full.contains(i)) {
+        // Every payload that travelled counts, a refused incremental one included.
+        for &i in &all {
             bytes_sent.fetch_add(uploads[i].payload.len(), std::sync::atomic::Ordering::Relaxed);
         }
+        let most = all.iter().filter(|i| !full.contains(i)).map(|&i| uploads[i].linked).max();
+        linked.store(most.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         if !full.is_empty() {
             let whole = Arc::new(release_payload(&archive.tar, &archive, &meta, None).map_err(Error::Io)?);
             for &i in &full {
@@ -289,6 +293,7 @@ async fn run_deploy(
     .await;
     settle(fleet, &id, &meta, upload).await.map_err(fail)?;
     let bytes_sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
+    let linked = linked.load(std::sync::atomic::Ordering::Relaxed);
 
     // Build hooks, then the release is ready.
     let build = unless_interrupted(&ctx.interrupt, async {
@@ -467,7 +472,7 @@ async fn run_deploy(
         "snapshot": migrated.as_ref().and_then(|m| m.snapshot.clone()),
         "bytes_sent": bytes_sent,
         "files": archive.manifest.file_count(),
-        "linked": uploads.iter().map(|u| u.linked).max().unwrap_or(0),
+        "linked": linked,
     });
     Ok((id, from, Outcome { human, data }))
 }
@@ -635,7 +640,7 @@ async fn previous_manifest(
 
 /// A tar body (the whole archive, or only changed files), followed by slipway's own files
 /// of the release (REVISION, the manifest, its sha256 and BLAKE2b lists, the release record, and for an
-/// incremental upload the list of files to link), as one tar stream.
+/// incremental upload the files to link with their sizes), as one tar stream.
 fn release_payload(
     body: &Spool,
     archive: &Archive,
@@ -658,7 +663,6 @@ fn release_payload(
         (RELEASE_META, format!("{}\n", meta.to_line())),
     ];
     if let Some(d) = incremental {
-        files.push((".slipway/link-list", d.link_list()));
         files.push((
             ".slipway/verify.sha256",
             delta::check_list_sent(&archive.manifest, d, delta::Digest::Sha256),

@@ -134,11 +134,52 @@ fi
     )
 }
 
+/// Hard-links the unchanged files of an incremental upload from the previous release (the
+/// working directory) into the partial release (`$ARGV[1]`), reading `size<TAB>path` lines
+/// (`$ARGV[0]`). Each file must still be a regular file of the size in the manifest and,
+/// where the previous release recorded them (`.slipway/stat`), of the size and
+/// modification time it had when that release became ready: a file edited since, even to
+/// the same size, is not linked, and the deployer sends everything instead. Perl, where
+/// the host has it (every Debian and Ubuntu host: perl-base is essential), makes one
+/// `link` per file; `cp -l --parents` stats every parent of every path and took 3-4
+/// times as long (40-55 ms against 13 ms for 3,000 files). Without perl, `cp` does it
+/// (and the sizes are checked after, by [`verify_partial`]).
+const LINK_UNCHANGED: &str = r#"my ($list, $to) = @ARGV; my (%made, %was);
+if (open(my $st, "<", ".slipway/stat")) {
+  while (my $line = <$st>) {
+    chomp $line;
+    my ($size, $mtime, $path) = split / /, $line, 3;
+    $mtime =~ s/[.].*//;
+    $was{$path} = "$size $mtime";
+  }
+}
+open(my $in, "<", $list) or die "cannot read $list: $!\n";
+while (my $line = <$in>) {
+  chomp $line;
+  my ($size, $path) = split /\t/, $line, 2;
+  my @st = lstat($path) or die "$path: missing in the previous release\n";
+  -f _ or die "$path: not a regular file in the previous release\n";
+  $st[7] == $size or die "$path: $st[7] bytes, the manifest says $size\n";
+  !exists $was{$path} or $was{$path} eq "$st[7] $st[9]"
+    or die "$path: modified since the previous release was deployed\n";
+  if ($path =~ m{^(.*)/[^/]*$}) {
+    my $dir = "";
+    for my $part (split m{/}, $1) {
+      $dir = $dir eq "" ? $part : "$dir/$part";
+      next if $made{$dir}++;
+      mkdir("$to/$dir") or -d "$to/$dir" or die "cannot create $dir: $!\n";
+    }
+  }
+  link($path, "$to/$path") or die "cannot link $path: $!\n";
+}
+close($in) or die "cannot read $list: $!\n";"#;
+
 /// Receives the release archive on stdin into `releases/ID.partial`. Leftovers of a
 /// crashed run (stale `.partial` dirs and temporary `current` links) are removed first:
 /// the lock is held, so nobody else is writing them. With `previous`, the archive holds
-/// only new and changed files plus `.slipway/link-list`, the files to hard-link from the
-/// previous release: one `cp -l` for all of them, not one command per file.
+/// only new and changed files plus `.slipway/verify.sizes` (`size<TAB>path`), the files to
+/// hard-link from the previous release: one command links all of them, not one command
+/// per file (see [`LINK_UNCHANGED`]).
 pub fn upload(layout: &Layout, id: &ReleaseId, previous: Option<&ReleaseId>) -> String {
     let mut s = format!(
         r#"{PRELUDE}d={d}
@@ -162,13 +203,24 @@ fi
     );
     if let Some(prev) = previous {
         s.push_str(&format!(
-            r#"if [ -f "$p/.slipway/link-list" ]; then
-  if ! (cd -- {prev} && tr '\n' '\0' < "$p/.slipway/link-list" | xargs -0 -r cp -l --parents -t "$p" --); then
+            r#"if [ -f "$p/.slipway/verify.sizes" ]; then
+  rc=127
+  if command -v perl >/dev/null 2>&1; then
+    rc=0
+    (cd -- {prev} && exec perl -e '{LINK_UNCHANGED}' "$p/.slipway/verify.sizes" "$p") || rc=$?
+    # Linked and their sizes checked: nothing left for the check after the upload.
+    [ "$rc" -ne 0 ] || rm -f -- "$p/.slipway/verify.sizes"
+  fi
+  if [ "$rc" -eq 127 ] || [ "$rc" -eq 126 ]; then
+    # No perl on this host: cp links them; their sizes are checked with the others.
+    rc=0
+    (cd -- {prev} && cut -f 2- < "$p/.slipway/verify.sizes" | tr '\n' '\0' | xargs -0 -r cp -l --parents -t "$p" --) || rc=1
+  fi
+  if [ "$rc" -ne 0 ]; then
     echo "linking unchanged files from release {prev_id} failed" >&2
     rm -rf -- "$p"
     exit {EXIT_NOT_VERIFIED}
   fi
-  rm -f -- "$p/.slipway/link-list"
 fi
 "#,
             prev = quote(&layout.release(prev)),
@@ -859,6 +911,19 @@ pub fn read_rollout(layout: &Layout) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_perl_linker_fits_in_single_quotes() {
+        // It is passed as `perl -e '...'`: a single quote would end it early.
+        assert!(!LINK_UNCHANGED.contains('\''));
+        let script = upload(
+            &Layout::new("/srv/app"),
+            &ReleaseId::parse("20260101T000000Z").unwrap(),
+            Some(&ReleaseId::parse("20251231T000000Z").unwrap()),
+        );
+        assert!(script.contains(&format!("perl -e '{LINK_UNCHANGED}'")));
+    }
+
     use super::*;
 
     #[test]

@@ -133,6 +133,88 @@ fn a_host_without_b2sum_verifies_with_sha256sum() {
     s.assert_current_everywhere(&v1);
 }
 
+#[test]
+fn a_previous_release_edited_to_the_same_size_is_never_linked_from() {
+    let s = Scenario::new().hosts(2);
+    s.app_file("assets/a.txt", "aaaa");
+    let v1 = s.deploy_ok();
+    // Host 2's copy of a file the next deploy would link changes, keeping its size.
+    let file = s.app_path(1, &format!("releases/{v1}/assets/a.txt"));
+    std::fs::write(&file, "bbbb").expect("same-size edit");
+    s.app_file("index.html", "v2");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        run.stderr
+            .contains("assets/a.txt: modified since the previous release was deployed")
+            && run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
+    for i in 0..s.host_count() {
+        assert_eq!(
+            std::fs::read_to_string(s.app_path(i, "current/assets/a.txt")).expect("read"),
+            "aaaa",
+            "host {i} has the file as shipped"
+        );
+    }
+}
+
+#[test]
+fn a_host_without_perl_links_unchanged_files_with_cp() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scenario::new().hosts(2);
+    // On host 2 (in its own mount namespace only) perl is "not found" (exit status 127).
+    s.fleet().ssh_ok(
+        1,
+        "f=$(mktemp) && printf '#!/bin/sh\\nexit 127\\n' > \"$f\" && chmod 755 \"$f\" && mount --bind \"$f\" \"$(command -v perl)\" && { perl -e 1; [ $? -eq 127 ]; }",
+    );
+    s.app_file("assets/a.txt", "aaaa");
+    let v1 = s.deploy_ok();
+    s.app_file("index.html", "v2");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        !run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
+    let v2 = s.current(1).expect("a current release");
+    assert_ne!(v1, v2);
+    for i in 0..s.host_count() {
+        let inode = |id: &str| {
+            std::fs::metadata(s.app_path(i, &format!("releases/{id}/assets/a.txt")))
+                .expect("stat")
+                .ino()
+        };
+        assert_eq!(inode(&v1), inode(&v2), "host {i} linked the unchanged file");
+        let out = std::process::Command::new("b2sum")
+            .args(["--quiet", "--strict", "-c", ".slipway/manifest.b2"])
+            .current_dir(s.app_path(i, "current"))
+            .output()
+            .expect("b2sum");
+        assert!(
+            out.status.success(),
+            "host {i}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Without perl the linked files are checked by size after cp (the check that names
+    // them "linked files"): a shorter file is refused.
+    std::fs::write(s.app_path(1, &format!("releases/{v2}/assets/a.txt")), "a").expect("edit");
+    s.app_file("index.html", "v3");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        run.stderr
+            .contains("the linked files do not match the manifest: assets/a.txt: 1 bytes")
+            && run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.app_path(1, "current/assets/a.txt")).expect("read"),
+        "aaaa"
+    );
+}
+
 fn write_bits(path: &std::path::Path) -> u32 {
     std::fs::symlink_metadata(path)
         .expect("stat")
