@@ -112,13 +112,15 @@ pub struct ManifestEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// The SHA-256 hex digest of a file's content: hosts verify a release with
-    /// `sha256sum -c` (coreutils), as no blake3 tool can be assumed there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `sha256sum -c` (coreutils), as no blake3 tool can be assumed there. It travels
+    /// in the release's `manifest.sha256` list, not in `manifest.jsonl` (which would
+    /// carry every digest twice); older manifests that have it still parse.
+    #[serde(default, skip_serializing)]
     pub sha256: Option<String>,
     /// The BLAKE2b-256 hex digest of a file's content: hosts whose coreutils have
     /// `b2sum` (8.26 and later) verify with it, about four times faster than
-    /// `sha256sum`. Absent in manifests written before it was added.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `sha256sum`. Travels in `manifest.b2`, like `sha256` in its list.
+    #[serde(default, skip_serializing)]
     pub blake2b: Option<String>,
 }
 
@@ -1200,9 +1202,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"{"path":"src","kind":"dir","mode":493,"size":0}"#));
+        // The host-check digests travel in their own lists, not in the manifest.
+        assert!(
+            !text.contains("sha256") && !text.contains("blake2b"),
+            "{text}"
+        );
         let back = Manifest::from_json_lines(&text).unwrap();
-        assert_eq!(back, archive.manifest);
+        let mut shipped = archive.manifest.clone();
+        for e in &mut shipped.entries {
+            e.sha256 = None;
+            e.blake2b = None;
+        }
+        assert_eq!(back, shipped);
         assert_eq!(back.digest(), archive.manifest.digest());
+        // A manifest written when it carried them still parses.
+        let older = text.replacen(
+            r#""kind":"file","mode":493,"size":24,"#,
+            r#""kind":"file","mode":493,"size":24,"sha256":"00","#,
+            1,
+        );
+        assert_eq!(
+            Manifest::from_json_lines(&older).unwrap().entries.len(),
+            back.entries.len()
+        );
         assert_eq!(back.file_count(), 4); // .env.example .gitignore bin/build src/main.rs
         assert_eq!(
             back.total_bytes(),

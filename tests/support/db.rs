@@ -326,8 +326,13 @@ impl MariaDb {
                 d.join("mysqld.sock")
             }
         };
+        // Its own temporary directory: the bootstrap's temporary tables in a shared /tmp
+        // were seen to vanish under another instance's feet.
+        let tmp = dir.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
         check(
             Command::new("mariadb-install-db")
+                .env("TMPDIR", &tmp)
                 .args(["--no-defaults", "--skip-test-db", "--user=root"])
                 .arg(format!("--datadir={}", data.display()))
                 .arg("--auth-root-authentication-method=socket")
@@ -340,6 +345,7 @@ impl MariaDb {
         let mut cmd = Command::new(server);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!(
                 "--pid-file={}",
