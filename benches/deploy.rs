@@ -238,6 +238,47 @@ fn trace(label: &str, stdout: &str) {
     eprintln!("timeline {label}: {}", starts.join(", "));
 }
 
+/// What the numbers were measured on: CPU model and count, memory, OS, OpenSSH.
+fn machine() -> String {
+    let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024 / 1024);
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let ssh = Command::new("ssh")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+        .unwrap_or_default();
+    format!("{cpus} × {model}, {mem_gib} GiB, {os}, {ssh}")
+}
+
+/// The length of the tar stream the baseline sends to each host.
+fn tar_bytes(app: &Path) -> u64 {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("tar -c -C '{}' . | wc -c", app.display()))
+        .output()
+        .expect("tar | wc");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a byte count")
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -296,6 +337,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     generate_app(dir.path());
     let app = dir.path().join("app");
+    println!("machine: {}", machine());
     println!(
         "sample app: {FILES} files, {} MiB; second version changes {CHANGED} files; {runs} runs per cell (medians)",
         TOTAL_BYTES / 1024 / 1024
@@ -346,7 +388,7 @@ fn main() {
             let cpu2 = host_cpu(&fleet);
             rows[1]
                 .1
-                .add(baseline, (TOTAL_BYTES * n) as u64, 0, cpu2 - cpu1);
+                .add(baseline, tar_bytes(&app) * n as u64, 0, cpu2 - cpu1);
             // A fresh start for the cold deploy.
             for h in fleet.hosts() {
                 let _ = fs::remove_dir_all(h.path("/srv/app"));
