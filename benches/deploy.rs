@@ -353,7 +353,7 @@ fn main() {
         let warm_cfg = config(dir.path(), &fleet, "60s");
         let mut rows: Vec<(&str, Row)> = [
             "floor: parallel ssh true",
-            "baseline: tar c | ssh tar x",
+            "baseline: tar c \\| ssh tar x",
             "cold deploy",
             "second deploy",
             "rollback",
