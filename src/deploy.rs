@@ -230,10 +230,12 @@ async fn run_deploy(
             String::new()
         }
     );
+    // With build hooks, the upload records the files as shipped, before the build.
+    let shipped = script::record_shipped(&fleet.layout, &id);
     let trailer_in_upload = if stage.build_hooks.is_empty() {
         ready_trailer.as_str()
     } else {
-        ""
+        shipped.as_str()
     };
     let receive = |previous: Option<&ReleaseId>| {
         script::receive(
@@ -615,7 +617,7 @@ async fn plan_uploads(
 }
 
 /// The manifest of a host's current release, if it can be read and matches the digest
-/// recorded in that release's record.
+/// recorded in that release's record, less the files its build hooks rewrote.
 async fn previous_manifest(
     fleet: &Fleet,
     i: usize,
@@ -634,8 +636,21 @@ async fn previous_manifest(
     if !out.success() {
         return None;
     }
-    let manifest = crate::archive::Manifest::from_json_lines(&out.stdout).ok()?;
-    (manifest.digest() == base.manifest_digest).then_some(manifest)
+    let marker = format!("\n{}\n", script::BUILT_OVER);
+    let (text, built_over) = match out.stdout.split_once(&marker) {
+        Some((manifest, paths)) => (format!("{manifest}\n"), paths),
+        None => (out.stdout.clone(), ""),
+    };
+    let mut manifest = crate::archive::Manifest::from_json_lines(&text).ok()?;
+    if manifest.digest() != base.manifest_digest {
+        return None;
+    }
+    // Files its build hooks rewrote are no longer the shipped ones: send them again.
+    let built: std::collections::BTreeSet<&str> = built_over.lines().collect();
+    manifest
+        .entries
+        .retain(|e| !built.contains(e.path.as_str()));
+    Some(manifest)
 }
 
 /// A tar body (the whole archive, or only changed files), followed by slipway's own files

@@ -186,6 +186,9 @@ pub const RELEASE_CHECKSUMS: &str = ".slipway/manifest.sha256";
 pub const RELEASE_CHECKSUMS_B2: &str = ".slipway/manifest.b2";
 /// Size and modification time of each file when the release became ready.
 pub const RELEASE_STAT: &str = ".slipway/stat";
+/// The same, taken right after the upload was verified, before build hooks ran (stages
+/// with build hooks only): the state an incremental deploy may link files in.
+pub const RELEASE_STAT_SHIPPED: &str = ".slipway/stat.shipped";
 pub const REVISION_FILE: &str = "REVISION";
 
 #[cfg(test)]

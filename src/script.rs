@@ -2,7 +2,9 @@
 //! per host: a login shell that is slow to start is paid once per step, not per command.
 //! Every interpolated value goes through [`quote`].
 
-use crate::layout::{Layout, RELEASE_MANIFEST, RELEASE_META, RELEASE_STAT, ReleaseId, quote};
+use crate::layout::{
+    Layout, RELEASE_MANIFEST, RELEASE_META, RELEASE_STAT, RELEASE_STAT_SHIPPED, ReleaseId, quote,
+};
 
 /// Exit status of the lock script when someone else holds the lock.
 pub const EXIT_LOCK_HELD: i32 = 75;
@@ -137,15 +139,18 @@ fi
 /// Hard-links the unchanged files of an incremental upload from the previous release (the
 /// working directory) into the partial release (`$ARGV[1]`), reading `size<TAB>path` lines
 /// (`$ARGV[0]`). Each file must still be a regular file of the size in the manifest and,
-/// where the previous release recorded them (`.slipway/stat`), of the size and
-/// modification time it had when that release became ready: a file edited since, even to
-/// the same size, is not linked, and the deployer sends everything instead. Perl, where
+/// where the previous release recorded them, of the size and modification time it had
+/// when it was shipped (`.slipway/stat.shipped`, taken before build hooks ran) or, for a
+/// stage without build hooks, when that release became ready (`.slipway/stat`): a file
+/// edited since, on the host or by a build hook, even to the same size, is not linked,
+/// and the deployer sends everything instead. Perl, where
 /// the host has it (every Debian and Ubuntu host: perl-base is essential), makes one
 /// `link` per file; `cp -l --parents` stats every parent of every path and took 3-4
 /// times as long (40-55 ms against 13 ms for 3,000 files). Without perl, `cp` does it
 /// (and the sizes are checked after, by [`verify_partial`]).
 const LINK_UNCHANGED: &str = r#"my ($list, $to) = @ARGV; my (%made, %was);
-if (open(my $st, "<", ".slipway/stat")) {
+my $st;
+if (open($st, "<", ".slipway/stat.shipped") or open($st, "<", ".slipway/stat")) {
   while (my $line = <$st>) {
     chomp $line;
     my ($size, $mtime, $path) = split / /, $line, 3;
@@ -161,7 +166,7 @@ while (my $line = <$in>) {
   -f _ or die "$path: not a regular file in the previous release\n";
   $st[7] == $size or die "$path: $st[7] bytes, the manifest says $size\n";
   !exists $was{$path} or $was{$path} eq "$st[7] $st[9]"
-    or die "$path: modified since the previous release was deployed\n";
+    or die "$path: changed since the previous release was shipped (on the host, or by a build hook)\n";
   if ($path =~ m{^(.*)/[^/]*$}) {
     my $dir = "";
     for my $part (split m{/}, $1) {
@@ -308,11 +313,22 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
 /// become ready (`.slipway/stat`, `size mtime path` per line), so that a rollback to it
 /// later hashes only what changed since (see [`verify_release`]).
 pub fn record_stat(layout: &Layout, id: &ReleaseId) -> String {
+    record_files(layout, id, RELEASE_STAT)
+}
+
+/// The same record, taken before build hooks run (`.slipway/stat.shipped`): a file a
+/// build hook rewrites, even to the same size, is then never linked into a later release
+/// as if it were the file that was shipped (see [`LINK_UNCHANGED`]).
+pub fn record_shipped(layout: &Layout, id: &ReleaseId) -> String {
+    record_files(layout, id, RELEASE_STAT_SHIPPED)
+}
+
+fn record_files(layout: &Layout, id: &ReleaseId, record: &str) -> String {
     format!(
-        "cd -- {r} && find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\\n' > {tmp} && mv -f -- {tmp} {stat} || {{ echo \"cannot record the files of release {id}\" >&2; exit 1; }}\n",
+        "cd -- {r} && find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\\n' > {tmp} && mv -f -- {tmp} {record} || {{ echo \"cannot record the files of release {id}\" >&2; exit 1; }}\n",
         r = quote(&layout.release(id)),
-        tmp = quote(&format!("{RELEASE_STAT}.tmp")),
-        stat = quote(RELEASE_STAT),
+        tmp = quote(&format!("{record}.tmp")),
+        record = quote(record),
     )
 }
 
@@ -623,10 +639,24 @@ pub fn make_read_only(layout: &Layout, id: &ReleaseId) -> String {
 /// Prints a release's manifest (for incremental uploads).
 pub fn read_manifest(layout: &Layout, id: &ReleaseId) -> String {
     format!(
-        "{PRELUDE}cat -- {}\n",
-        quote(&format!("{}/{RELEASE_MANIFEST}", layout.release(id)))
+        r#"{PRELUDE}r={r}
+cat -- "$r/{RELEASE_MANIFEST}" || exit 1
+if [ -f "$r/{RELEASE_STAT_SHIPPED}" ] && [ -f "$r/{RELEASE_STAT}" ]; then
+  echo '{BUILT_OVER}'
+  awk '
+    NR == FNR {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); was[k] = $1 " " $2; next }}
+    {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in was) && was[k] != $1 " " $2) print k; delete was[k] }}
+    END {{ for (k in was) print k }}' "$r/{RELEASE_STAT_SHIPPED}" "$r/{RELEASE_STAT}"
+fi
+"#,
+        r = quote(&layout.release(id)),
     )
 }
+
+/// In [`read_manifest`]'s output, after the manifest: the shipped files that the
+/// release's build hooks changed or removed, one path per line. They are not what the
+/// manifest says any more, so a deploy sends them instead of linking them.
+pub const BUILT_OVER: &str = "#built-over";
 
 /// Removes a partial upload.
 pub fn remove_partial(layout: &Layout, id: &ReleaseId) -> String {

@@ -145,7 +145,7 @@ fn a_previous_release_edited_to_the_same_size_is_never_linked_from() {
     let run = s.slipway(&["deploy", "test"]).ok();
     assert!(
         run.stderr
-            .contains("assets/a.txt: modified since the previous release was deployed")
+            .contains("assets/a.txt: changed since the previous release was shipped")
             && run.stderr.contains("sending the whole release"),
         "{}",
         run.stderr
@@ -156,6 +156,40 @@ fn a_previous_release_edited_to_the_same_size_is_never_linked_from() {
             "aaaa",
             "host {i} has the file as shipped"
         );
+    }
+}
+
+#[test]
+fn a_shipped_file_that_the_build_rewrote_is_sent_again_not_linked() {
+    use std::os::unix::fs::MetadataExt;
+    // The build fills a placeholder in a shipped file in place of the same length: the
+    // previous release's copy is the built one, not what the manifest describes.
+    let s = Scenario::new()
+        .hosts(2)
+        .build_hook("sed -i \"s/XXXXXXXXXXXXXXXX/$SLIPWAY_RELEASE_ID/\" version.txt");
+    s.app_file("version.txt", "release XXXXXXXXXXXXXXXX\n");
+    let v1 = s.deploy_ok();
+    s.app_file("index.html", "v2");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        !run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
+    let v2 = s.current(0).expect("a current release");
+    assert_ne!(v1, v2);
+    for i in 0..s.host_count() {
+        assert_eq!(
+            std::fs::read_to_string(s.app_path(i, "current/version.txt")).expect("read"),
+            format!("release {v2}\n"),
+            "host {i} built its own copy"
+        );
+        let inode = |id: &str| {
+            std::fs::metadata(s.app_path(i, &format!("releases/{id}/bin/build")))
+                .expect("stat")
+                .ino()
+        };
+        assert_eq!(inode(&v1), inode(&v2), "host {i} still links the rest");
     }
 }
 
