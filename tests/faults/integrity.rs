@@ -159,9 +159,34 @@ fn a_previous_release_edited_to_the_same_size_is_never_linked_from() {
     }
 }
 
+/// Changes `index.html` and deploys again, asserting that no host fell back to a full
+/// upload; returns the new release.
+fn redeploy_incrementally(s: &Scenario, before: &str) -> String {
+    s.app_file("index.html", "changed");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        !run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
+    let after = s.current(0).expect("a current release");
+    assert_ne!(before, after);
+    after
+}
+
+/// Whether `path` is one file (a hard link) in releases `a` and `b` on host `i`.
+fn linked(s: &Scenario, i: usize, path: &str, a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |id: &str| {
+        std::fs::metadata(s.app_path(i, &format!("releases/{id}/{path}")))
+            .expect("stat")
+            .ino()
+    };
+    inode(a) == inode(b)
+}
+
 #[test]
 fn a_shipped_file_that_the_build_rewrote_is_sent_again_not_linked() {
-    use std::os::unix::fs::MetadataExt;
     // The build fills a placeholder in a shipped file in place of the same length: the
     // previous release's copy is the built one, not what the manifest describes.
     let s = Scenario::new()
@@ -169,33 +194,22 @@ fn a_shipped_file_that_the_build_rewrote_is_sent_again_not_linked() {
         .build_hook("sed -i \"s/XXXXXXXXXXXXXXXX/$SLIPWAY_RELEASE_ID/\" version.txt");
     s.app_file("version.txt", "release XXXXXXXXXXXXXXXX\n");
     let v1 = s.deploy_ok();
-    s.app_file("index.html", "v2");
-    let run = s.slipway(&["deploy", "test"]).ok();
-    assert!(
-        !run.stderr.contains("sending the whole release"),
-        "{}",
-        run.stderr
-    );
-    let v2 = s.current(0).expect("a current release");
-    assert_ne!(v1, v2);
+    let v2 = redeploy_incrementally(&s, &v1);
     for i in 0..s.host_count() {
         assert_eq!(
             std::fs::read_to_string(s.app_path(i, "current/version.txt")).expect("read"),
             format!("release {v2}\n"),
             "host {i} built its own copy"
         );
-        let inode = |id: &str| {
-            std::fs::metadata(s.app_path(i, &format!("releases/{id}/bin/build")))
-                .expect("stat")
-                .ino()
-        };
-        assert_eq!(inode(&v1), inode(&v2), "host {i} still links the rest");
+        assert!(
+            linked(&s, i, "bin/build", &v1, &v2),
+            "host {i} still links the rest"
+        );
     }
 }
 
 #[test]
 fn a_host_without_perl_links_unchanged_files_with_cp() {
-    use std::os::unix::fs::MetadataExt;
     let s = Scenario::new().hosts(2);
     // On host 2 (in its own mount namespace only) perl is "not found" (exit status 127).
     s.fleet().ssh_ok(
@@ -204,22 +218,12 @@ fn a_host_without_perl_links_unchanged_files_with_cp() {
     );
     s.app_file("assets/a.txt", "aaaa");
     let v1 = s.deploy_ok();
-    s.app_file("index.html", "v2");
-    let run = s.slipway(&["deploy", "test"]).ok();
-    assert!(
-        !run.stderr.contains("sending the whole release"),
-        "{}",
-        run.stderr
-    );
-    let v2 = s.current(1).expect("a current release");
-    assert_ne!(v1, v2);
+    let v2 = redeploy_incrementally(&s, &v1);
     for i in 0..s.host_count() {
-        let inode = |id: &str| {
-            std::fs::metadata(s.app_path(i, &format!("releases/{id}/assets/a.txt")))
-                .expect("stat")
-                .ino()
-        };
-        assert_eq!(inode(&v1), inode(&v2), "host {i} linked the unchanged file");
+        assert!(
+            linked(&s, i, "assets/a.txt", &v1, &v2),
+            "host {i} linked the unchanged file"
+        );
         let out = std::process::Command::new("b2sum")
             .args(["--quiet", "--strict", "-c", ".slipway/manifest.b2"])
             .current_dir(s.app_path(i, "current"))
