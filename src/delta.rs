@@ -57,7 +57,7 @@ fn is_shared(path: &str, shared: &[String]) -> bool {
 pub fn filter_tar(tar: &Spool, send: &BTreeSet<String>) -> io::Result<Spool> {
     let mut archive = tar::Archive::new(tar.reader());
     let mut builder = Spool::builder()?;
-    for entry in archive.entries()? {
+    for entry in archive.entries_with_seek()? {
         let mut entry = entry?;
         let path = entry
             .path()?
