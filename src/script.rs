@@ -143,11 +143,11 @@ fi
 /// when it was shipped (`.slipway/stat.shipped`, taken before build hooks ran) or, for a
 /// stage without build hooks, when that release became ready (`.slipway/stat`): a file
 /// edited since, on the host or by a build hook, even to the same size, is not linked,
-/// and the deployer sends everything instead. Perl, where
-/// the host has it (every Debian and Ubuntu host: perl-base is essential), makes one
-/// `link` per file; `cp -l --parents` stats every parent of every path and took 3-4
-/// times as long (40-55 ms against 13 ms for 3,000 files). Without perl, `cp` does it
-/// (and the sizes are checked after, by [`verify_partial`]).
+/// and the deployer sends everything instead. Perl, where the host has it (every Debian
+/// and Ubuntu host: perl-base is essential), makes one `link` per file; `cp -l --parents`
+/// stats every parent of every path and took 3-4 times as long (40-55 ms against 13 ms
+/// for 3,000 files). Without perl, `cp` does it (and the sizes are checked after, by
+/// [`verify_partial`]).
 const LINK_UNCHANGED: &str = r#"my ($list, $to) = @ARGV; my (%made, %was);
 my $st;
 if (open($st, "<", ".slipway/stat.shipped") or open($st, "<", ".slipway/stat")) {
@@ -941,6 +941,7 @@ pub fn read_rollout(layout: &Layout) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn the_perl_linker_fits_in_single_quotes() {
@@ -953,8 +954,6 @@ mod tests {
         );
         assert!(script.contains(&format!("perl -e '{LINK_UNCHANGED}'")));
     }
-
-    use super::*;
 
     #[test]
     fn scripts_parse_as_posix_shell() {
