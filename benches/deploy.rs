@@ -347,6 +347,7 @@ fn main() {
         "| N | operation | wall (s) | ratio | bytes sent | slipway peak RSS (MiB) | host CPU (s) |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let mut medians = std::collections::BTreeMap::new();
     for &n in &hosts {
         let fleet = Fleet::start(n);
         let cold_cfg = config(dir.path(), &fleet, "0s");
@@ -448,6 +449,7 @@ fn main() {
         let cold_bytes = median(rows[2].1.bytes.clone());
         for (name, row) in &rows {
             let wall = median(row.wall.clone());
+            medians.insert((n, name.to_string()), wall);
             let ratio = match *name {
                 "cold deploy" => format!("{:.2} × baseline", wall / baseline),
                 "second deploy" => format!(
@@ -474,6 +476,77 @@ fn main() {
                 },
                 median(row.cpu.clone())
             );
+            if *name == "second deploy" {
+                medians.insert((n, "bytes %".into()), 100.0 * bytes / cold_bytes);
+            }
+            if *name == "cold deploy" {
+                medians.insert((n, "rss".into()), rss);
+            }
+        }
+    }
+    targets(&medians);
+}
+
+/// The targets, checked against this run's medians (those whose host counts ran).
+fn targets(m: &std::collections::BTreeMap<(usize, String), f64>) {
+    let get = |n: usize, op: &str| m.get(&(n, op.to_string())).copied();
+    let mut lines = Vec::new();
+    let mut check = |what: String, value: Option<f64>, limit: f64, unit: &str| {
+        if let Some(v) = value {
+            let verdict = if v <= limit { "met" } else { "MISSED" };
+            lines.push(format!(
+                "{what}: {v:.2}{unit} (target ≤ {limit}{unit}) {verdict}"
+            ));
+        }
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    for n in [1, 16] {
+        check(
+            format!("N = {n}: cold deploy / baseline"),
+            ratio(
+                get(n, "cold deploy"),
+                get(n, "baseline: tar c \\| ssh tar x"),
+            ),
+            1.15,
+            " ×",
+        );
+    }
+    check(
+        "N = 16: second deploy bytes".into(),
+        get(16, "bytes %"),
+        5.0,
+        " %",
+    );
+    check(
+        "N = 16: second deploy / cold deploy".into(),
+        ratio(get(16, "second deploy"), get(16, "cold deploy")),
+        0.35,
+        " ×",
+    );
+    for op in ["rollback", "status"] {
+        check(
+            format!("N = 16: {op} / floor"),
+            ratio(get(16, op), get(16, "floor: parallel ssh true")),
+            1.5,
+            " ×",
+        );
+    }
+    for op in ["status, reused connections", "rollback, reused connections"] {
+        check(format!("N = 16: {op}"), get(16, op), 0.3, " s");
+    }
+    check("N = 16: peak RSS".into(), get(16, "rss"), 40.0, " MiB");
+    for op in ["cold deploy", "second deploy", "rollback", "status"] {
+        check(
+            format!("16 -> 64 hosts: {op} grows"),
+            ratio(get(64, op), get(16, op)),
+            4.0,
+            " ×",
+        );
+    }
+    if !lines.is_empty() {
+        println!();
+        for line in lines {
+            println!("{line}");
         }
     }
 }
