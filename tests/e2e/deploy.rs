@@ -383,3 +383,49 @@ fn a_command_right_after_another_reuses_its_connections_and_replaces_dead_ones()
         assert_eq!(connects(&run), vec!["new connection"; 2], "{}", run.stdout);
     }
 }
+
+#[test]
+fn a_release_whose_manifest_carries_every_digest_still_serves_as_a_base() {
+    use std::os::unix::fs::MetadataExt;
+    // Manifests once carried sha256 and blake2b for every file. A release deployed then
+    // is still linked from: its record holds the digest of the bytes it has.
+    let s = Scenario::new().hosts(1);
+    s.app_file("assets/a.txt", "aaaa");
+    let v1 = s.deploy_ok();
+    let dir = s.app_path(0, &format!("releases/{v1}/.slipway"));
+    let manifest = fs::read_to_string(dir.join("manifest.jsonl")).unwrap();
+    let older: String = manifest
+        .lines()
+        .map(|line| match line.strip_suffix('}') {
+            Some(open) if line.contains(r#""kind":"file""#) => format!(
+                "{open},\"sha256\":\"{}\",\"blake2b\":\"{}\"}}\n",
+                "0".repeat(64),
+                "1".repeat(64)
+            ),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert_ne!(older, manifest);
+    fs::write(dir.join("manifest.jsonl"), &older).unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("release.json")).unwrap()).unwrap();
+    record["manifest_digest"] = blake3::hash(older.as_bytes()).to_hex().as_str().into();
+    fs::write(dir.join("release.json"), format!("{record}\n")).unwrap();
+
+    s.app_file("index.html", "v2");
+    let run = s.slipway(&["deploy", "test", "--json"]).ok();
+    let result: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        result["data"]["result"]["linked"].as_u64().unwrap() > 0,
+        "{}",
+        run.stdout
+    );
+    let v2 = result["data"]["result"]["release"].as_str().unwrap();
+    let inode = |id: &str| {
+        fs::metadata(s.app_path(0, &format!("releases/{id}/assets/a.txt")))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(inode(&v1), inode(v2));
+}
