@@ -223,12 +223,16 @@ pub fn build(source: &Source) -> Result<Archive, ArchiveError> {
     }
 }
 
+/// The digest a release records for its manifest: blake3 of the manifest's text, as
+/// written. A manifest read back from a host is checked against it byte for byte.
+pub fn digest_of(json_lines: &str) -> String {
+    blake3::hash(json_lines.as_bytes()).to_hex().to_string()
+}
+
 impl Manifest {
-    /// The blake3 hex digest of [`Manifest::to_json_lines`].
+    /// The blake3 hex digest of [`Manifest::to_json_lines`] (see [`digest_of`]).
     pub fn digest(&self) -> String {
-        blake3::hash(self.to_json_lines().as_bytes())
-            .to_hex()
-            .to_string()
+        digest_of(&self.to_json_lines())
     }
 
     /// One JSON object per entry and line, fields in declaration order, absent

@@ -204,7 +204,7 @@ async fn run_deploy(
         _ => None,
     };
     let shared = stage.shared_paths();
-    let uploads = plan_uploads(fleet, states, &archive, &meta, &shared)
+    let (uploads, whole) = plan_uploads(fleet, states, &archive, &meta, &shared)
         .await
         .map_err(|e| fail(Error::Io(e)))?;
     fleet.reporter.info(&format!(
@@ -280,7 +280,6 @@ async fn run_deploy(
         let most = all.iter().filter(|i| !full.contains(i)).map(|&i| uploads[i].linked).max();
         linked.store(most.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         if !full.is_empty() {
-            let whole = Arc::new(release_payload(&archive.tar, &archive, &meta, None).map_err(Error::Io)?);
             for &i in &full {
                 fleet.reporter.warning(Some(fleet.name(i)), "the previous release could not serve as a base (a file differs from its manifest); sending the whole release");
                 bytes_sent.fetch_add(whole.len(), std::sync::atomic::Ordering::Relaxed);
@@ -561,14 +560,15 @@ struct Upload {
 /// Plans each host's upload: hosts whose current release has a readable manifest that
 /// matches its record get only the files that changed (unchanged ones are hard-linked on
 /// the host); the others get the whole release. Payloads are built once per distinct
-/// previous release, not once per host.
+/// previous release, not once per host. Also returns the whole-release payload, for
+/// hosts that refuse their incremental one.
 async fn plan_uploads(
     fleet: &Fleet,
     states: &[HostState],
     archive: &Archive,
     meta: &ReleaseMeta,
     shared: &[String],
-) -> std::io::Result<Vec<Upload>> {
+) -> std::io::Result<(Vec<Upload>, Arc<Input>)> {
     let whole = Arc::new(release_payload(&archive.tar, archive, meta, None)?);
     // Per previous release: the incremental payload and how many files it links.
     type Built = Option<(Arc<Input>, usize)>;
@@ -613,7 +613,7 @@ async fn plan_uploads(
             }),
         }
     }
-    Ok(uploads)
+    Ok((uploads, whole))
 }
 
 /// The manifest of a host's current release, if it can be read and matches the digest
@@ -643,7 +643,7 @@ async fn previous_manifest(
     };
     // The digest is of the bytes as written then: a manifest in an older layout (one
     // that carried every digest) still matches its record and still serves as a base.
-    if blake3::hash(text.as_bytes()).to_hex().as_str() != base.manifest_digest {
+    if crate::archive::digest_of(&text) != base.manifest_digest {
         return None;
     }
     let mut manifest = crate::archive::Manifest::from_json_lines(&text).ok()?;

@@ -309,6 +309,13 @@ pub fn finalize(layout: &Layout, id: &ReleaseId, files: &[String], dirs: &[Strin
     s
 }
 
+/// Compares two `size mtime path` listings (the first recorded, the second as it is now),
+/// printing the paths whose size or modification time differ, or that are gone.
+const STAT_CHANGES: &str = r#"
+    NR == FNR { k = $0; sub(/^[^ ]* [^ ]* /, "", k); was[k] = $1 " " $2; next }
+    { k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in was) && was[k] != $1 " " $2) print k; delete was[k] }
+    END { for (k in was) print k }"#;
+
 /// Records the size and modification time of every file of a release that has just
 /// become ready (`.slipway/stat`, `size mtime path` per line), so that a rollback to it
 /// later hashes only what changed since (see [`verify_release`]).
@@ -364,10 +371,7 @@ fi
 if [ -f {stat} ]; then
   # Unchanged (the usual case): the listing is the recorded one, byte for byte.
   if find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\n' | cmp -s - {stat}; then exit 0; fi
-  changed=$(find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\n' | awk '
-    NR == FNR {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); want[k] = $1 " " $2; next }}
-    {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in want) && want[k] != $1 " " $2) print k; delete want[k] }}
-    END {{ for (k in want) print k }}' {stat} -)
+  changed=$(find . -path ./.slipway -prune -o -type f -printf '%s %T@ %P\n' | awk '{STAT_CHANGES}' {stat} -)
   [ -n "$changed" ] || exit 0
   {choose}
   sums=$(printf '%s\n' "$changed" | awk 'NR == FNR {{ if ($0 != "") c[$0] = 1; next }}
@@ -643,10 +647,7 @@ pub fn read_manifest(layout: &Layout, id: &ReleaseId) -> String {
 cat -- "$r/{RELEASE_MANIFEST}" || exit 1
 if [ -f "$r/{RELEASE_STAT_SHIPPED}" ] && [ -f "$r/{RELEASE_STAT}" ]; then
   echo '{BUILT_OVER}'
-  awk '
-    NR == FNR {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); was[k] = $1 " " $2; next }}
-    {{ k = $0; sub(/^[^ ]* [^ ]* /, "", k); if ((k in was) && was[k] != $1 " " $2) print k; delete was[k] }}
-    END {{ for (k in was) print k }}' "$r/{RELEASE_STAT_SHIPPED}" "$r/{RELEASE_STAT}"
+  awk '{STAT_CHANGES}' "$r/{RELEASE_STAT_SHIPPED}" "$r/{RELEASE_STAT}"
 fi
 "#,
         r = quote(&layout.release(id)),

@@ -141,14 +141,9 @@ fn a_previous_release_edited_to_the_same_size_is_never_linked_from() {
     // Host 2's copy of a file the next deploy would link changes, keeping its size.
     let file = s.app_path(1, &format!("releases/{v1}/assets/a.txt"));
     std::fs::write(&file, "bbbb").expect("same-size edit");
-    s.app_file("index.html", "v2");
-    let run = s.slipway(&["deploy", "test"]).ok();
-    assert!(
-        run.stderr
-            .contains("assets/a.txt: changed since the previous release was shipped")
-            && run.stderr.contains("sending the whole release"),
-        "{}",
-        run.stderr
+    redeploy_in_full(
+        &s,
+        "assets/a.txt: changed since the previous release was shipped",
     );
     for i in 0..s.host_count() {
         assert_eq!(
@@ -172,6 +167,18 @@ fn redeploy_incrementally(s: &Scenario, before: &str) -> String {
     let after = s.current(0).expect("a current release");
     assert_ne!(before, after);
     after
+}
+
+/// Changes `index.html` and deploys again, asserting that a host could not link from its
+/// previous release, saying `why`, and got the whole release instead.
+fn redeploy_in_full(s: &Scenario, why: &str) {
+    s.app_file("index.html", "changed again");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        run.stderr.contains(why) && run.stderr.contains("sending the whole release"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Whether `path` is one file (a hard link) in releases `a` and `b` on host `i`.
@@ -238,14 +245,9 @@ fn a_host_without_perl_links_unchanged_files_with_cp() {
     // Without perl the linked files are checked by size after cp (the check that names
     // them "linked files"): a shorter file is refused.
     std::fs::write(s.app_path(1, &format!("releases/{v2}/assets/a.txt")), "a").expect("edit");
-    s.app_file("index.html", "v3");
-    let run = s.slipway(&["deploy", "test"]).ok();
-    assert!(
-        run.stderr
-            .contains("the linked files do not match the manifest: assets/a.txt: 1 bytes")
-            && run.stderr.contains("sending the whole release"),
-        "{}",
-        run.stderr
+    redeploy_in_full(
+        &s,
+        "the linked files do not match the manifest: assets/a.txt: 1 bytes",
     );
     assert_eq!(
         std::fs::read_to_string(s.app_path(1, "current/assets/a.txt")).expect("read"),
