@@ -102,7 +102,10 @@ migration() {
     fixed="migrations/$(printf '20240101%06d' "$n")_$name.js"
     knex migrate:make "$name"
     made=(migrations/[0-9]*_"$name".js)
-    [ ${#made[@]} -eq 1 ] && [ -f "${made[0]}" ] || { echo "knex migrate:make $name made ${made[*]}" >&2; exit 1; }
+    if [ ${#made[@]} -ne 1 ] || [ ! -f "${made[0]}" ]; then
+        echo "knex migrate:make $name made ${made[*]}" >&2
+        exit 1
+    fi
     mv "${made[0]}" "$fixed"
     cat >"$fixed"
 }
