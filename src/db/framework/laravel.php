@@ -88,6 +88,7 @@ $printApplied = function () use ($repository) {
 
 // known: id => [file, reversible, atomic]
 $known = [];
+$id = null;
 try {
     foreach ($migrator->getMigrationFiles($paths) as $id => $file) {
         $migration = slipway_call($migrator, 'resolvePath', $file);
@@ -100,7 +101,7 @@ try {
         ];
     }
 } catch (Throwable $e) {
-    slipway_line('error cannot load the migrations: '.slipway_clean($e));
+    slipway_line('error cannot load the migrations'.($id === null ? '' : ' ('.$id.')').': '.slipway_clean($e));
     $printApplied();
     exit(2);
 }
