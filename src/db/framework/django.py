@@ -112,7 +112,7 @@ def _slipway_main():
             executor = MigrationExecutor(connection)
         except Exception as exc:
             # The database cannot be read: the code's migrations still can.
-            print("slipway: database not readable (%s)" % one_line(exc), file=sys.stderr)
+            print("django adapter: database not readable (%s)" % one_line(exc), file=sys.stderr)
             try:
                 executor = MigrationExecutor(None)
             except Exception as exc2:
