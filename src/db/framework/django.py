@@ -87,6 +87,9 @@ def _slipway_main():
                 stdout=sys.stderr,
             )
         except Exception as exc:
+            # Ends Django's "  Applying X..." line, for readers that merge the streams.
+            sys.stderr.write("\n")
+            sys.stderr.flush()
             failed = TrackingMigrate.current
             if failed is not None:
                 out("failed %s.%s %s" % (failed.app_label, failed.name, one_line(exc)))
