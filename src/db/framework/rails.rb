@@ -122,14 +122,11 @@ module SlipwayRails
   # their schema changes are recorded too, and a `raise IrreversibleMigration` in a
   # `dir.down` shows). Whatever the migration does outside the migration's connection
   # (models, ActiveRecord::Base.connection) runs inside a transaction that is rolled
-  # back. Any other error in this dry run counts as irreversible.
+  # back. Only IrreversibleMigration makes it irreversible; another error in the dry
+  # run is left to the real revert.
   def change_reversible?(migration)
     reversible = true
-    delegate = begin
-      connection
-    rescue StandardError
-      nil
-    end
+    delegate = dry_run_delegate
     dry_run = lambda do
       recorder = ActiveRecord::Migration::CommandRecorder.new(delegate)
       migration.instance_variable_set(:@connection, recorder)
@@ -142,8 +139,9 @@ module SlipwayRails
     rescue ActiveRecord::IrreversibleMigration
       reversible = false
     rescue StandardError => e
-      warn "slipway: reverting #{migration.version} #{migration.name} failed in a dry run, so it counts as irreversible: #{one_line(e)}"
-      reversible = false
+      # Not Rails saying "irreversible" (e.g. a model the migration uses has no table
+      # yet): the real revert decides, and reports its own failure.
+      warn "slipway: dry run of reverting #{migration.version} #{migration.name}: #{one_line(e)}"
     ensure
       migration.instance_variable_set(:@connection, nil)
     end
@@ -156,6 +154,17 @@ module SlipwayRails
       dry_run.call
     end
     reversible
+  end
+
+  # The real connection (the recorder asks it for table definitions), or nil when the
+  # database cannot be reached.
+  def dry_run_delegate
+    return @delegate if defined?(@delegate)
+    @delegate = begin
+      connection
+    rescue StandardError
+      nil
+    end
   end
 
   def reversible?(migration)
@@ -175,8 +184,12 @@ module SlipwayRails
     proxy.send(:migration)
   end
 
+  # This release's migrations, read from its files (no database needed).
   def known
-    context.migrations.sort_by(&:version)
+    paths = ActiveRecord::Base.connection_db_config.migrations_paths ||
+            ActiveRecord::Migrator.migrations_paths
+    ActiveRecord::MigrationContext.new(paths, ActiveRecord::SchemaMigration)
+                                  .migrations.sort_by(&:version)
   end
 
   def op_inspect
