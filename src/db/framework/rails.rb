@@ -25,7 +25,9 @@ module SlipwayRails
     text = text.to_s.dup
     SECRETS.each { |s| text = text.gsub(s, "***") }
     text = text.gsub(%r{(\w[\w+.-]*://[^/\s:@]*:)[^@\s]*@}, '\1***@')
-    text.gsub(/("?:?password"?\s*(?:=>|:)\s*)("(?:[^"\\]|\\.)*"|[^\s,}]+)/i, '\1"***"')
+    # {:password=>"..."}, password: "...", password=... (conninfo); not "password: YES".
+    text = text.gsub(/(:?password"?\s*(?:=>|:)\s*)"(?:[^"\\]|\\.)*"/i, '\1"***"')
+    text.gsub(/(\bpassword=)(?!>)('[^']*'|[^\s'"]+)/i, '\1***')
   end
 
   # The database's error on one line: the innermost cause (PG::Error, Mysql2::Error,
