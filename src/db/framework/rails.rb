@@ -45,11 +45,11 @@ module SlipwayRails
   end
 
   def collect_secrets
+    require "erb"
+    require "cgi"
     cfg = ActiveRecord::Base.connection_db_config.configuration_hash
     password = cfg[:password].to_s
     unless password.empty?
-      require "erb"
-      require "cgi"
       SECRETS.concat([password, ERB::Util.url_encode(password), CGI.escape(password)].uniq)
     end
     url = cfg[:url].to_s
