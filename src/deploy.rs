@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::archive::{self, Archive};
 use crate::audit::Record;
 use crate::config::Stage;
-use crate::db::{self, migrate::Migrated};
+use crate::db::{self, step::Migrated};
 use crate::delta;
 use crate::error::{Error, Result};
 use crate::fault;
@@ -71,13 +71,14 @@ async fn dry_run(fleet: &Fleet, archive: &Archive) -> Result<Outcome> {
     let id = next_release_id(&states);
     let mut plan = build_plan(fleet, archive, &states, &id);
     if let Some(config) = &fleet.stage.database {
-        let detail = match &config.commands {
-            Some(c) => format!(
+        let detail = match (&config.framework, &config.commands) {
+            (Some(f), _) => db::framework::run::preview(config, f),
+            (None, Some(c)) => format!(
                 "run migrate_command `{}` in the new release on {}, record the version version_command prints",
                 c.migrate,
                 fleet.name(config.primary)
             ),
-            None => {
+            (None, None) => {
                 let set = db::migrate::load(config, archive.tar.reader()).await?;
                 db::migrate::preview(fleet, config, &set).await?
             }
@@ -192,11 +193,12 @@ async fn run_deploy(
         bytes: archive.manifest.total_bytes(),
         schema_version: None,
         migrations: vec![],
+        schema: None,
         note: None,
     };
     // A broken migrations directory is found before anything is uploaded.
     let migrations = match &stage.database {
-        Some(config) if config.commands.is_none() => Some(
+        Some(config) if config.commands.is_none() && config.framework.is_none() => Some(
             db::migrate::load(config, archive.tar.reader())
                 .await
                 .map_err(&fail)?,
@@ -338,19 +340,29 @@ async fn run_deploy(
     let mut migrated: Option<Migrated> = None;
     let mut meta = meta;
     if let Some(config) = &stage.database {
-        let result = match (&config.commands, migrations) {
-            (Some(commands), _) => db::command::migrate(fleet, config, commands, &id)
+        let result = match (&config.framework, &config.commands, migrations) {
+            (Some(f), _, _) => db::framework::run::migrate(fleet, config, f, &id)
+                .await
+                .map(|m| (None, vec![], Some(Migrated::Framework(m)))),
+            (None, Some(commands), _) => db::command::migrate(fleet, config, commands, &id)
                 .await
                 .map(|v| (Some(v), vec![], None)),
-            (None, Some(set)) => db::migrate::run(fleet, config, set, &id)
-                .await
-                .map(|m| (Some(m.schema_version), m.records.clone(), Some(m))),
-            (None, None) => Ok((None, vec![], None)),
+            (None, None, Some(set)) => db::migrate::run(fleet, config, set, &id).await.map(|m| {
+                (
+                    Some(m.schema_version),
+                    m.records.clone(),
+                    Some(Migrated::Sqlx(m)),
+                )
+            }),
+            (None, None, None) => Ok((None, vec![], None)),
         };
         match result {
             Ok((version, records, m)) => {
                 meta.schema_version = version;
                 meta.migrations = records;
+                if let Some(Migrated::Framework(f)) = &m {
+                    meta.schema = Some(f.record.clone());
+                }
                 migrated = m;
             }
             Err(e) => {
@@ -359,7 +371,7 @@ async fn run_deploy(
             }
         }
         if let Some(m) = &migrated {
-            fleet.reporter.info(&schema_summary(m));
+            fleet.reporter.info(&m.summary());
         }
     }
 
@@ -386,7 +398,7 @@ async fn run_deploy(
     };
     exec.persist =
         exec.state.plan.steps.len() > 1 || stage.health.is_some() || exec.state.pool.is_some();
-    if exec.persist && meta.schema_version.is_some() {
+    if exec.persist && (meta.schema_version.is_some() || meta.schema.is_some()) {
         // Hosts switched by a later invocation (`rollout promote`) take the release's
         // record from disk: it must carry the schema version now, not only once switched.
         let ready = meta.with_state(ReleaseState::Ready, None);
@@ -452,7 +464,7 @@ async fn run_deploy(
         if fleet.len() == 1 { "" } else { "s" },
         id,
         match (&migrated, meta.schema_version) {
-            (Some(m), _) => format!("; {}", schema_summary(m)),
+            (Some(m), _) => format!("; {}", m.summary()),
             (None, Some(v)) => format!("; schema version {v}"),
             (None, None) => String::new(),
         },
@@ -469,30 +481,13 @@ async fn run_deploy(
         "from": from,
         "pruned": pruned,
         "schema_version": meta.schema_version,
-        "migrations_applied": migrated.as_ref().map(|m| m.applied_now.clone()),
-        "snapshot": migrated.as_ref().and_then(|m| m.snapshot.clone()),
+        "migrations_applied": migrated.as_ref().map(|m| m.applied_now()),
+        "snapshot": migrated.as_ref().and_then(|m| m.snapshot()),
         "bytes_sent": bytes_sent,
         "files": archive.manifest.file_count(),
         "linked": linked,
     });
     Ok((id, from, Outcome { human, data }))
-}
-
-/// "migrated to schema version 3 (applied 2 (...), 3 (...); snapshot ...)".
-fn schema_summary(m: &Migrated) -> String {
-    if m.applied_now.is_empty() {
-        format!(
-            "no new migrations: schema stays at version {}, database untouched",
-            m.schema_version
-        )
-    } else {
-        format!(
-            "migrated the database to schema version {} (applied {}; snapshot backups/db/{})",
-            m.schema_version,
-            db::describe_all(&m.set, &m.applied_now),
-            m.snapshot.as_deref().unwrap_or("-")
-        )
-    }
 }
 
 /// After a switch-back: the old code needs its schema, so this deploy's migrations are
@@ -501,10 +496,10 @@ async fn revert_schema(fleet: &Fleet, migrated: Option<&Migrated>, error: Error)
     let (Some(m), Some(config)) = (migrated, fleet.stage.database.as_ref()) else {
         return error;
     };
-    if m.applied_now.is_empty() {
+    if !m.changed() {
         return error;
     }
-    let text = db::migrate::revert(fleet, config, m).await;
+    let text = m.revert(fleet, config).await;
     match error {
         Error::Reverted(msg) => Error::Reverted(format!("{msg}; database: {text}")),
         Error::Diverged(msg) => Error::Diverged(format!("{msg}; database: {text}")),
@@ -990,6 +985,7 @@ fn build_plan(
         bytes: archive.manifest.total_bytes(),
         schema_version: None,
         migrations: vec![],
+        schema: None,
         note: None,
     };
     let list = |v: &[String]| {

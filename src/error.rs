@@ -3,7 +3,8 @@
 //! Exit codes (documented in the README):
 //! - 0: done
 //! - 1: the deploy or rollback failed and every host is back where it was
-//! - 2: usage or configuration error; nothing was touched
+//! - 2: usage or configuration error, or a schema change refused as unprovable (an
+//!   irreversible migration, missing code); nothing was touched
 //! - 3: the deploy lock is held by someone else
 //! - 4: hosts were left in different states and need attention (the message says which
 //!   and what to run)
@@ -66,6 +67,12 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// A schema change slipway cannot prove safe (an irreversible migration, code that
+    /// is missing, records that disagree with the database): refused before any host
+    /// moved. `--force-schema` / `--skip-schema` say how to go on.
+    #[error("{0}")]
+    SchemaRefused(String),
+
     /// A deploy or rollback failed and was undone: every host is back where it was.
     #[error("{0}")]
     Reverted(String),
@@ -85,7 +92,9 @@ pub enum Error {
 impl Error {
     pub fn class(&self) -> ExitClass {
         match self {
-            Error::Config(_) | Error::Usage(_) | Error::Archive(_) => ExitClass::Usage,
+            Error::Config(_) | Error::Usage(_) | Error::Archive(_) | Error::SchemaRefused(_) => {
+                ExitClass::Usage
+            }
             Error::Locked { .. } => ExitClass::Locked,
             Error::Diverged(_) => ExitClass::Diverged,
             Error::Step { .. }

@@ -435,8 +435,10 @@ mod tests {
                 let stage = config.stage("production").unwrap();
                 assert_eq!(stage.recipe.as_deref(), r.map(|r| r.name));
                 assert_eq!(stage.hosts.len(), 1);
-                let has_commands =
-                    r.is_some_and(|r| r.database_command("migrate_command").is_some());
+                let has_commands = r.is_some_and(|r| {
+                    r.database_command("migrate_command").is_some()
+                        || r.database_command("framework").is_some()
+                });
                 assert_eq!(stage.database.is_some(), database && has_commands);
             }
         }

@@ -25,6 +25,7 @@ pub mod layout;
 pub mod lock;
 pub mod plan;
 pub mod recipe;
+pub mod redact;
 pub mod release;
 pub mod report;
 pub mod rollback;

@@ -265,6 +265,7 @@ mod tests {
             bytes: 0,
             schema_version: None,
             migrations: vec![],
+            schema: None,
             note: None,
         });
         ReleaseEntry { id: rid, meta }

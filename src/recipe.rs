@@ -79,7 +79,7 @@ impl Recipe {
         Ok(table)
     }
 
-    /// A migration command the recipe sets (`migrate_command`, ...), if any.
+    /// A `[database]` setting of the recipe (`framework`, `migrate_command`, ...), if any.
     pub fn database_command(&self, key: &str) -> Option<String> {
         self.table()
             .ok()?
@@ -141,17 +141,29 @@ mod tests {
     }
 
     #[test]
-    fn the_frameworks_with_a_database_set_all_three_commands() {
-        for name in ["rails", "django", "laravel", "node", "rust-binary"] {
+    fn the_frameworks_with_a_database_name_their_migrator() {
+        for (name, framework) in [
+            ("rails", "rails"),
+            ("django", "django"),
+            ("laravel", "laravel"),
+            ("node", "knex"),
+        ] {
             let recipe = find(name).unwrap();
-            for key in ["migrate_command", "rollback_command", "version_command"] {
-                assert!(recipe.database_command(key).is_some(), "{name}: {key}");
-            }
+            assert_eq!(
+                recipe.database_command("framework").as_deref(),
+                Some(framework)
+            );
+        }
+        let rust = find("rust-binary").unwrap();
+        for key in ["migrate_command", "rollback_command", "version_command"] {
+            assert!(rust.database_command(key).is_some(), "rust-binary: {key}");
         }
         assert!(
             find("static-site")
                 .unwrap()
-                .database_command("migrate_command")
+                .table()
+                .unwrap()
+                .get("database")
                 .is_none()
         );
     }

@@ -61,6 +61,10 @@ pub struct ReleaseMeta {
     /// first, with the checksums of their up scripts (sqlx's SHA-384, hex).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<MigrationRecord>,
+    /// Framework mode: the applied migrations once this release was migrated, and the
+    /// ones its deploy applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaRecord>,
     /// Why the state changed last (a failed step, a rollback reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -81,6 +85,19 @@ impl ReleaseMeta {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// Framework mode: the schema as a release recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaRecord {
+    /// `django`, `rails`, ...
+    pub framework: String,
+    /// Every applied migration once this release was migrated, oldest first (the
+    /// framework's own ids).
+    pub applied: Vec<String>,
+    /// The ones this release's deploy applied, in applied order.
+    #[serde(default)]
+    pub applied_now: Vec<String>,
 }
 
 /// One applied migration, as a release records it.
@@ -316,6 +333,7 @@ mod tests {
             bytes: 1,
             schema_version: None,
             migrations: vec![],
+            schema: None,
             note: None,
         }
     }

@@ -154,6 +154,17 @@ impl Reporter {
     }
 
     fn emit(&self, event: Event<'_>) {
+        // Whatever a host or a framework printed may carry credentials.
+        let message = event.message.map(crate::redact::scrub);
+        let data = event.data.map(|mut d| {
+            crate::redact::scrub_json(&mut d);
+            d
+        });
+        let event = Event {
+            message: message.as_deref(),
+            data,
+            ..event
+        };
         let _guard = self.out.lock();
         match self.mode {
             Mode::Json => {

@@ -304,6 +304,37 @@ async fn run_rollback(
         return (from, Some(target), Err(e));
     }
     let all = fleet.all();
+    // A roll forward migrates first, with the newer release's code: the older code
+    // can run on the newer schema (as during any deploy), not the other way round.
+    let mut schema_result = String::new();
+    let mut schema_done = None;
+    if schema.schema_first() {
+        match db::undo::apply_any(fleet, &schema).await {
+            Ok(text) => {
+                schema_result = text;
+                schema_done = Some(std::time::Instant::now());
+            }
+            Err(m) => {
+                return (
+                    from,
+                    Some(target),
+                    Err(Error::Step {
+                        host: fleet
+                            .stage
+                            .database
+                            .as_ref()
+                            .map(|c| fleet.name(c.primary).to_string())
+                            .unwrap_or_default(),
+                        step: "migrate".into(),
+                        message: format!(
+                            "{m}; no host was switched (check the schema with `slipway db status {}`)",
+                            fleet.stage.name
+                        ),
+                    }),
+                );
+            }
+        }
+    }
     if let Err(m) = fault::point("rollback.before-switch").await {
         return (
             from,
@@ -373,6 +404,17 @@ async fn run_rollback(
             .map(|(i, _)| fleet.name(*i))
             .collect();
         let names: Vec<&str> = failed.iter().map(|(i, _)| fleet.name(*i)).collect();
+        if schema_done.is_some() {
+            return (
+                from,
+                Some(target.clone()),
+                Err(Error::Diverged(format!(
+                    "rollback to {target} failed on {} ({why}) after the schema was moved forward ({schema_result}): the hosts run older code on the newer schema. Run `slipway rollback {} --to {target}` again once the hosts are reachable",
+                    names.join(", "),
+                    fleet.stage.name
+                ))),
+            );
+        }
         let error = if stuck.is_empty() {
             Error::Reverted(format!(
                 "rollback to {target} failed on {} ({why}); every host was left on the release it was on",
@@ -388,6 +430,7 @@ async fn run_rollback(
         };
         return (from, Some(target), Err(error));
     }
+    let switched_at = std::time::Instant::now();
     let _ = fault::point("rollback.after-switch").await;
     if !fleet.stage.restart_hooks.is_empty() {
         let results = run_restart(fleet, &all, &target).await;
@@ -407,8 +450,26 @@ async fn run_rollback(
             );
         }
     }
-    let schema_result = match db::undo::apply_any(fleet, &schema).await {
-        Ok(text) => text,
+    let schema_result = match schema_done {
+        Some(_) => Ok(schema_result),
+        None => db::undo::apply_any(fleet, &schema).await,
+    };
+    // How long the older and the newer side ran on a schema that was not theirs.
+    let window = match schema_done {
+        Some(done) => switched_at.duration_since(done),
+        None => switched_at.elapsed(),
+    };
+    let schema_result = match schema_result {
+        Ok(text) if text.is_empty() => text,
+        Ok(text) => format!(
+            "{text} ({}; old code and new schema met for {:.2}s)",
+            if schema_done.is_some() {
+                "schema first, then code"
+            } else {
+                "code first, then schema"
+            },
+            window.as_secs_f64()
+        ),
         Err(m) => {
             return (
                 from,
@@ -431,7 +492,15 @@ async fn run_rollback(
             format!("; {schema_result}")
         }
     );
-    let data = json!({ "to": target.as_str(), "from": from, "hosts": fleet.len(), "schema": schema.to_json(), "schema_result": schema_result });
+    let data = json!({
+        "to": target.as_str(),
+        "from": from,
+        "hosts": fleet.len(),
+        "schema": schema.to_json(),
+        "schema_result": schema_result,
+        "schema_window_ms": (!matches!(schema, SchemaRollback::Nothing | SchemaRollback::Skipped))
+            .then_some(window.as_millis() as u64),
+    });
     (from, Some(target), Ok(Outcome { human, data }))
 }
 

@@ -919,6 +919,24 @@ pub fn db_command(env: &HookEnv<'_>, command: &str, target: Option<i64>) -> Stri
     s
 }
 
+/// Exit status of [`in_release`] when the command's program was not found (sh's 127,
+/// which the ssh transport cannot carry with its output).
+pub const EXIT_NOT_FOUND: i32 = 86;
+
+/// Runs `command` (already quoted where it carries values) in a release with the hook
+/// environment, and exits with its status: the caller reads specific codes.
+pub fn in_release(env: &HookEnv<'_>, command: &str) -> String {
+    format!(
+        "{PRELUDE}cd -- {path} || exit 1\nexport SLIPWAY_RELEASE_ID={id} SLIPWAY_RELEASE_PATH={path} SLIPWAY_DEPLOY_TO={deploy_to} SLIPWAY_STAGE={stage} SLIPWAY_HOST={host}\nsh -c {cmd} </dev/null\nrc=$?\n[ \"$rc\" -eq 127 ] && exit {EXIT_NOT_FOUND}\nexit \"$rc\"\n",
+        path = quote(env.release_path),
+        id = quote(env.release.as_str()),
+        deploy_to = quote(env.deploy_to),
+        stage = quote(env.stage),
+        host = quote(env.host),
+        cmd = quote(command),
+    )
+}
+
 /// Writes the rollout state atomically (a temporary file renamed over the old one),
 /// private like the audit log beside it.
 pub fn write_rollout(layout: &Layout, json_line: &str) -> String {

@@ -23,6 +23,59 @@ impl DbDriver {
     }
 }
 
+/// A framework whose own migrator slipway drives through an adapter (`src/db/framework/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framework {
+    Django,
+    Rails,
+    Laravel,
+    Knex,
+    Alembic,
+}
+
+impl Framework {
+    pub const ALL: [Framework; 5] = [
+        Framework::Django,
+        Framework::Rails,
+        Framework::Laravel,
+        Framework::Knex,
+        Framework::Alembic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Framework::Django => "django",
+            Framework::Rails => "rails",
+            Framework::Laravel => "laravel",
+            Framework::Knex => "knex",
+            Framework::Alembic => "alembic",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Framework> {
+        Framework::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// What runs the adapter program in a release, unless `runtime` says otherwise.
+    pub fn default_runtime(self) -> &'static str {
+        match self {
+            Framework::Django | Framework::Alembic => ".venv/bin/python",
+            Framework::Rails => "bin/rails",
+            Framework::Laravel => "php",
+            Framework::Knex => "node",
+        }
+    }
+}
+
+/// Framework mode: which migrator, and what runs its adapter in a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameworkMigrator {
+    pub framework: Framework,
+    /// Shell text, run in the release directory (e.g. `.venv/bin/python`).
+    pub runtime: String,
+}
+
 /// Command mode: the framework's own migration tool, run on the db host in the release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbCommands {
@@ -50,6 +103,7 @@ pub struct Database {
     /// sqlite: the database file, relative to `shared/` on the host.
     pub path: Option<String>,
     pub commands: Option<DbCommands>,
+    pub framework: Option<FrameworkMigrator>,
 }
 
 macro_rules! db_field {
@@ -79,6 +133,13 @@ pub(super) fn resolve(
         KeyPath::root().key("database")
     };
     let commands = resolve_commands(stage, top, at)?;
+    let framework = resolve_framework(stage, top, at)?;
+    if let (Some(_), Some((_, p))) = (&commands, db_field!(stage, top, at, framework)) {
+        return Err((
+            p,
+            "framework and migrate_command are two ways to migrate: keep one (framework lets slipway record and undo exactly the migrations each deploy applied)".into(),
+        ));
+    }
     let driver = match db_field!(stage, top, at, driver) {
         Some((d, _)) if d == "postgres" || d == "postgresql" => Some(DbDriver::Postgres),
         Some((d, _)) if d == "mysql" || d == "mariadb" => Some(DbDriver::Mysql),
@@ -92,11 +153,11 @@ pub(super) fn resolve(
                 ),
             ));
         }
-        None if commands.is_some() => None,
+        None if commands.is_some() || framework.is_some() => None,
         None => {
             return Err((
                 section.key("driver"),
-                "missing: set driver = \"postgres\", \"mysql\" or \"sqlite\" (or migrate_command and version_command for a framework's own tool)".into(),
+                "missing: set framework = \"django\" (or rails, laravel, knex, alembic) to use your framework's migrator, or driver = \"postgres\", \"mysql\" or \"sqlite\" for slipway's own SQL migrations".into(),
             ));
         }
     };
@@ -172,7 +233,7 @@ pub(super) fn resolve(
             }
             Some(check_relative(v, "database path", &p)?)
         }
-        None if driver == Some(DbDriver::Sqlite) && commands.is_none() => {
+        None if driver == Some(DbDriver::Sqlite) && commands.is_none() && framework.is_none() => {
             return Err((
                 section.key("path"),
                 "missing: set path = \"db/app.sqlite3\" (the database file, relative to shared/ on the host)".into(),
@@ -196,7 +257,45 @@ pub(super) fn resolve(
         keep_snapshots,
         path,
         commands,
+        framework,
     }))
+}
+
+fn resolve_framework(
+    stage: Option<&DatabaseLayer>,
+    top: Option<&DatabaseLayer>,
+    at: &KeyPath,
+) -> Result<Option<FrameworkMigrator>, Invalid> {
+    let runtime = db_field!(stage, top, at, runtime);
+    let Some((name, p)) = db_field!(stage, top, at, framework) else {
+        return match runtime {
+            Some((_, p)) => Err((
+                p,
+                "runtime belongs to framework mode: set framework too".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let framework = Framework::parse(name).ok_or_else(|| {
+        (
+            p,
+            format!(
+                "unknown framework `{}` (use {}; for another tool set migrate_command and version_command)",
+                name.escape_debug(),
+                Framework::ALL.map(|f| format!("\"{}\"", f.as_str())).join(", ")
+            ),
+        )
+    })?;
+    let runtime = match runtime {
+        Some((r, p)) => {
+            if r.trim().is_empty() || r.contains(['\0', '\n', '\r']) {
+                return Err((p, "must be a non-empty command on one line".into()));
+            }
+            r.clone()
+        }
+        None => framework.default_runtime().to_string(),
+    };
+    Ok(Some(FrameworkMigrator { framework, runtime }))
 }
 
 fn resolve_commands(

@@ -150,6 +150,26 @@ fn recipe_for(
     if !top.contains_key("database") && !stage.is_some_and(|s| s.contains_key("database")) {
         table.remove("database");
     }
+    // The file's way of migrating replaces the recipe's: its own commands drop the
+    // recipe's framework, its own framework drops the recipe's commands.
+    let sets = |key: &str| {
+        [Some(top), stage].into_iter().flatten().any(|t| {
+            t.get("database")
+                .and_then(Value::as_table)
+                .is_some_and(|d| d.contains_key(key))
+        })
+    };
+    if let Some(Value::Table(db)) = table.get_mut("database") {
+        if sets("migrate_command") {
+            db.remove("framework");
+            db.remove("runtime");
+        }
+        if sets("framework") {
+            for key in ["migrate_command", "rollback_command", "version_command"] {
+                db.remove(key);
+            }
+        }
+    }
     Ok(table)
 }
 
@@ -489,12 +509,13 @@ mod tests {
         let api = config.stage("api").unwrap();
         assert_eq!(api.recipe.as_deref(), Some("node"));
         assert!(api.build_hooks.iter().any(|h| h.starts_with("npm ci")));
-        let commands = api
+        let migrator = api
             .database
             .as_ref()
-            .and_then(|d| d.commands.as_ref())
+            .and_then(|d| d.framework.as_ref())
             .unwrap();
-        assert_eq!(commands.migrate, "npx knex migrate:latest");
+        assert_eq!(migrator.framework, crate::config::Framework::Knex);
+        assert_eq!(migrator.runtime, "node");
         let plain = config.stage("plain").unwrap();
         assert!(
             plain.database.is_none(),

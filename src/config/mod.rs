@@ -13,7 +13,7 @@ mod locate;
 mod rollout;
 mod validate;
 
-pub use database::{Database, DbCommands, DbDriver};
+pub use database::{Database, DbCommands, DbDriver, Framework, FrameworkMigrator};
 pub use rollout::{
     Batch, Check, Health, HealthLayer, OnInconclusive, Pause, Rollout, RolloutLayer, Strategy,
 };
@@ -146,6 +146,8 @@ pub struct DatabaseLayer {
     pub migrate_command: Option<String>,
     pub rollback_command: Option<String>,
     pub version_command: Option<String>,
+    pub framework: Option<String>,
+    pub runtime: Option<String>,
 }
 
 /// One host of a stage: a table (`{ address = "app1", roles = ["db"] }`), or just its

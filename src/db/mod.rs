@@ -17,6 +17,7 @@
 //! migrations, apply, undo, snapshot, restore) whatever the engine.
 
 pub mod command;
+pub mod framework;
 pub mod migrate;
 pub mod migration;
 pub mod plan;
@@ -24,6 +25,7 @@ pub mod snapshot;
 pub mod sqlite_host;
 pub mod sqlx_driver;
 pub mod status;
+pub mod step;
 pub mod undo;
 pub mod url;
 
@@ -432,4 +434,34 @@ pub fn describe_all(set: &MigrationSet, versions: &[i64]) -> String {
         .map(|v| describe(set, *v))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Framework mode: a snapshot before migrating when slipway can reach the database
+/// (`driver` set, with the URL in `url_env`, or a sqlite `path`); `None` when it cannot.
+pub async fn snapshot_if_reachable(
+    fleet: &Fleet,
+    config: &Database,
+    release: &ReleaseId,
+) -> Result<Option<String>, String> {
+    let Some(driver) = config.driver else {
+        return Ok(None);
+    };
+    if driver == DbDriver::Sqlite && config.path.is_none() {
+        return Ok(None);
+    }
+    let db = Db::open(fleet, config).await.map_err(|e| e.to_string())?;
+    let taken = db.snapshot(release).await;
+    if taken.is_ok() {
+        let _ = db.prune_snapshots().await;
+    }
+    db.close().await;
+    taken.map(Some)
+}
+
+/// Loads snapshot `name` back into the stage's database.
+pub async fn restore_snapshot(fleet: &Fleet, config: &Database, name: &str) -> Result<(), String> {
+    let db = Db::open(fleet, config).await.map_err(|e| e.to_string())?;
+    let result = db.restore(name).await;
+    db.close().await;
+    result
 }

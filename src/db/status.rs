@@ -52,6 +52,9 @@ async fn status_on(fleet: &Fleet, config: &Database) -> Result<Outcome> {
             })
         })
         .collect();
+    if let Some(migrator) = &config.framework {
+        return super::framework::status::status(fleet, config, migrator, state).await;
+    }
     if let (Some(commands), None) = (&config.commands, config.driver) {
         let version = match &current {
             Some(c) => Some(command::version(fleet, config, commands, c).await?),

@@ -92,6 +92,8 @@ pub enum SchemaRollback {
     Undo(Prepared),
     /// Command mode: `rollback_command` in the release being left, to `target`.
     Command { left: ReleaseId, target: i64 },
+    /// Framework mode: unapply (and apply) exactly the recorded migrations.
+    Framework(super::framework::run::Prepared),
 }
 
 impl SchemaRollback {
@@ -107,7 +109,13 @@ impl SchemaRollback {
             SchemaRollback::Command { left, target } => format!(
                 "run rollback_command in release {left} with SLIPWAY_TARGET_VERSION={target}"
             ),
+            SchemaRollback::Framework(p) => p.describe(),
         }
+    }
+
+    /// Whether the schema moves before the code (a roll forward), not after.
+    pub fn schema_first(&self) -> bool {
+        matches!(self, SchemaRollback::Framework(p) if p.change.order == super::framework::plan::Order::SchemaThenCode)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -118,6 +126,15 @@ impl SchemaRollback {
             SchemaRollback::Command { left, target } => {
                 serde_json::json!({ "command": true, "release": left.as_str(), "target_version": target })
             }
+            SchemaRollback::Framework(p) => serde_json::json!({
+                "framework": p.migrator.framework.as_str(),
+                "undo": p.change.undo,
+                "forward": p.change.forward,
+                "left_applied": p.change.left_applied,
+                "order": p.change.order,
+                "code_of_undo": p.left.as_str(),
+                "code_of_forward": p.target.as_str(),
+            }),
         }
     }
 }
@@ -146,13 +163,25 @@ pub async fn prepare(
         return Ok(SchemaRollback::Nothing);
     }
     let refuse = |m: String| {
-        Error::Refused(format!(
+        Error::SchemaRefused(format!(
             "{}: schema rollback refused, nothing was switched: {m}",
             fleet.name(primary)
         ))
     };
     let left_meta = state.release(&from).and_then(|r| r.meta.clone());
     let target_meta = state.release(target).and_then(|r| r.meta.clone());
+    if let Some(migrator) = &config.framework {
+        let prepared = super::framework::run::prepare(
+            fleet,
+            config,
+            migrator,
+            (&from, left_meta.as_ref().and_then(|m| m.schema.as_ref())),
+            (target, target_meta.as_ref().and_then(|m| m.schema.as_ref())),
+            options.force_schema,
+        )
+        .await?;
+        return Ok(SchemaRollback::Framework(prepared));
+    }
     if let Some(commands) = &config.commands {
         let target_version = target_meta
             .as_ref()
@@ -234,6 +263,7 @@ pub async fn apply_any(fleet: &Fleet, schema: &SchemaRollback) -> Result<String,
                 )
             })
         }
+        SchemaRollback::Framework(p) => super::framework::run::apply(fleet, config, p).await,
         SchemaRollback::Command { left, target } => {
             let commands = config
                 .commands

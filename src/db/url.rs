@@ -52,6 +52,9 @@ impl DbUrl {
             }
         }
         secrets.retain(|s| s.len() >= 3);
+        for s in &secrets {
+            crate::redact::register(s);
+        }
         let ok = match driver {
             DbDriver::Postgres => matches!(url.scheme(), "postgres" | "postgresql"),
             DbDriver::Mysql => matches!(url.scheme(), "mysql" | "mariadb"),

@@ -39,7 +39,7 @@ impl Output {
         if tail.is_empty() {
             format!("exit status {}", self.code)
         } else {
-            tail.join("; ")
+            crate::redact::scrub(&tail.join("; "))
         }
     }
 }

@@ -234,7 +234,8 @@ fn missing_down_script(mut s: Scenario) {
         &["rollback", "test"][..],
     ] {
         let out = s.run(args);
-        assert_eq!(out.code, 1, "{}", out.all());
+        // Exit 2: refused as unprovable, nothing touched (--skip-schema goes on).
+        assert_eq!(out.code, 2, "{}", out.all());
         assert!(
             out.all()
                 .contains("migration 4 (add users email) has no down script"),
