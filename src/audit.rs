@@ -76,6 +76,9 @@ pub struct Record {
 
 impl Record {
     pub fn to_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        // Errors quote what hosts and frameworks printed: no credentials on the hosts.
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        crate::redact::scrub_json(&mut value);
+        serde_json::to_string(&value).unwrap_or_default()
     }
 }

@@ -58,15 +58,13 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             let class = error.class();
+            // What a host or a framework printed may carry credentials.
+            let text = slipway::redact::scrub(&error.to_string());
             if reporter.format() == Format::Json {
-                reporter.result(
-                    &error.to_string(),
-                    class.name(),
-                    json!({ "error": error.to_string() }),
-                );
+                reporter.result(&text, class.name(), json!({ "error": text }));
             }
             reporter.finish();
-            eprintln!("slipway: error: {error}");
+            eprintln!("slipway: error: {text}");
             ExitCode::from(class.code() as u8)
         }
     }

@@ -76,7 +76,8 @@ impl ReleaseMeta {
         ReleaseMeta {
             state,
             updated_at: Utc::now(),
-            note,
+            // A note quotes failures, which may quote a framework's connection settings.
+            note: note.map(|n| crate::redact::scrub(&n)),
             ..self.clone()
         }
     }

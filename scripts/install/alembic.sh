@@ -10,13 +10,15 @@
 set -euo pipefail
 
 VENV="${SLIPWAY_ALEMBIC_VENV:-/var/cache/slipway-tests/alembic/venv}"
-PYTHON="${PYTHON:-python3}"
+# Debian's own python: the test hosts see /usr but not root's home (a pyenv python).
+PYTHON="${PYTHON:-/usr/bin/python3}"
 PACKAGES=(alembic==1.16.5 SQLAlchemy==2.0.43 "psycopg[binary]==3.2.10")
 
 die() { echo "install/alembic.sh: $*" >&2; exit 1; }
 
 present() {
     [ -x "$VENV/bin/python" ] || return 1
+    case "$(readlink -f "$VENV/bin/python")" in /usr/*) ;; *) return 1 ;; esac
     "$VENV/bin/python" - "${PACKAGES[@]}" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
@@ -31,7 +33,11 @@ PY
 
 present && exit 0
 
-command -v "$PYTHON" >/dev/null || die "$PYTHON is missing (Debian 12: apt-get install -y python3 python3-venv)"
+if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 python3-venv >&2 ||
+        die "$PYTHON with venv is missing (Debian 12: apt-get install -y python3 python3-venv)"
+fi
+case "$(readlink -f "$VENV/bin/python" 2>/dev/null)" in /usr/*) ;; *) rm -rf "$VENV" ;; esac
 if [ ! -x "$VENV/bin/python" ]; then
     mkdir -p "$(dirname "$VENV")" || die "cannot create $(dirname "$VENV")"
     "$PYTHON" -m venv "$VENV" >/dev/null 2>&1 ||

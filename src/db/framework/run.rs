@@ -271,7 +271,12 @@ pub async fn migrate(
             release: release.clone(),
             before,
             record: record(after, now),
-            known: ran.report.known.clone(),
+            // The code is the same as inspected; an adapter need not list it again.
+            known: if ran.report.known.is_empty() {
+                known
+            } else {
+                ran.report.known.clone()
+            },
             snapshot,
         });
     }
