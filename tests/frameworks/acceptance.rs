@@ -189,3 +189,56 @@ for_each_framework!(
     Knex => knex,
     Alembic => alembic
 );
+
+/// 6: a migration whose error carries the connection settings (as Rails' and Django's
+/// errors can): the password is in no output, no `--json`, no file on the hosts.
+#[test]
+fn a_framework_error_with_the_connection_settings_leaks_no_password() {
+    let mut s = Scenario::new(Fw::Django);
+    s.app("v2", false);
+    let leak = s.dir.path().join("app/catalog/migrations/0003_leak.py");
+    std::fs::write(
+        &leak,
+        "from django.db import connection, migrations\n\n\ndef fail(apps, schema_editor):\n    d = connection.settings_dict\n    raise RuntimeError(f\"cannot go on with {d!r} at postgres://{d['USER']}:{d['PASSWORD']}@{d['HOST']}:{d['PORT']}/{d['NAME']} PGPASSWORD={d['PASSWORD']}\")\n\n\nclass Migration(migrations.Migration):\n    dependencies = [('catalog', '0002_item_price')]\n    operations = [migrations.RunPython(fail, migrations.RunPython.noop)]\n",
+    )
+    .unwrap();
+    for args in [&["deploy", "test"][..], &["deploy", "test", "--json"][..]] {
+        let out = s.run(args);
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert!(
+            out.all().contains("migration catalog.0003_leak failed"),
+            "{}",
+            out.all()
+        );
+        assert!(
+            out.all().contains("***"),
+            "the settings are shown, masked: {}",
+            out.all()
+        );
+    }
+    s.ok(&["log", "test"]);
+    s.assert_no_password_anywhere();
+}
+
+/// 6, slipway's own guard: a build step that prints the app's settings (a URL with its
+/// password, a Ruby hash, PGPASSWORD=) is masked by slipway itself, whatever the
+/// framework's adapter does.
+#[test]
+fn whatever_a_host_prints_is_scrubbed_before_it_is_shown_or_stored() {
+    let mut s = Scenario::new(Fw::Laravel);
+    s.stage_extra = "\n[stages.test.hooks]\nbuild = [\"sh leak.sh\"]\n".into();
+    s.app("v1", false);
+    std::fs::write(
+        s.dir.path().join("app/leak.sh"),
+        "cat .env >&2\npw=$(sed -n 's/^DATABASE_URL=[^:]*:\\/\\/[^:]*:\\([^@]*\\)@.*/\\1/p' .env)\necho \"{:adapter=>\\\"postgresql\\\", :password=>\\\"$pw\\\"}\" >&2\necho \"PGPASSWORD=$pw psql\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    for args in [&["deploy", "test"][..], &["deploy", "test", "--json"][..]] {
+        let out = s.run(args);
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert!(out.all().contains(":password=>\"***\""), "{}", out.all());
+        assert!(out.all().contains("PGPASSWORD=***"), "{}", out.all());
+    }
+    s.ok(&["log", "test"]);
+    s.assert_no_password_anywhere();
+}
