@@ -205,7 +205,8 @@ fn a_recipe_is_overridden_key_by_key_at_the_top_and_in_a_stage() {
     recipe_config(
         dir.path(),
         "rails",
-        "[hooks]\nbuild = [\"make assets\"]\n[database]\nmigrate_command = \"bin/migrate-all\"\n",
+        // The rails recipe migrates in framework mode: command mode is the file's own choice.
+        "[hooks]\nbuild = [\"make assets\"]\n[database]\nmigrate_command = \"bin/migrate-all\"\nversion_command = \"bin/schema-version\"\n",
     );
     // The [database] table appears twice now: fix the file to one.
     let text = fs::read_to_string(dir.path().join("deploy.toml"))

@@ -229,12 +229,21 @@ impl Scenario {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        self.transcript.push_str(&format!(
+        let entry = format!(
             "$ slipway {}\n{}\n{}\n",
             args.join(" "),
             run.stdout,
             run.stderr
-        ));
+        );
+        // SLIPWAY_TEST_TRANSCRIPTS=DIR keeps every run's output (timings for the docs).
+        if let Some(dir) = std::env::var_os("SLIPWAY_TEST_TRANSCRIPTS") {
+            use std::io::Write;
+            let file = PathBuf::from(dir).join(format!("{}.log", self.fw.name()));
+            if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(file) {
+                let _ = f.write_all(entry.as_bytes());
+            }
+        }
+        self.transcript.push_str(&entry);
         run
     }
 
