@@ -82,3 +82,18 @@ impl Record {
         serde_json::to_string(&value).unwrap_or_default()
     }
 }
+
+/// Appends `record` to the audit log on every host (best effort: a host that fails is
+/// reported by the step, and the command goes on).
+pub async fn append(fleet: &crate::fleet::Fleet, record: &Record) {
+    let script = crate::script::audit(&fleet.layout, &record.to_line());
+    let _ = fleet
+        .step_on(
+            &fleet.all(),
+            "audit",
+            |_| script.clone(),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+}

@@ -3,9 +3,8 @@
 use chrono::Utc;
 use serde_json::json;
 
-use crate::audit::Record;
+use crate::audit::append as audit;
 use crate::config::Stage;
-use crate::deploy::audit;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::plan;
@@ -209,27 +208,16 @@ pub async fn unlock(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             Err(e) => errors.push(format!("{}: {e}", fleet.name(*i))),
         }
     }
-    let record = Record {
-        time: Utc::now(),
-        action: "unlock".into(),
-        stage: stage.name.clone(),
-        actor: ctx.actor.clone(),
-        command: ctx.command.clone(),
-        from: None,
-        to: None,
-        reason: Some(if broken.is_empty() {
-            "no lock was held".into()
-        } else {
-            format!("broke the lock of {}", broken[0].1)
-        }),
-        result: if errors.is_empty() {
-            "ok".into()
-        } else {
-            "failed".into()
-        },
-        message: None,
-        duration_ms: 0,
-    };
+    // Breaking a lock is on record too (it does not take the lock: it removes it).
+    let mut record = crate::operation::record(&fleet, ctx, "unlock", std::time::Instant::now());
+    record.reason = Some(if broken.is_empty() {
+        "no lock was held".into()
+    } else {
+        format!("broke the lock of {}", broken[0].1)
+    });
+    if !errors.is_empty() {
+        record.result = "failed".into();
+    }
     audit(&fleet, &record).await;
     fleet.close().await;
     if !errors.is_empty() {

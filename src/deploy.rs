@@ -11,7 +11,6 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::archive::{self, Archive};
-use crate::audit::Record;
 use crate::config::Stage;
 use crate::db::{self, step::Migrated};
 use crate::delta;
@@ -22,9 +21,11 @@ use crate::layout::{
     Layout, RELEASE_CHECKSUMS, RELEASE_CHECKSUMS_B2, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE,
     ReleaseId,
 };
-use crate::lock;
+use crate::operation::{self, Acted, Spec};
 use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
-use crate::release::{HostState, ReleaseEntry, ReleaseMeta, ReleaseState};
+use crate::release::{
+    HostState, ReleaseEntry, ReleaseMeta, ReleaseState, common_current, next_release_id,
+};
 use crate::rollout::{
     self,
     executor::{Mode, Progress},
@@ -33,6 +34,7 @@ use crate::rollout::{
 use crate::run::{Context, Outcome, probe, unless_interrupted};
 use crate::script::{self, HookEnv};
 use crate::spool::Spool;
+use crate::switch::{self, Transition};
 use crate::transport::Input;
 
 pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
@@ -112,49 +114,43 @@ async fn locked_deploy(
     archive: Archive,
     started: std::time::Instant,
 ) -> Result<Outcome> {
-    let held = lock::acquire(
-        fleet,
-        &ctx.actor,
-        &ctx.command,
-        ctx.lock_wait,
-        &ctx.interrupt,
-    )
-    .await?;
-    let result = run_deploy(fleet, ctx, archive, &held.states).await;
-    // A crash here leaves the release live and the lock held: what `unlock` is for.
-    // (Points after the switch only pause, sleep or exit: there is nothing left to fail.)
-    let _ = fault::point("deploy.before-unlock").await;
-    // Every outcome is on record, on every host: success, failure, or a revert.
-    let paused = matches!(&result, Ok((_, _, o)) if o.data["paused"] == true);
-    let (id, from, outcome) = match &result {
-        Ok((id, from, _)) => (Some(id.clone()), from.clone(), Ok(())),
-        Err((id, from, e)) => (id.clone(), from.clone(), Err(e)),
+    let spec = Spec {
+        started,
+        action: "deploy",
+        then: "",
+        // Points after the switch only pause, sleep or exit: there is nothing left to fail.
+        before_unlock: Some("deploy.before-unlock"),
     };
-    let record = Record {
-        time: Utc::now(),
-        action: "deploy".into(),
-        stage: fleet.stage.name.clone(),
-        actor: ctx.actor.clone(),
-        command: ctx.command.clone(),
-        from,
-        to: id.map(|i| i.to_string()),
-        reason: None,
-        result: match outcome {
-            Ok(()) if paused => "paused".into(),
-            Ok(()) => "ok".into(),
-            Err(e) => e.class().name().into(),
-        },
-        message: outcome.err().map(|e| e.to_string()),
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
-    lock::finish(fleet, &held, &record).await;
-    result.map(|(_, _, outcome)| outcome).map_err(|(_, _, e)| e)
+    operation::with_lock(fleet, ctx, spec, async |states| {
+        // Every outcome is on record, on every host: success, failure, or a revert.
+        match run_deploy(fleet, ctx, archive, states).await {
+            Ok(done) => Acted {
+                from: done.from,
+                to: Some(done.id.to_string()),
+                reason: None,
+                paused: done.paused,
+                result: Ok(done.outcome),
+            },
+            Err((id, from, e)) => Acted {
+                from,
+                to: id.map(|i| i.to_string()),
+                ..Acted::new(Err(e))
+            },
+        }
+    })
+    .await
 }
 
-type DeployResult = std::result::Result<
-    (ReleaseId, Option<String>, Outcome),
-    (Option<ReleaseId>, Option<String>, Error),
->;
+/// A deploy that went through (or paused at a rollout step).
+struct Deployed {
+    id: ReleaseId,
+    from: Option<String>,
+    outcome: Outcome,
+    paused: bool,
+}
+
+/// A failed deploy: the release (once it had an id), the release the stage was on, why.
+type DeployResult = std::result::Result<Deployed, (Option<ReleaseId>, Option<String>, Error)>;
 
 async fn run_deploy(
     fleet: &Fleet,
@@ -380,13 +376,13 @@ async fn run_deploy(
     let live = meta.with_state(ReleaseState::Live, None);
     let switch = |i: usize| {
         let mut records = vec![(id.clone(), live.to_line())];
-        if let Some(prev) = previous_meta(&states[i]) {
+        if let Some(prev) = states[i].current_meta() {
             records.push((
                 prev.id.clone(),
                 prev.with_state(ReleaseState::Ready, None).to_line(),
             ));
         }
-        script::switch(&fleet.layout, Some(&id), &nonce(), &records)
+        script::switch(&fleet.layout, Some(&id), &switch::nonce(), &records)
     };
     let mut exec = rollout::executor::Executor {
         fleet,
@@ -436,7 +432,12 @@ async fn run_deploy(
                 "hosts_on_release": on,
                 "schema_version": meta.schema_version,
             });
-            return Ok((id, from, Outcome { human, data }));
+            return Ok(Deployed {
+                id,
+                from,
+                outcome: Outcome { human, data },
+                paused: true,
+            });
         }
         Err(failure) => {
             let error = switch_back(
@@ -487,7 +488,12 @@ async fn run_deploy(
         "files": archive.manifest.file_count(),
         "linked": linked,
     });
-    Ok((id, from, Outcome { human, data }))
+    Ok(Deployed {
+        id,
+        from,
+        outcome: Outcome { human, data },
+        paused: false,
+    })
 }
 
 /// After a switch-back: the old code needs its schema, so this deploy's migrations are
@@ -505,44 +511,6 @@ async fn revert_schema(fleet: &Fleet, migrated: Option<&Migrated>, error: Error)
         Error::Diverged(msg) => Error::Diverged(format!("{msg}; database: {text}")),
         other => other,
     }
-}
-
-/// The release `current` points at on every host, if they agree.
-pub fn common_current(states: &[HostState]) -> Option<String> {
-    let first = states.first()?.current()?;
-    states
-        .iter()
-        .all(|s| s.current().as_ref() == Some(&first))
-        .then(|| first.to_string())
-}
-
-/// Now, or one second after the newest release any host has (two deploys in the same
-/// second, or a host clock ahead of ours), so ids stay unique and ordered.
-pub fn next_release_id(states: &[HostState]) -> ReleaseId {
-    let now = ReleaseId::from_time(Utc::now());
-    let newest = states
-        .iter()
-        .flat_map(|s| {
-            s.releases.iter().map(|r| r.id.clone()).chain(
-                s.partials
-                    .iter()
-                    .filter_map(|p| ReleaseId::parse(p.trim_end_matches(".partial")).ok()),
-            )
-        })
-        .max();
-    match newest {
-        Some(n) if n >= now => n.successor(),
-        _ => now,
-    }
-}
-
-fn previous_meta(state: &HostState) -> Option<ReleaseMeta> {
-    let current = state.current()?;
-    state.release(&current)?.meta.clone()
-}
-
-fn nonce() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }
 
 /// What one host receives: the payload, and the release it links unchanged files from.
@@ -755,9 +723,9 @@ async fn discard(fleet: &Fleet, id: &ReleaseId, meta: &ReleaseMeta, why: &str) {
         .await;
 }
 
-/// Switches the hosts `which` back to where they were before this deploy, marks the new
-/// release failed, and restarts the old release. Returns the error to report: a revert
-/// (exit 1) when every host is back, or a divergence (exit 4) naming the hosts that are not.
+/// After a failed switch or gate: the hosts in `which` go back to their previous
+/// release (restarted there), the new release is marked failed everywhere. Returns the
+/// error to report: reverted, or diverged naming the hosts that could not go back.
 async fn switch_back(
     fleet: &Fleet,
     states: &[HostState],
@@ -771,30 +739,25 @@ async fn switch_back(
         &format!("{why}; switching {} host(s) back", which.len()),
     );
     let failed = meta.with_state(ReleaseState::Failed, Some(why.to_string()));
-    let results = fleet
-        .step_on(
-            which,
-            "switch-back",
-            |i| {
-                let mut records = vec![(id.clone(), failed.to_line())];
-                let previous = previous_meta(&states[i]);
-                if let Some(prev) = &previous {
-                    records.push((
-                        prev.id.clone(),
-                        prev.with_state(ReleaseState::Live, None).to_line(),
-                    ));
-                }
-                script::switch(
-                    &fleet.layout,
-                    states[i].current().as_ref(),
-                    &nonce(),
-                    &records,
-                )
-            },
-            None,
-            fleet.stage.timeouts.command,
-        )
-        .await;
+    let moves: Vec<Transition> = which
+        .iter()
+        .map(|&i| {
+            let mut records = vec![(id.clone(), failed.to_line())];
+            if let Some(prev) = states[i].current_meta() {
+                records.push((
+                    prev.id.clone(),
+                    prev.with_state(ReleaseState::Live, None).to_line(),
+                ));
+            }
+            Transition {
+                host: i,
+                to: states[i].current(),
+                records,
+                restart: true,
+            }
+        })
+        .collect();
+    let outcome = switch::switch_back(fleet, &moves).await;
     // Mark the release failed on hosts that were never switched, too.
     let others: Vec<usize> = fleet
         .all()
@@ -816,75 +779,28 @@ async fn switch_back(
             fleet.stage.timeouts.command,
         )
         .await;
-    let stuck: Vec<usize> = results
-        .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(i, _)| *i)
-        .collect();
-    let back: Vec<usize> = results
-        .iter()
-        .filter(|(_, r)| r.is_ok())
-        .map(|(i, _)| *i)
-        .collect();
-    if !fleet.stage.restart_hooks.is_empty() {
-        for (i, r) in futures::future::join_all(
-            back.iter()
-                .filter_map(|&i| states[i].current().map(|c| (i, c)))
-                .map(|(i, c)| async move { (i, run_restart(fleet, &[i], &c).await) }),
-        )
-        .await
-        {
-            if r.iter().any(|(_, x)| x.is_err()) {
-                fleet.reporter.warning(
-                    Some(fleet.name(i)),
-                    "the restart hooks of the previous release failed after switching back",
-                );
-            }
-        }
+    for failure in &outcome.restart_failures {
+        fleet.reporter.warning(
+            None,
+            &format!(
+                "the restart hooks of the previous release failed after switching back: {failure}"
+            ),
+        );
     }
-    if stuck.is_empty() {
+    if outcome.reverted() {
         Error::Reverted(format!(
             "deploy of {id} failed ({why}); every host was switched back to where it was"
         ))
     } else {
-        let names: Vec<&str> = stuck.iter().map(|&i| fleet.name(i)).collect();
         let target = common_current(states)
             .map(|c| format!("slipway rollback {} --to {c}", fleet.stage.name))
             .unwrap_or_else(|| format!("slipway releases {}", fleet.stage.name));
         Error::Diverged(format!(
             "deploy of {id} failed ({why}) and switching back failed on {}: those hosts may still be on {id}. Check with `slipway releases {}`, then run `{target}`",
-            names.join(", "),
+            outcome.stuck_names(fleet).join(", "),
             fleet.stage.name,
         ))
     }
-}
-
-/// Runs the restart hooks in release `id` on hosts `which`.
-pub async fn run_restart(
-    fleet: &Fleet,
-    which: &[usize],
-    id: &ReleaseId,
-) -> Vec<(usize, std::result::Result<crate::transport::Output, String>)> {
-    let stage = &fleet.stage;
-    fleet
-        .step_on(
-            which,
-            "restart",
-            |i| {
-                let path = fleet.layout.release(id);
-                let env = HookEnv {
-                    release: id,
-                    release_path: &path,
-                    deploy_to: &stage.deploy_to,
-                    stage: &stage.name,
-                    host: fleet.name(i),
-                };
-                script::hooks("restart", &env, &stage.restart_hooks, "")
-            },
-            None,
-            stage.timeouts.hook,
-        )
-        .await
 }
 
 /// Removes what retention says on each host; returns how many releases went (per host, max).
@@ -943,24 +859,6 @@ fn prune_plan(state: &HostState, live: &ReleaseMeta, keep: usize) -> Vec<Release
     after.releases.sort_by(|a, b| a.id.cmp(&b.id));
     after.current_link = Some(Layout::current_target(&live.id));
     plan::prune(&after, &live.id, keep)
-}
-
-async fn append_audit(fleet: &Fleet, record: &Record) {
-    let script = script::audit(&fleet.layout, &record.to_line());
-    let _ = fleet
-        .step_on(
-            &fleet.all(),
-            "audit",
-            |_| script.clone(),
-            None,
-            fleet.stage.timeouts.command,
-        )
-        .await;
-}
-
-/// Appends an audit record on every host of the fleet.
-pub async fn audit(fleet: &Fleet, record: &Record) {
-    append_audit(fleet, record).await
 }
 
 fn build_plan(

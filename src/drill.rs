@@ -318,23 +318,13 @@ async fn finish(
     let human = render(&steps, recover_ms, passed);
     // The drill itself is on record on every host (its deploys and rollbacks are too).
     if let Ok(fleet) = Fleet::connect(stage, ctx.reporter.clone()).await {
-        let record = crate::audit::Record {
-            time: chrono::Utc::now(),
-            action: "drill".into(),
-            stage: stage.name.clone(),
-            actor: ctx.actor.clone(),
-            command: ctx.command.clone(),
-            from: None,
-            to: None,
-            reason: None,
-            result: if passed { "ok".into() } else { "failed".into() },
-            message: Some(match recover_ms {
-                Some(ms) => format!("time to recover {ms} ms"),
-                None => "did not recover".into(),
-            }),
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        crate::deploy::audit(&fleet, &record).await;
+        let mut record = crate::operation::record(&fleet, ctx, "drill", started);
+        record.result = if passed { "ok" } else { "failed" }.into();
+        record.message = Some(match recover_ms {
+            Some(ms) => format!("time to recover {ms} ms"),
+            None => "did not recover".into(),
+        });
+        crate::audit::append(&fleet, &record).await;
         fleet.close().await;
     }
     let data = json!({

@@ -23,6 +23,7 @@ pub mod init;
 pub mod interrupt;
 pub mod layout;
 pub mod lock;
+pub mod operation;
 pub mod plan;
 pub mod recipe;
 pub mod redact;
@@ -33,6 +34,7 @@ pub mod rollout;
 pub mod run;
 pub mod script;
 pub mod spool;
+pub mod switch;
 pub mod transport;
 
 pub use error::{Error, ExitClass, Result};

@@ -220,6 +220,12 @@ impl HostState {
 
     /// The records a switch to `target` writes on this host: `target` becomes live, the
     /// release being left (if another) takes `left` with `note`.
+    /// The record of the release `current` points at.
+    pub fn current_meta(&self) -> Option<ReleaseMeta> {
+        let current = self.current()?;
+        self.release(&current)?.meta.clone()
+    }
+
     pub fn switch_records(
         &self,
         target: &ReleaseId,
@@ -283,6 +289,35 @@ impl HostState {
         }
         state.releases.sort_by(|x, y| x.id.cmp(&y.id));
         state
+    }
+}
+
+/// The release `current` points at on every host, if they agree.
+pub fn common_current(states: &[HostState]) -> Option<String> {
+    let first = states.first()?.current()?;
+    states
+        .iter()
+        .all(|s| s.current().as_ref() == Some(&first))
+        .then(|| first.to_string())
+}
+
+/// The id of a new release: now, or just after the newest release or partial upload on
+/// any host (a clock behind the hosts' newest still sorts after it).
+pub fn next_release_id(states: &[HostState]) -> ReleaseId {
+    let now = ReleaseId::from_time(Utc::now());
+    let newest = states
+        .iter()
+        .flat_map(|s| {
+            s.releases.iter().map(|r| r.id.clone()).chain(
+                s.partials
+                    .iter()
+                    .filter_map(|p| ReleaseId::parse(p.trim_end_matches(".partial")).ok()),
+            )
+        })
+        .max();
+    match newest {
+        Some(n) if n >= now => n.successor(),
+        _ => now,
     }
 }
 

@@ -1,21 +1,20 @@
 //! The rollback executor: plan the target, switch every host back at once, restart.
 
-use chrono::Utc;
 use serde_json::json;
 
-use crate::audit::Record;
 use crate::config::Stage;
 use crate::db::{self, undo::SchemaRollback};
-use crate::deploy::{common_current, run_restart};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::fleet::{Fleet, first_failure};
 use crate::layout::ReleaseId;
-use crate::lock;
+use crate::operation::{self, Acted, Spec};
 use crate::plan::{self, PlanStep, RollbackPlan};
+use crate::release::common_current;
 use crate::release::{HostState, ReleaseState};
 use crate::run::{Context, Outcome, probe};
 use crate::script;
+use crate::switch::{self, Transition, restart as run_restart};
 
 pub struct Request {
     pub to: Option<ReleaseId>,
@@ -39,44 +38,25 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
     } else {
         // The lock script also checks the likely target: a round trip saved.
         let check = script::verify_likely_target(request.to.as_ref(), &stage.shared_paths());
-        match lock::acquire_then(
-            &fleet,
-            &ctx.actor,
-            &ctx.command,
-            ctx.lock_wait,
-            &ctx.interrupt,
-            &check,
-        )
-        .await
-        {
-            Ok(held) => {
-                let (from, to, result) = match restore_archived(&fleet, request, &held.states).await
-                {
-                    Ok(states) => run_rollback(&fleet, request, &states).await,
-                    Err(e) => (common_current(&held.states), request.to.clone(), Err(e)),
-                };
-                let record = Record {
-                    time: Utc::now(),
-                    action: "rollback".into(),
-                    stage: stage.name.clone(),
-                    actor: ctx.actor.clone(),
-                    command: ctx.command.clone(),
-                    from,
-                    to: to.map(|t| t.to_string()),
-                    reason: request.reason.clone(),
-                    result: match &result {
-                        Ok(_) => "ok".into(),
-                        Err(e) => e.class().name().into(),
-                    },
-                    message: result.as_ref().err().map(|e| e.to_string()),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                };
-                let _ = fault::point("rollback.before-unlock").await;
-                lock::finish(&fleet, &held, &record).await;
-                result
+        let spec = Spec {
+            action: "rollback",
+            then: &check,
+            before_unlock: Some("rollback.before-unlock"),
+            started,
+        };
+        operation::with_lock(&fleet, ctx, spec, async |states| {
+            let (from, to, result) = match restore_archived(&fleet, request, states).await {
+                Ok(states) => run_rollback(&fleet, request, &states).await,
+                Err(e) => (common_current(states), request.to.clone(), Err(e)),
+            };
+            Acted {
+                from,
+                to: to.map(|t| t.to_string()),
+                reason: request.reason.clone(),
+                ..Acted::new(result)
             }
-            Err(e) => Err(e),
-        }
+        })
+        .await
     };
     fleet.close().await;
     result
@@ -346,22 +326,16 @@ async fn run_rollback(
             }),
         );
     }
-    let results = fleet
-        .step_on(
-            &all,
-            "switch",
-            |i| {
-                script::switch(
-                    &fleet.layout,
-                    Some(&target),
-                    &format!("{:016x}", rand::random::<u64>()),
-                    &records(&states[i], &target, &reason, request.rehearsal),
-                )
-            },
-            None,
-            fleet.stage.timeouts.command,
-        )
-        .await;
+    let moves: Vec<Transition> = all
+        .iter()
+        .map(|&i| Transition {
+            host: i,
+            to: Some(target.clone()),
+            records: records(&states[i], &target, &reason, request.rehearsal),
+            restart: false,
+        })
+        .collect();
+    let results = switch::apply(fleet, "switch", &moves).await;
     let failed: Vec<(usize, String)> = results
         .iter()
         .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
@@ -369,40 +343,31 @@ async fn run_rollback(
     if let Some((_, why)) = failed.first() {
         // Undo: put the hosts back where they were, so the stage stays on one release.
         // Every host, not only those that reported success: a host whose switch timed out
-        // (a stalled connection) may still carry it out later.
-        let switched: Vec<usize> = all.clone();
-        let back = fleet
-            .step_on(
-                &switched,
-                "switch-back",
-                |i| {
-                    let prior = states[i].current();
-                    let restore: Vec<(ReleaseId, String)> = [prior.as_ref(), Some(&target)]
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|id| {
-                            states[i]
-                                .release(id)
-                                .and_then(|r| r.meta.clone())
-                                .map(|m| (id.clone(), m.to_line()))
-                        })
-                        .collect();
-                    script::switch(
-                        &fleet.layout,
-                        prior.as_ref(),
-                        &format!("{:016x}", rand::random::<u64>()),
-                        &restore,
-                    )
-                },
-                None,
-                fleet.stage.timeouts.command,
-            )
-            .await;
-        let stuck: Vec<&str> = back
+        // (a stalled connection) may still carry it out later. Nothing was restarted yet.
+        let moves: Vec<Transition> = all
             .iter()
-            .filter(|(_, r)| r.is_err())
-            .map(|(i, _)| fleet.name(*i))
+            .map(|&i| {
+                let prior = states[i].current();
+                let records: Vec<(ReleaseId, String)> = [prior.as_ref(), Some(&target)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| {
+                        states[i]
+                            .release(id)
+                            .and_then(|r| r.meta.clone())
+                            .map(|m| (id.clone(), m.to_line()))
+                    })
+                    .collect();
+                Transition {
+                    host: i,
+                    to: prior,
+                    records,
+                    restart: false,
+                }
+            })
             .collect();
+        let back = switch::switch_back(fleet, &moves).await;
+        let stuck = back.stuck_names(fleet);
         let names: Vec<&str> = failed.iter().map(|(i, _)| fleet.name(*i)).collect();
         if schema_done.is_some() {
             return (

@@ -1,13 +1,11 @@
 //! `slipway db status STAGE` and `slipway db restore STAGE SNAPSHOT --yes`.
 
-use chrono::Utc;
 use serde_json::json;
 
-use crate::audit::Record;
 use crate::config::{Database, Stage};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
-use crate::lock;
+use crate::operation::{self, Acted, Spec};
 use crate::run::{Context, Outcome, probe};
 use crate::script;
 
@@ -234,50 +232,30 @@ pub async fn restore(stage: &Stage, ctx: &Context, name: &str, yes: bool) -> Res
             data: json!({ "dry_run": true }),
         });
     }
-    let started = std::time::Instant::now();
-    let held = match lock::acquire(
-        &fleet,
-        &ctx.actor,
-        &ctx.command,
-        ctx.lock_wait,
-        &ctx.interrupt,
-    )
-    .await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            fleet.close().await;
-            return Err(e);
+    let spec = Spec {
+        action: "db-restore",
+        then: "",
+        before_unlock: None,
+        started: std::time::Instant::now(),
+    };
+    let result = operation::with_lock(&fleet, ctx, spec, async |_| {
+        let result = async {
+            let db = Db::open(&fleet, config).await?;
+            let r = db.restore(name).await;
+            db.close().await;
+            r.map_err(|m| Error::Step {
+                host: fleet.name(config.primary).into(),
+                step: "restore".into(),
+                message: m,
+            })
         }
-    };
-    let result = async {
-        let db = Db::open(&fleet, config).await?;
-        let r = db.restore(name).await;
-        db.close().await;
-        r.map_err(|m| Error::Step {
-            host: fleet.name(config.primary).into(),
-            step: "restore".into(),
-            message: m,
-        })
-    }
+        .await;
+        Acted {
+            to: Some(name.to_string()),
+            ..Acted::new(result)
+        }
+    })
     .await;
-    let record = Record {
-        time: Utc::now(),
-        action: "db-restore".into(),
-        stage: stage.name.clone(),
-        actor: ctx.actor.clone(),
-        command: ctx.command.clone(),
-        from: None,
-        to: Some(name.to_string()),
-        reason: None,
-        result: match &result {
-            Ok(()) => "ok".into(),
-            Err(e) => e.class().name().into(),
-        },
-        message: result.as_ref().err().map(|e| e.to_string()),
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
-    lock::finish(&fleet, &held, &record).await;
     fleet.close().await;
     result.map(|()| Outcome {
         human: format!(

@@ -10,17 +10,16 @@ use serde_json::json;
 use super::executor::{Executor, Failure, Mode, Progress};
 use super::plan;
 use super::state::{self, RolloutState, Status};
-use crate::audit::Record;
 use crate::config::Stage;
 use crate::db;
-use crate::deploy::run_restart;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::layout::{Layout, ReleaseId};
-use crate::lock;
+use crate::operation::{self, Acted, Spec};
 use crate::release::{HostState, ReleaseState};
 use crate::run::{Context, Outcome, probe};
 use crate::script;
+use crate::switch::{self, Transition, nonce};
 
 /// `rollout plan`: pure, from the configuration; no host is contacted.
 pub fn show_plan(stage: &Stage) -> Outcome {
@@ -251,42 +250,29 @@ pub async fn steer(stage: &Stage, ctx: &Context, action: Action) -> Result<Outco
         fleet.close().await;
         return Err(e);
     }
-    let result = match lock::acquire(
-        &fleet,
-        &ctx.actor,
-        &ctx.command,
-        ctx.lock_wait,
-        &ctx.interrupt,
-    )
-    .await
-    {
-        Ok(held) => {
-            let (desired, result) = locked(&fleet, ctx, action, &held.states).await;
-            let record = Record {
-                time: Utc::now(),
-                action: action.name().into(),
-                stage: stage.name.clone(),
-                actor: ctx.actor.clone(),
-                command: ctx.command.clone(),
-                from: None,
-                to: desired,
-                reason: match &result {
-                    Ok(o) => o.data["reason"].as_str().map(String::from),
-                    Err(e) => Some(e.to_string()),
-                },
-                result: match &result {
-                    Ok(o) if o.data["paused"] == true => "paused".into(),
-                    Ok(_) => "ok".into(),
-                    Err(e) => e.class().name().into(),
-                },
-                message: result.as_ref().err().map(|e| e.to_string()),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            lock::finish(&fleet, &held, &record).await;
-            result
-        }
-        Err(e) => Err(e),
+    let spec = Spec {
+        action: action.name(),
+        then: "",
+        before_unlock: None,
+        started,
     };
+    let result = operation::with_lock(&fleet, ctx, spec, async |states| {
+        let (desired, result) = locked(&fleet, ctx, action, states).await;
+        let (reason, paused) = match &result {
+            Ok(o) => (
+                o.data["reason"].as_str().map(String::from),
+                o.data["paused"] == true,
+            ),
+            Err(e) => (Some(e.to_string()), false),
+        };
+        Acted {
+            to: desired,
+            reason,
+            paused,
+            ..Acted::new(result)
+        }
+    })
+    .await;
     fleet.close().await;
     result
 }
@@ -573,40 +559,37 @@ async fn abort(
         }
         _ => db::undo::SchemaRollback::Nothing,
     };
-    let results = fleet
-        .step_on(
-            &on_desired,
-            "switch-back",
-            |i| {
-                let s = &states[i];
-                let target = target_of(i);
-                let mut records = Vec::new();
-                if let Some(meta) = s.release(desired).and_then(|r| r.meta.clone()) {
-                    records.push((
-                        desired.clone(),
-                        meta.with_state(ReleaseState::RolledBack, Some(why.to_string()))
-                            .to_line(),
-                    ));
-                }
-                if let Some(t) = &target
-                    && let Some(meta) = s.release(t).and_then(|r| r.meta.clone())
-                {
-                    records.push((
-                        t.clone(),
-                        meta.with_state(ReleaseState::Live, None).to_line(),
-                    ));
-                }
-                script::switch(&fleet.layout, target.as_ref(), &nonce(), &records)
-            },
-            None,
-            fleet.stage.timeouts.command,
-        )
-        .await;
-    let stuck: Vec<&str> = results
+    let moves: Vec<Transition> = on_desired
         .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(i, _)| fleet.name(*i))
+        .map(|&i| {
+            let s = &states[i];
+            let target = target_of(i);
+            let mut records = Vec::new();
+            if let Some(meta) = s.release(desired).and_then(|r| r.meta.clone()) {
+                records.push((
+                    desired.clone(),
+                    meta.with_state(ReleaseState::RolledBack, Some(why.to_string()))
+                        .to_line(),
+                ));
+            }
+            if let Some(t) = &target
+                && let Some(meta) = s.release(t).and_then(|r| r.meta.clone())
+            {
+                records.push((
+                    t.clone(),
+                    meta.with_state(ReleaseState::Live, None).to_line(),
+                ));
+            }
+            Transition {
+                host: i,
+                to: target,
+                records,
+                restart: true,
+            }
+        })
         .collect();
+    let switched = switch::switch_back(fleet, &moves).await;
+    let stuck = switched.stuck_names(fleet);
     // Mark the release rolled-back where it was never switched to, so no rollback picks it.
     let others: Vec<usize> = fleet
         .all()
@@ -638,23 +621,8 @@ async fn abort(
             fleet.stage.timeouts.command,
         )
         .await;
-    let back: Vec<usize> = results
-        .iter()
-        .filter(|(_, r)| r.is_ok())
-        .map(|(i, _)| *i)
-        .collect();
-    let mut restart_failures = Vec::new();
-    if !fleet.stage.restart_hooks.is_empty() {
-        for &i in &back {
-            if let Some(t) = target_of(i) {
-                for (j, r) in run_restart(fleet, &[i], &t).await {
-                    if let Err(e) = r {
-                        restart_failures.push(format!("{}: {e}", fleet.name(j)));
-                    }
-                }
-            }
-        }
-    }
+    let back = &switched.back;
+    let restart_failures = &switched.restart_failures;
     let schema_text = if stuck.is_empty() {
         match db::undo::apply_any(fleet, &schema).await {
             Ok(t) => t,
@@ -716,44 +684,29 @@ pub async fn blue_green_rollback(
 ) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
-    let result = match lock::acquire(
-        &fleet,
-        &ctx.actor,
-        &ctx.command,
-        ctx.lock_wait,
-        &ctx.interrupt,
-    )
-    .await
-    {
-        Ok(held) => {
-            let result = traffic_back(&fleet, ctx, &held.states, reason.as_deref()).await;
-            let record = Record {
-                time: Utc::now(),
-                action: "rollback".into(),
-                stage: stage.name.clone(),
-                actor: ctx.actor.clone(),
-                command: ctx.command.clone(),
-                from: result
-                    .as_ref()
-                    .ok()
-                    .and_then(|o| o.data["from"].as_str().map(String::from)),
-                to: result
-                    .as_ref()
-                    .ok()
-                    .and_then(|o| o.data["to"].as_str().map(String::from)),
-                reason: reason.clone(),
-                result: match &result {
-                    Ok(_) => "ok".into(),
-                    Err(e) => e.class().name().into(),
-                },
-                message: result.as_ref().err().map(|e| e.to_string()),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            lock::finish(&fleet, &held, &record).await;
-            result
-        }
-        Err(e) => Err(e),
+    let spec = Spec {
+        action: "rollback",
+        then: "",
+        before_unlock: None,
+        started,
     };
+    let result = operation::with_lock(&fleet, ctx, spec, async |states| {
+        let result = traffic_back(&fleet, ctx, states, reason.as_deref()).await;
+        let field = |key: &str| {
+            result
+                .as_ref()
+                .ok()
+                .and_then(|o| o.data[key].as_str().map(String::from))
+        };
+        Acted {
+            from: field("from"),
+            to: field("to"),
+            reason: reason.clone(),
+            paused: false,
+            result,
+        }
+    })
+    .await;
     fleet.close().await;
     result
 }
@@ -886,8 +839,4 @@ async fn traffic_back(
         ),
         data: json!({ "pool": back, "from": left.map(|r| r.to_string()), "to": back_release.map(|r| r.to_string()) }),
     })
-}
-
-fn nonce() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }

@@ -14,10 +14,10 @@ use super::gate;
 use super::http;
 use super::state::{self, GateRecord, RolloutState, Status};
 use crate::config::{OnInconclusive, Pause};
-use crate::deploy::run_restart;
 use crate::fleet::Fleet;
 use crate::interrupt::Interrupt;
 use crate::layout::ReleaseId;
+use crate::switch::restart as run_restart;
 
 /// How a call to [`Executor::advance`] treats pauses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
