@@ -24,13 +24,14 @@ use crate::layout::{
 };
 use crate::lock;
 use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
+use crate::probe::probe;
 use crate::release::{HostState, ReleaseEntry, ReleaseMeta, ReleaseState};
 use crate::rollout::{
     self,
     executor::{Mode, Progress},
     state::{RolloutState, Status},
 };
-use crate::run::{Context, Outcome, probe, unless_interrupted};
+use crate::run::{Context, Outcome, unless_interrupted};
 use crate::script::{self, HookEnv};
 use crate::spool::Spool;
 use crate::transport::Input;

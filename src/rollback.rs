@@ -13,8 +13,9 @@ use crate::fleet::{Fleet, first_failure};
 use crate::layout::ReleaseId;
 use crate::lock;
 use crate::plan::{self, PlanStep, RollbackPlan};
+use crate::probe::probe;
 use crate::release::{HostState, ReleaseState};
-use crate::run::{Context, Outcome, probe};
+use crate::run::{Context, Outcome};
 use crate::script;
 
 pub struct Request {

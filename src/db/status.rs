@@ -8,7 +8,8 @@ use crate::config::{Database, Stage};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::lock;
-use crate::run::{Context, Outcome, probe};
+use crate::probe::probe;
+use crate::run::{Context, Outcome};
 use crate::script;
 
 use super::migration::{self, MigrationSet};

@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::layout::{Layout, ReleaseId};
 use crate::lock;
+use crate::probe::probe;
 use crate::release::{HostState, ReleaseState};
-use crate::run::{Context, Outcome, probe};
+use crate::run::{Context, Outcome};
 use crate::script;
 
 /// `rollout plan`: pure, from the configuration; no host is contacted.
