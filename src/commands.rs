@@ -1,5 +1,7 @@
 //! The read-only and maintenance commands: `releases`, `status`, `check`, `unlock`.
 
+pub mod recipes;
+
 use chrono::Utc;
 use serde_json::json;
 
@@ -8,8 +10,9 @@ use crate::config::Stage;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::plan;
+use crate::probe::probe;
 use crate::release::LockInfo;
-use crate::run::{Context, Outcome, probe};
+use crate::run::{Context, Outcome};
 use crate::script;
 
 /// `slipway releases STAGE`: every host's releases with their recorded state.

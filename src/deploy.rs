@@ -23,6 +23,7 @@ use crate::layout::{
 };
 use crate::operation::{self, Acted, Spec};
 use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
+use crate::probe::probe;
 use crate::release::{
     HostState, ReleaseEntry, ReleaseMeta, ReleaseState, common_current, next_release_id,
 };
@@ -31,7 +32,7 @@ use crate::rollout::{
     executor::{Mode, Progress},
     state::{RolloutState, Status},
 };
-use crate::run::{Context, Outcome, probe, unless_interrupted};
+use crate::run::{Context, Outcome, unless_interrupted};
 use crate::script::{self, HookEnv};
 use crate::spool::Spool;
 use crate::switch::{self, Transition};

@@ -15,9 +15,10 @@ use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::layout::ReleaseId;
 use crate::plan;
+use crate::probe::probe;
 use crate::release::HostState;
 use crate::rollback::{self, Request};
-use crate::run::{Context, Outcome, probe};
+use crate::run::{Context, Outcome};
 
 /// One step of a drill, as reported.
 #[derive(Debug, Clone)]

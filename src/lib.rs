@@ -3,7 +3,7 @@
 //! recorded state of each release.
 //!
 //! The flow of every command: load and validate the config ([`config`]), connect
-//! ([`fleet`], [`transport`]), read the hosts ([`run::probe`]), decide ([`plan`]), then
+//! ([`fleet`], [`transport`]), read the hosts ([`probe`]), decide ([`plan`]), then
 //! apply one remote script per step per host ([`script`]).
 
 pub mod archive;
@@ -25,6 +25,7 @@ pub mod layout;
 pub mod lock;
 pub mod operation;
 pub mod plan;
+pub mod probe;
 pub mod recipe;
 pub mod redact;
 pub mod release;

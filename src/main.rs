@@ -17,7 +17,7 @@ use slipway::layout::ReleaseId;
 use slipway::report::{Format, Reporter};
 use slipway::rollout::command::{self as rollout, Action};
 use slipway::run::{Context, Outcome};
-use slipway::{commands, db, deploy, docs, drill, init, recipe, rollback};
+use slipway::{commands, db, deploy, docs, drill, init, rollback};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -236,10 +236,10 @@ fn without_config(cli: &Cli) -> Option<Result<Outcome, Error>> {
         Command::Init { force, recipe } => std::env::current_dir()
             .map_err(Error::Io)
             .and_then(|dir| init::run(&cli.config, &dir, *force, recipe.as_deref(), cli.dry_run)),
-        Command::Recipes { command: None } => Ok(recipe::list()),
+        Command::Recipes { command: None } => Ok(commands::recipes::list()),
         Command::Recipes {
             command: Some(RecipesCommand::Show { name }),
-        } => recipe::show(name),
+        } => commands::recipes::show(name),
         Command::Completions { shell } => printed(Ok(docs::completions(*shell))),
         Command::Man => printed(docs::man_page()),
         _ => return None,

@@ -1,12 +1,9 @@
 //! Recipes: presets for common frameworks, written in TOML (`recipes/*.toml`) and
 //! embedded in the binary. `recipe = "rails"` puts one beneath the top level of
 //! deploy.toml, which overrides it key by key, as a stage overrides the top level.
+//! Plain data: the config loader reads it, and so do `slipway recipes` and `slipway init`.
 
-use serde_json::json;
 use toml::Table;
-
-use crate::error::{Error, Result};
-use crate::run::Outcome;
 
 /// One embedded recipe.
 #[derive(Debug, Clone, Copy)]
@@ -88,41 +85,6 @@ impl Recipe {
             .as_str()
             .map(str::to_string)
     }
-}
-
-/// `slipway recipes`: every recipe with its summary.
-pub fn list() -> Outcome {
-    let width = RECIPES.iter().map(|r| r.name.len()).max().unwrap_or(0);
-    let mut human = String::new();
-    for r in RECIPES {
-        human.push_str(&format!("{:<width$}  {}\n", r.name, r.summary()));
-    }
-    human.push_str(
-        "\nUse one with recipe = \"NAME\" in deploy.toml; `slipway recipes show NAME` prints it.\n",
-    );
-    Outcome {
-        human,
-        data: json!({
-            "recipes": RECIPES
-                .iter()
-                .map(|r| json!({ "name": r.name, "summary": r.summary() }))
-                .collect::<Vec<_>>()
-        }),
-    }
-}
-
-/// `slipway recipes show NAME`: the recipe file, comments included.
-pub fn show(name: &str) -> Result<Outcome> {
-    let recipe = find(name).ok_or_else(|| {
-        Error::Usage(format!(
-            "no recipe `{name}` (recipes: {})",
-            names().join(", ")
-        ))
-    })?;
-    Ok(Outcome {
-        human: recipe.text.to_string(),
-        data: json!({ "name": recipe.name, "text": recipe.text }),
-    })
 }
 
 #[cfg(test)]

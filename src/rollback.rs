@@ -10,9 +10,10 @@ use crate::fleet::{Fleet, first_failure};
 use crate::layout::ReleaseId;
 use crate::operation::{self, Acted, Spec};
 use crate::plan::{self, PlanStep, RollbackPlan};
+use crate::probe::probe;
 use crate::release::common_current;
 use crate::release::{HostState, ReleaseState};
-use crate::run::{Context, Outcome, probe};
+use crate::run::{Context, Outcome};
 use crate::script;
 use crate::switch::{self, Transition, restart as run_restart};
 

@@ -1,19 +1,15 @@
-//! What every command shares: who runs it, how, and the common steps (probe, cleanup).
+//! What every command shares: who runs it, how, and what it reports back. The common
+//! first step, reading the hosts, is [`crate::probe`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use serde_json::Value;
 
 use crate::audit::Actor;
-use crate::error::{Error, Result};
-use crate::fleet::Fleet;
 use crate::interrupt::Interrupt;
-use crate::release::HostState;
 use crate::report::Reporter;
-use crate::script;
 
 /// The context of one invocation.
 #[derive(Clone)]
@@ -44,29 +40,4 @@ pub async fn unless_interrupted<T>(
         result = future => Ok(result),
         signal = interrupt.wait() => Err(signal),
     }
-}
-
-/// Reads every host's state in parallel.
-pub async fn probe(fleet: &Fleet) -> Result<Vec<HostState>> {
-    let script = script::probe(&fleet.layout);
-    let timeout = fleet.stage.timeouts.command;
-    let results = join_all(fleet.all().into_iter().map(|i| {
-        let script = &script;
-        async move { (i, fleet.step(i, "probe", script, None, timeout).await) }
-    }))
-    .await;
-    let mut states = Vec::new();
-    for (i, result) in results {
-        match result {
-            Ok(out) => states.push(HostState::parse(fleet.name(i), &out.stdout)),
-            Err(message) => {
-                return Err(Error::Step {
-                    host: fleet.name(i).into(),
-                    step: "probe".into(),
-                    message,
-                });
-            }
-        }
-    }
-    Ok(states)
 }

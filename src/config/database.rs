@@ -1,7 +1,7 @@
 //! `[database]`: which database the app migrates, how slipway reaches it, and where its
 //! migrations live in a release. Validated like every other section: errors name the key.
 
-use super::validate::{Invalid, check_name, check_relative, pick};
+use super::field::{Invalid, check_name, check_relative, field};
 use super::{DatabaseLayer, Host, KeyPath, TransportKind};
 
 /// The database engines slipway migrates itself (with sqlx's migration format).
@@ -106,17 +106,6 @@ pub struct Database {
     pub framework: Option<FrameworkMigrator>,
 }
 
-macro_rules! db_field {
-    ($stage:expr, $top:expr, $at:expr, $key:ident) => {
-        pick(
-            $stage.and_then(|s| s.$key.as_ref()),
-            $top.and_then(|s| s.$key.as_ref()),
-            &$at.key("database").key(stringify!($key)),
-            &KeyPath::root().key("database").key(stringify!($key)),
-        )
-    };
-}
-
 pub(super) fn resolve(
     stage: Option<&DatabaseLayer>,
     top: Option<&DatabaseLayer>,
@@ -134,13 +123,13 @@ pub(super) fn resolve(
     };
     let commands = resolve_commands(stage, top, at)?;
     let framework = resolve_framework(stage, top, at)?;
-    if let (Some(_), Some((_, p))) = (&commands, db_field!(stage, top, at, framework)) {
+    if let (Some(_), Some((_, p))) = (&commands, field!(stage, top, at, "database", framework)) {
         return Err((
             p,
             "framework and migrate_command are two ways to migrate: keep one (framework lets slipway record and undo exactly the migrations each deploy applied)".into(),
         ));
     }
-    let driver = match db_field!(stage, top, at, driver) {
+    let driver = match field!(stage, top, at, "database", driver) {
         Some((d, _)) if d == "postgres" || d == "postgresql" => Some(DbDriver::Postgres),
         Some((d, _)) if d == "mysql" || d == "mariadb" => Some(DbDriver::Mysql),
         Some((d, _)) if d == "sqlite" => Some(DbDriver::Sqlite),
@@ -161,7 +150,7 @@ pub(super) fn resolve(
             ));
         }
     };
-    let url_env = match db_field!(stage, top, at, url_env) {
+    let url_env = match field!(stage, top, at, "database", url_env) {
         Some((v, p)) => {
             let ok = !v.is_empty()
                 && v.len() <= 128
@@ -180,11 +169,11 @@ pub(super) fn resolve(
         }
         None => "DATABASE_URL".to_string(),
     };
-    let migrations = match db_field!(stage, top, at, migrations) {
+    let migrations = match field!(stage, top, at, "database", migrations) {
         Some((v, p)) => check_relative(v, "migrations directory", &p)?,
         None => "migrations".to_string(),
     };
-    let (role, role_at) = match db_field!(stage, top, at, role) {
+    let (role, role_at) = match field!(stage, top, at, "database", role) {
         Some((v, p)) => {
             check_name(v, "role", &p)?;
             (v.clone(), Some(p))
@@ -207,14 +196,14 @@ pub(super) fn resolve(
                 )
             })?
     };
-    let tunnel = db_field!(stage, top, at, tunnel).is_some_and(|(v, _)| *v);
+    let tunnel = field!(stage, top, at, "database", tunnel).is_some_and(|(v, _)| *v);
     if tunnel && transport == TransportKind::Local {
         return Err((
             section.key("tunnel"),
             "a tunnel goes through ssh: it needs transport = \"ssh\"".into(),
         ));
     }
-    let keep_snapshots = match db_field!(stage, top, at, keep_snapshots) {
+    let keep_snapshots = match field!(stage, top, at, "database", keep_snapshots) {
         None => 5,
         Some((&n, p)) => {
             if !(1..=1000).contains(&n) {
@@ -223,7 +212,7 @@ pub(super) fn resolve(
             n as usize
         }
     };
-    let path = match db_field!(stage, top, at, path) {
+    let path = match field!(stage, top, at, "database", path) {
         Some((v, p)) => {
             if driver != Some(DbDriver::Sqlite) {
                 return Err((
@@ -266,8 +255,8 @@ fn resolve_framework(
     top: Option<&DatabaseLayer>,
     at: &KeyPath,
 ) -> Result<Option<FrameworkMigrator>, Invalid> {
-    let runtime = db_field!(stage, top, at, runtime);
-    let Some((name, p)) = db_field!(stage, top, at, framework) else {
+    let runtime = field!(stage, top, at, "database", runtime);
+    let Some((name, p)) = field!(stage, top, at, "database", framework) else {
         return match runtime {
             Some((_, p)) => Err((
                 p,
@@ -305,9 +294,9 @@ fn resolve_commands(
 ) -> Result<Option<DbCommands>, Invalid> {
     let mut found = [None, None, None];
     for (slot, item) in found.iter_mut().zip([
-        db_field!(stage, top, at, migrate_command),
-        db_field!(stage, top, at, rollback_command),
-        db_field!(stage, top, at, version_command),
+        field!(stage, top, at, "database", migrate_command),
+        field!(stage, top, at, "database", rollback_command),
+        field!(stage, top, at, "database", version_command),
     ]) {
         if let Some((c, p)) = item {
             if c.trim().is_empty() || c.contains('\0') {

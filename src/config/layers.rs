@@ -11,11 +11,10 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
+use super::field::Invalid;
 use super::validate::resolve;
 use super::{KeyPath, Layer, Segment, Stage};
 use crate::recipe;
-
-type Invalid = (KeyPath, String);
 
 /// What secrets are replaced with in `slipway config`.
 pub const MASK: &str = "********";

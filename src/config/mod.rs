@@ -7,6 +7,8 @@
 //! key path and its line and column.
 
 mod database;
+mod field;
+mod health;
 mod keys;
 mod layers;
 mod locate;
@@ -14,13 +16,12 @@ mod rollout;
 mod validate;
 
 pub use database::{Database, DbCommands, DbDriver, Framework, FrameworkMigrator};
-pub use rollout::{
-    Batch, Check, Health, HealthLayer, OnInconclusive, Pause, Rollout, RolloutLayer, Strategy,
-};
+pub use health::{Check, Health, HealthLayer, OnInconclusive};
+pub use rollout::{Batch, Pause, Rollout, RolloutLayer, Strategy};
 
+pub use field::parse_duration;
 pub use keys::accepted_keys;
 pub use layers::{MASK, interpolate, looks_secret, mask_url_credentials};
-pub use validate::parse_duration;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,14 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::field::{Invalid, check_name, check_relative, commands, duration, field};
 use super::{
     Host, HostLayer, KeyPath, KnownHostsPolicy, Layer, Ssh, Stage, Timeouts, TransportKind,
 };
 use crate::archive::Source;
-
-pub(super) type Invalid = (KeyPath, String);
-
-const RESERVED_IN_RELEASE: [&str; 2] = [".slipway", "REVISION"];
 
 /// Validates every stage of `top`. Errors carry the key path of the offending value
 /// (in the stage when the stage sets it, else at the top level).
@@ -44,39 +41,6 @@ pub fn resolve(top: &Layer, base: &Path) -> Result<BTreeMap<String, Stage>, Inva
         resolved.insert(name.clone(), resolve_stage(name, top, stage, &at, base)?);
     }
     Ok(resolved)
-}
-
-/// Picks a stage's value over the top-level one, remembering where it came from.
-pub(super) fn pick<'a, T>(
-    stage: Option<&'a T>,
-    top: Option<&'a T>,
-    stage_at: &KeyPath,
-    top_at: &KeyPath,
-) -> Option<(&'a T, KeyPath)> {
-    match (stage, top) {
-        (Some(v), _) => Some((v, stage_at.clone())),
-        (None, Some(v)) => Some((v, top_at.clone())),
-        (None, None) => None,
-    }
-}
-
-macro_rules! field {
-    ($stage:expr, $top:expr, $at:expr, $section:literal, $key:ident) => {
-        pick(
-            $stage.as_ref().and_then(|s| s.$key.as_ref()),
-            $top.as_ref().and_then(|s| s.$key.as_ref()),
-            &$at.key($section).key(stringify!($key)),
-            &KeyPath::root().key($section).key(stringify!($key)),
-        )
-    };
-    ($stage:expr, $top:expr, $at:expr, $key:ident) => {
-        pick(
-            $stage.$key.as_ref(),
-            $top.$key.as_ref(),
-            &$at.key(stringify!($key)),
-            &KeyPath::root().key(stringify!($key)),
-        )
-    };
 }
 
 fn resolve_stage(
@@ -165,26 +129,8 @@ fn resolve_stage(
     }
     check_shared_overlap(&shared_files, &shared_dirs, &shared_at)?;
 
-    let mut hooks = [Vec::new(), Vec::new()];
-    let build = field!(stage.hooks, top.hooks, at, "hooks", build);
-    let restart = field!(stage.hooks, top.hooks, at, "hooks", restart);
-    for (slot, found) in hooks.iter_mut().zip([build, restart]) {
-        if let Some((commands, p)) = found {
-            for (i, c) in commands.iter().enumerate() {
-                if c.trim().is_empty() {
-                    return Err((
-                        p.index(i),
-                        "a hook command is empty: remove it or write the command".into(),
-                    ));
-                }
-                if c.contains('\0') {
-                    return Err((p.index(i), "contains a NUL byte".into()));
-                }
-                slot.push(c.clone());
-            }
-        }
-    }
-    let [build_hooks, restart_hooks] = hooks;
+    let build_hooks = commands(field!(stage.hooks, top.hooks, at, "hooks", build))?;
+    let restart_hooks = commands(field!(stage.hooks, top.hooks, at, "hooks", restart))?;
 
     let timeouts = Timeouts {
         command: duration(
@@ -211,7 +157,7 @@ fn resolve_stage(
     )?;
     let rollout = super::rollout::resolve_rollout(stage, top, at)?;
     super::rollout::check_pools(&rollout, &hosts, at)?;
-    let health = super::rollout::resolve_health(stage, top, at)?;
+    let health = super::health::resolve_health(stage, top, at)?;
 
     Ok(Stage {
         name: name.to_string(),
@@ -235,23 +181,6 @@ fn resolve_stage(
         database,
         rollout,
         health,
-    })
-}
-
-fn duration(found: Option<(&String, KeyPath)>, default: Duration) -> Result<Duration, Invalid> {
-    match found {
-        None => Ok(default),
-        Some((text, p)) => parse_duration(text).map_err(|m| (p, m)),
-    }
-}
-
-/// Durations are written like `90s`, `5m`, `1h 30m`, `0s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!(
-            "`{}` is not a duration ({e}); write it like \"90s\", \"5m\" or \"1h\"",
-            text.escape_debug()
-        )
     })
 }
 
@@ -454,28 +383,6 @@ fn resolve_hosts(
     Ok(out)
 }
 
-/// Names that become parts of paths or identifiers: letters, digits, `.`, `_`, `-`,
-/// not starting with `.` or `-`.
-pub fn check_name(value: &str, what: &str, at: &KeyPath) -> Result<(), Invalid> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && !value.starts_with(['.', '-']);
-    if ok {
-        Ok(())
-    } else {
-        Err((
-            at.clone(),
-            format!(
-                "`{}` is not a valid {what}: use 1-64 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`",
-                value.escape_debug()
-            ),
-        ))
-    }
-}
-
 /// `deploy_to`: absolute, normalised, and not the root directory. Spaces and quotes are
 /// fine (every use is quoted); control characters are not.
 pub fn check_deploy_to(value: &str, at: &KeyPath) -> Result<String, Invalid> {
@@ -511,47 +418,6 @@ pub fn check_deploy_to(value: &str, at: &KeyPath) -> Result<String, Invalid> {
     }
     if value.len() > 1024 {
         return Err((at.clone(), "is longer than 1024 bytes".into()));
-    }
-    Ok(trimmed.to_string())
-}
-
-/// Paths inside a release (shared files and dirs): relative, inside the release, normalised.
-pub fn check_relative(value: &str, what: &str, at: &KeyPath) -> Result<String, Invalid> {
-    if value.chars().any(char::is_control) {
-        return Err((
-            at.clone(),
-            format!("{what} contains a control character (newline, tab, NUL ...)"),
-        ));
-    }
-    if value.starts_with('/') {
-        return Err((
-            at.clone(),
-            format!("{what} `{value}` must be relative to the release (remove the leading `/`)"),
-        ));
-    }
-    let trimmed = value.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Err((at.clone(), format!("{what} is empty")));
-    }
-    for part in trimmed.split('/') {
-        if part.is_empty() || part == "." || part == ".." {
-            return Err((
-                at.clone(),
-                format!(
-                    "{what} `{value}` must stay inside the release: remove empty, `.` and `..` parts"
-                ),
-            ));
-        }
-    }
-    let first = trimmed.split('/').next().unwrap_or_default();
-    if RESERVED_IN_RELEASE.contains(&first) {
-        return Err((
-            at.clone(),
-            format!("{what} `{value}` is reserved for slipway's own files in each release"),
-        ));
-    }
-    if value.len() > 1024 {
-        return Err((at.clone(), format!("{what} is longer than 1024 bytes")));
     }
     Ok(trimmed.to_string())
 }
@@ -682,28 +548,6 @@ mod tests {
             "/srv/\0",
         ] {
             assert!(check_deploy_to(bad, &at()).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn relative_paths_stay_inside_the_release() {
-        assert_eq!(
-            check_relative("config/db.yml", "f", &at()).unwrap(),
-            "config/db.yml"
-        );
-        assert_eq!(check_relative("log/", "f", &at()).unwrap(), "log");
-        for bad in [
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a//b",
-            ".",
-            "",
-            ".slipway/x",
-            "REVISION",
-            "a\nb",
-        ] {
-            assert!(check_relative(bad, "f", &at()).is_err(), "{bad:?}");
         }
     }
 

@@ -6,7 +6,8 @@ use crate::config::{Database, Stage};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::operation::{self, Acted, Spec};
-use crate::run::{Context, Outcome, probe};
+use crate::probe::probe;
+use crate::run::{Context, Outcome};
 use crate::script;
 
 use super::migration::{self, MigrationSet};

@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::layout::{Layout, ReleaseId};
 use crate::operation::{self, Acted, Spec};
+use crate::probe::probe;
 use crate::release::{HostState, ReleaseState};
-use crate::run::{Context, Outcome, probe};
+use crate::run::{Context, Outcome};
 use crate::script;
 use crate::switch::{self, Transition, nonce};
 
