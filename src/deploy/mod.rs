@@ -5,28 +5,18 @@
 //! leaves every host as it was (the partial upload removed, a built release marked
 //! failed); a failure during or after the switch switches every host back.
 
-use std::sync::Arc;
-
 use chrono::Utc;
 use serde_json::json;
 
 use crate::archive::{self, Archive};
 use crate::config::Stage;
 use crate::db::{self, step::Migrated};
-use crate::delta;
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::fleet::{Fleet, first_failure};
-use crate::layout::{
-    Layout, RELEASE_CHECKSUMS, RELEASE_CHECKSUMS_B2, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE,
-    ReleaseId,
-};
+use crate::layout::ReleaseId;
 use crate::operation::{self, Acted, Spec};
-use crate::plan::{self, DeployPlan, HostPlan, PlanStep};
-use crate::probe::probe;
-use crate::release::{
-    HostState, ReleaseEntry, ReleaseMeta, ReleaseState, common_current, next_release_id,
-};
+use crate::release::{HostState, ReleaseMeta, ReleaseState, common_current, next_release_id};
 use crate::rollout::{
     self,
     executor::{Mode, Progress},
@@ -34,9 +24,15 @@ use crate::rollout::{
 };
 use crate::run::{Context, Outcome, unless_interrupted};
 use crate::script::{self, HookEnv};
-use crate::spool::Spool;
 use crate::switch::{self, Transition};
-use crate::transport::Input;
+
+mod dry_run;
+mod prune;
+mod upload;
+
+use dry_run::dry_run;
+use prune::prune;
+use upload::plan_uploads;
 
 pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let started = std::time::Instant::now();
@@ -67,46 +63,6 @@ pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     };
     fleet.close().await;
     result
-}
-
-async fn dry_run(fleet: &Fleet, archive: &Archive) -> Result<Outcome> {
-    let states = probe(fleet).await?;
-    let id = next_release_id(&states);
-    let mut plan = build_plan(fleet, archive, &states, &id);
-    if let Some(config) = &fleet.stage.database {
-        let detail = match (&config.framework, &config.commands) {
-            (Some(f), _) => db::framework::run::preview(config, f),
-            (None, Some(c)) => format!(
-                "run migrate_command `{}` in the new release on {}, record the version version_command prints",
-                c.migrate,
-                fleet.name(config.primary)
-            ),
-            (None, None) => {
-                let set = db::migrate::load(config, archive.tar.reader()).await?;
-                db::migrate::preview(fleet, config, &set).await?
-            }
-        };
-        let at = plan
-            .steps
-            .iter()
-            .position(|s| s.step == "switch")
-            .unwrap_or(plan.steps.len());
-        plan.steps.insert(
-            at,
-            PlanStep {
-                step: "migrate".into(),
-                detail,
-            },
-        );
-    }
-    let human = render_plan(&plan);
-    fleet
-        .reporter
-        .plan(&human, serde_json::to_value(&plan).unwrap_or_default());
-    Ok(Outcome {
-        human: "Nothing was changed (--dry-run).".into(),
-        data: json!({ "dry_run": true, "release": id.as_str() }),
-    })
 }
 
 async fn locked_deploy(
@@ -514,170 +470,6 @@ async fn revert_schema(fleet: &Fleet, migrated: Option<&Migrated>, error: Error)
     }
 }
 
-/// What one host receives: the payload, and the release it links unchanged files from.
-struct Upload {
-    payload: Arc<Input>,
-    previous: Option<ReleaseId>,
-    linked: usize,
-}
-
-/// Plans each host's upload: hosts whose current release has a readable manifest that
-/// matches its record get only the files that changed (unchanged ones are hard-linked on
-/// the host); the others get the whole release. Payloads are built once per distinct
-/// previous release, not once per host. Also returns the whole-release payload, for
-/// hosts that refuse their incremental one.
-async fn plan_uploads(
-    fleet: &Fleet,
-    states: &[HostState],
-    archive: &Archive,
-    meta: &ReleaseMeta,
-    shared: &[String],
-) -> std::io::Result<(Vec<Upload>, Arc<Input>)> {
-    let whole = Arc::new(release_payload(&archive.tar, archive, meta, None)?);
-    // Per previous release: the incremental payload and how many files it links.
-    type Built = Option<(Arc<Input>, usize)>;
-    let mut by_previous: std::collections::BTreeMap<ReleaseId, Built> = Default::default();
-    let mut uploads = Vec::new();
-    for (i, state) in states.iter().enumerate() {
-        let base = state
-            .current()
-            .and_then(|c| state.release(&c).and_then(|r| r.meta.clone()));
-        let Some(base) = base.filter(|_| fleet.stage.link_unchanged) else {
-            uploads.push(Upload {
-                payload: whole.clone(),
-                previous: None,
-                linked: 0,
-            });
-            continue;
-        };
-        if !by_previous.contains_key(&base.id) {
-            let built = match previous_manifest(fleet, i, &base).await {
-                Some(old) => {
-                    let d = delta::delta(&archive.manifest, &old, shared);
-                    let body = delta::filter_tar(&archive.tar, &d.send)?;
-                    Some((
-                        Arc::new(release_payload(&body, archive, meta, Some(&d))?),
-                        d.link.len(),
-                    ))
-                }
-                None => None,
-            };
-            by_previous.insert(base.id.clone(), built);
-        }
-        match by_previous.get(&base.id).cloned().flatten() {
-            Some((payload, linked)) => uploads.push(Upload {
-                payload,
-                previous: Some(base.id.clone()),
-                linked,
-            }),
-            None => uploads.push(Upload {
-                payload: whole.clone(),
-                previous: None,
-                linked: 0,
-            }),
-        }
-    }
-    Ok((uploads, whole))
-}
-
-/// The manifest of a host's current release, if it can be read and matches the digest
-/// recorded in that release's record, less the files its build hooks rewrote.
-async fn previous_manifest(
-    fleet: &Fleet,
-    i: usize,
-    base: &ReleaseMeta,
-) -> Option<crate::archive::Manifest> {
-    let out = fleet
-        .exec(
-            i,
-            "read-manifest",
-            &script::read_manifest(&fleet.layout, &base.id),
-            None,
-            fleet.stage.timeouts.command,
-        )
-        .await
-        .ok()?;
-    if !out.success() {
-        return None;
-    }
-    let marker = format!("\n{}\n", script::BUILT_OVER);
-    let (text, built_over) = match out.stdout.split_once(&marker) {
-        Some((manifest, paths)) => (format!("{manifest}\n"), paths),
-        None => (out.stdout.clone(), ""),
-    };
-    // The digest is of the bytes as written then: a manifest in an older layout (one
-    // that carried every digest) still matches its record and still serves as a base.
-    if crate::archive::digest_of(&text) != base.manifest_digest {
-        return None;
-    }
-    let mut manifest = crate::archive::Manifest::from_json_lines(&text).ok()?;
-    // Files its build hooks rewrote are no longer the shipped ones: send them again.
-    let built: std::collections::BTreeSet<&str> = built_over.lines().collect();
-    manifest
-        .entries
-        .retain(|e| !built.contains(e.path.as_str()));
-    Some(manifest)
-}
-
-/// A tar body (the whole archive, or only changed files), followed by slipway's own files
-/// of the release (REVISION, the manifest, its sha256 and BLAKE2b lists, the release record, and for an
-/// incremental upload the files to link with their sizes), as one tar stream.
-fn release_payload(
-    body: &Spool,
-    archive: &Archive,
-    meta: &ReleaseMeta,
-    incremental: Option<&delta::Delta>,
-) -> std::io::Result<Input> {
-    // The body's entries, then these (tar entries do not depend on their offset).
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut files = vec![
-        (REVISION_FILE, format!("{}\n", meta.revision)),
-        (RELEASE_MANIFEST, archive.manifest.to_json_lines()),
-        (
-            RELEASE_CHECKSUMS,
-            delta::check_list(&archive.manifest, delta::Digest::Sha256),
-        ),
-        (
-            RELEASE_CHECKSUMS_B2,
-            delta::check_list(&archive.manifest, delta::Digest::Blake2b),
-        ),
-        (RELEASE_META, format!("{}\n", meta.to_line())),
-    ];
-    if let Some(d) = incremental {
-        files.push((
-            ".slipway/verify.sha256",
-            delta::check_list_sent(&archive.manifest, d, delta::Digest::Sha256),
-        ));
-        files.push((
-            ".slipway/verify.b2",
-            delta::check_list_sent(&archive.manifest, d, delta::Digest::Blake2b),
-        ));
-        files.push((
-            ".slipway/verify.sizes",
-            delta::size_list_linked(&archive.manifest, d),
-        ));
-    }
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
-    dir.set_size(0);
-    dir.set_mtime(meta.created_at.timestamp().max(0) as u64);
-    builder.append_data(&mut dir, ".slipway/", std::io::empty())?;
-    for (path, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_size(content.len() as u64);
-        header.set_mtime(meta.created_at.timestamp().max(0) as u64);
-        builder.append_data(&mut header, path, content.as_bytes())?;
-    }
-    Ok(Input::spooled(
-        Arc::clone(body.file()),
-        body.body_len(),
-        builder.into_inner()?,
-    ))
-}
-
 /// Ends an interruptible phase before the switch: on a failure or a signal the release
 /// is discarded (see [`discard`]) and the error returned.
 async fn settle(
@@ -802,240 +594,6 @@ async fn switch_back(
             fleet.stage.name,
         ))
     }
-}
-
-/// Removes what retention says on each host; returns how many releases went (per host, max).
-async fn prune(fleet: &Fleet, states: &[HostState], live: &ReleaseMeta) -> usize {
-    let mut most = 0;
-    let plans: Vec<Vec<ReleaseId>> = states
-        .iter()
-        .map(|s| prune_plan(s, live, fleet.stage.keep_releases))
-        .collect();
-    let which: Vec<usize> = fleet
-        .all()
-        .into_iter()
-        .filter(|&i| !plans[i].is_empty())
-        .collect();
-    let results = fleet
-        .step_on(
-            &which,
-            "prune",
-            |i| {
-                if fleet.stage.archive_pruned > 0 {
-                    script::archive_and_remove(&fleet.layout, &plans[i], fleet.stage.archive_pruned)
-                } else {
-                    script::remove_releases(&fleet.layout, &plans[i])
-                }
-            },
-            None,
-            fleet.stage.timeouts.command,
-        )
-        .await;
-    for (i, r) in results {
-        match r {
-            Ok(_) => most = most.max(plans[i].len()),
-            Err(e) => fleet.reporter.warning(
-                Some(fleet.name(i)),
-                &format!("pruning old releases failed: {e}"),
-            ),
-        }
-    }
-    most
-}
-
-/// What retention removes on a host once `live` is current.
-fn prune_plan(state: &HostState, live: &ReleaseMeta, keep: usize) -> Vec<ReleaseId> {
-    let mut after = state.clone();
-    if let Some(cur) = state.current()
-        && let Some(entry) = after.releases.iter_mut().find(|r| r.id == cur)
-        && let Some(meta) = entry.meta.as_mut()
-    {
-        meta.state = ReleaseState::Ready;
-    }
-    after.releases.retain(|r| r.id != live.id);
-    after.releases.push(ReleaseEntry {
-        id: live.id.clone(),
-        meta: Some(live.clone()),
-    });
-    after.releases.sort_by(|a, b| a.id.cmp(&b.id));
-    after.current_link = Some(Layout::current_target(&live.id));
-    plan::prune(&after, &live.id, keep)
-}
-
-fn build_plan(
-    fleet: &Fleet,
-    archive: &Archive,
-    states: &[HostState],
-    id: &ReleaseId,
-) -> DeployPlan {
-    let stage = &fleet.stage;
-    let now = Utc::now();
-    let live = ReleaseMeta {
-        id: id.clone(),
-        app: stage.app.clone(),
-        stage: stage.name.clone(),
-        revision: archive.revision.clone(),
-        state: ReleaseState::Live,
-        created_at: now,
-        updated_at: now,
-        deployed_by: String::new(),
-        manifest_digest: archive.manifest.digest(),
-        files: archive.manifest.file_count(),
-        bytes: archive.manifest.total_bytes(),
-        schema_version: None,
-        migrations: vec![],
-        schema: None,
-        note: None,
-    };
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
-    let steps = vec![
-        PlanStep {
-            step: "lock".into(),
-            detail: format!(
-                "take the deploy lock ({}/.slipway/lock) on every host",
-                stage.deploy_to
-            ),
-        },
-        PlanStep {
-            step: "upload".into(),
-            detail: format!(
-                "check shared files ({}), stream the archive ({} files, {} bytes) into releases/{id}.partial on every host, verify it against its manifest, link shared files and dirs ({}), rename to releases/{id}{}",
-                list(&stage.shared_files),
-                live.files,
-                live.bytes,
-                list(&stage.shared_dirs),
-                if stage.build_hooks.is_empty() {
-                    ", mark it ready"
-                } else {
-                    ""
-                }
-            ),
-        },
-        PlanStep {
-            step: "build".into(),
-            detail: if stage.build_hooks.is_empty() {
-                "no build hooks: the release is ready once uploaded".into()
-            } else {
-                format!(
-                    "build hooks in the new release, then mark it ready: {}",
-                    list(&stage.build_hooks)
-                )
-            },
-        },
-        PlanStep {
-            step: "switch".into(),
-            detail: switch_detail(stage),
-        },
-        PlanStep {
-            step: "restart".into(),
-            detail: format!("restart hooks: {}", list(&stage.restart_hooks)),
-        },
-        PlanStep {
-            step: "prune".into(),
-            detail: format!(
-                "keep {} good releases (and the rollback target)",
-                stage.keep_releases
-            ),
-        },
-        PlanStep {
-            step: "audit".into(),
-            detail: "append to .slipway/log.jsonl and release the lock".into(),
-        },
-    ];
-    let hosts = states
-        .iter()
-        .map(|s| HostPlan {
-            host: s.host.clone(),
-            current: s.current().map(|c| c.to_string()),
-            prune: prune_plan(s, &live, stage.keep_releases)
-                .iter()
-                .map(|r| r.to_string())
-                .collect(),
-            stale_partials: s.partials.clone(),
-        })
-        .collect();
-    DeployPlan {
-        stage: stage.name.clone(),
-        release: id.clone(),
-        revision: archive.revision.clone(),
-        files: live.files,
-        bytes: live.bytes,
-        hosts,
-        steps,
-    }
-}
-
-/// How the switch step goes, by the stage's strategy.
-fn switch_detail(stage: &crate::config::Stage) -> String {
-    let gate = if stage.health.is_some() {
-        ", each step restarted and health-gated"
-    } else {
-        ""
-    };
-    match &stage.rollout.strategy {
-        crate::config::Strategy::AllAtOnce => format!(
-            "point current at the new release on every host at once (rename of a new link){gate}"
-        ),
-        crate::config::Strategy::BlueGreen => {
-            format!("switch the pool without traffic{gate}, then run the traffic hook")
-        }
-        other => {
-            let names: Vec<String> = stage.hosts.iter().map(|h| h.name.clone()).collect();
-            let p = rollout::plan::plan(other, &stage.app, &names);
-            format!(
-                "{} in {} step(s) of {} host(s){gate} (see `slipway rollout plan {}`)",
-                p.strategy,
-                p.steps.len(),
-                p.steps
-                    .iter()
-                    .map(|s| s.hosts.len().to_string())
-                    .collect::<Vec<_>>()
-                    .join("+"),
-                stage.name
-            )
-        }
-    }
-}
-
-fn render_plan(plan: &DeployPlan) -> String {
-    let mut s = format!(
-        "Plan: deploy release {} (revision {}, {} files, {} bytes) to stage {} ({} host{})\n",
-        plan.release,
-        plan.revision,
-        plan.files,
-        plan.bytes,
-        plan.stage,
-        plan.hosts.len(),
-        if plan.hosts.len() == 1 { "" } else { "s" }
-    );
-    for (n, step) in plan.steps.iter().enumerate() {
-        s.push_str(&format!("  {}. {:<12} {}\n", n + 1, step.step, step.detail));
-    }
-    s.push_str("Hosts:\n");
-    for h in &plan.hosts {
-        s.push_str(&format!(
-            "  {:<24} current: {:<18} prune: {}{}\n",
-            h.host,
-            h.current.as_deref().unwrap_or("(none)"),
-            if h.prune.is_empty() {
-                "nothing".into()
-            } else {
-                h.prune.join(", ")
-            },
-            if h.stale_partials.is_empty() {
-                String::new()
-            } else {
-                format!("  stale uploads to remove: {}", h.stale_partials.join(", "))
-            }
-        ));
-    }
-    s
 }
 
 /// The rollout this deploy starts: the plan frozen over the stage's hosts as they are
