@@ -12,7 +12,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
-pub mod delta;
 pub mod deploy;
 pub mod docs;
 pub mod drill;
@@ -32,7 +31,9 @@ pub mod rollback;
 pub mod rollout;
 pub mod run;
 pub mod script;
-pub mod spool;
 pub mod transport;
 
+// Their old paths: the incremental payload and the spooled tar stream live under
+// `archive` now.
+pub use archive::{delta, spool};
 pub use error::{Error, ExitClass, Result};

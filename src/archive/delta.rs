@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
-use crate::archive::{EntryKind, Manifest, ManifestEntry};
-use crate::spool::Spool;
+use super::spool::Spool;
+use super::{EntryKind, Manifest, ManifestEntry};
 
 /// What to send to a host whose current release has the manifest `old`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

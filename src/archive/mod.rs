@@ -46,7 +46,10 @@ use std::process::Command;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{Spool, SpoolBuilder};
+pub mod delta;
+pub mod spool;
+
+use spool::{Spool, SpoolBuilder};
 
 /// Where the application source comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
