@@ -12,7 +12,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
-pub mod delta;
 pub mod deploy;
 pub mod docs;
 pub mod drill;
@@ -34,7 +33,6 @@ pub mod rollback;
 pub mod rollout;
 pub mod run;
 pub mod script;
-pub mod spool;
 pub mod switch;
 pub mod transport;
 

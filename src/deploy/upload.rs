@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use crate::archive::Archive;
-use crate::delta;
+use crate::archive::Spool;
+use crate::archive::delta;
 use crate::fleet::Fleet;
 use crate::layout::{
     RELEASE_CHECKSUMS, RELEASE_CHECKSUMS_B2, RELEASE_MANIFEST, RELEASE_META, REVISION_FILE,
@@ -12,7 +13,6 @@ use crate::layout::{
 };
 use crate::release::{HostState, ReleaseMeta};
 use crate::script;
-use crate::spool::Spool;
 use crate::transport::Input;
 
 /// What one host receives: the payload, and the release it links unchanged files from.

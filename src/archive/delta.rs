@@ -5,8 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
-use crate::archive::{EntryKind, Manifest, ManifestEntry};
-use crate::spool::Spool;
+use super::manifest::{EntryKind, Manifest, ManifestEntry};
+use super::spool::Spool;
+
+// Reachable as `delta::Digest` and `delta::check_list` too, where they lived before.
+pub use super::digest::Digest;
+pub use super::manifest::check_list;
 
 /// What to send to a host whose current release has the manifest `old`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -111,65 +115,11 @@ pub fn size_list_linked(manifest: &Manifest, delta: &Delta) -> String {
     s
 }
 
-/// The digests a host checks a release with: one list per tool, so a host without
-/// `b2sum` (busybox) still checks with `sha256sum`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Digest {
-    Sha256,
-    Blake2b,
-}
-
-/// `sha256sum -c` / `b2sum -l 256 -c` input for every file of the manifest. A name with
-/// a backslash is written in coreutils' escaped form (a leading `\`, the backslash
-/// doubled).
-pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
-    let mut s = String::new();
-    for e in &manifest.entries {
-        let hash = match digest {
-            Digest::Sha256 => e.sha256.as_ref(),
-            Digest::Blake2b => e.blake2b.as_ref(),
-        };
-        if let (EntryKind::File, Some(hash)) = (e.kind, hash) {
-            if e.path.contains('\\') {
-                s.push_str(&format!("\\{hash}  {}\n", e.path.replace('\\', "\\\\")));
-            } else {
-                s.push_str(&format!("{hash}  {}\n", e.path));
-            }
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::test_support::{dir, file};
     use std::io::Read;
-
-    fn file(path: &str, hash: &str, mode: u32) -> ManifestEntry {
-        ManifestEntry {
-            path: path.into(),
-            kind: EntryKind::File,
-            mode,
-            size: 1,
-            blake3: Some(hash.into()),
-            target: None,
-            sha256: Some(format!("s{hash}")),
-            blake2b: Some(format!("b{hash}")),
-        }
-    }
-
-    fn dir(path: &str) -> ManifestEntry {
-        ManifestEntry {
-            path: path.into(),
-            kind: EntryKind::Dir,
-            mode: 0o755,
-            size: 0,
-            blake3: None,
-            target: None,
-            sha256: None,
-            blake2b: None,
-        }
-    }
 
     #[test]
     fn unchanged_files_are_linked_the_rest_is_sent() {
@@ -211,15 +161,6 @@ mod tests {
         };
         let d = delta(&old, &old, &["log".into(), ".env".into()]);
         assert_eq!(d.link, vec!["logs"]);
-    }
-
-    #[test]
-    fn check_lists_escape_backslashes() {
-        let m = Manifest {
-            entries: vec![file("a b", "1", 0o644), file("x\\y", "2", 0o644), dir("d")],
-        };
-        assert_eq!(check_list(&m, Digest::Sha256), "s1  a b\n\\s2  x\\\\y\n");
-        assert_eq!(check_list(&m, Digest::Blake2b), "b1  a b\n\\b2  x\\\\y\n");
     }
 
     #[test]

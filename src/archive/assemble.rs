@@ -1,0 +1,338 @@
+//! The deterministic tar writer: every entry of the source, sorted by path, written
+//! into the spooled tar stream while the files are hashed into the [`Manifest`].
+//!
+//! Modes are normalised the way git and tar's `HeaderMode::Deterministic` do:
+//! directories 0755, files 0755 if the owner may execute them (hooks such as
+//! `bin/build` must stay executable) and 0644 otherwise, symlinks 0777. Group and
+//! other write bits, setuid and sticky bits are not carried: they would make the
+//! archive depend on the builder's umask, and setuid bits have no place in a deploy.
+//! Owners are 0 and mtimes a fixed date.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::digest::{blake2b_hex, blake3_hex, sha256_hex};
+use super::error::{ArchiveError, io_reason};
+use super::manifest::{EntryKind, Manifest, ManifestEntry};
+use super::node::{Body, Node};
+use super::spool::{Spool, SpoolBuilder};
+
+/// The mtime of every entry: the one tar's `HeaderMode::Deterministic` uses
+/// (not 0, which some tools mishandle).
+const FIXED_MTIME: u64 = 1_153_704_088;
+
+/// Sorts and checks the entries, then writes the tar and the manifest in one
+/// pass, so every file is read and hashed exactly once.
+pub(super) fn assemble(
+    mut nodes: Vec<Node>,
+    source: &Path,
+) -> Result<(Spool, Manifest), ArchiveError> {
+    nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    if let Some(pair) = nodes.windows(2).find(|w| w[0].path == w[1].path) {
+        return Err(ArchiveError::Tar {
+            path: pair[0].path.clone(),
+            reason: "appears twice in the source".to_string(),
+        });
+    }
+    for node in &nodes {
+        if node.path == "REVISION" {
+            return Err(ArchiveError::Reserved {
+                name: "REVISION".to_string(),
+            });
+        }
+        if node.path == ".slipway" || node.path.starts_with(".slipway/") {
+            return Err(ArchiveError::Reserved {
+                name: ".slipway/".to_string(),
+            });
+        }
+    }
+    if nodes.iter().all(|n| matches!(n.body, Body::Dir)) {
+        return Err(ArchiveError::Empty {
+            path: source.to_path_buf(),
+        });
+    }
+
+    let mut builder = Spool::builder().map_err(|e| ArchiveError::Tar {
+        path: "(the temporary file the archive is written to)".to_string(),
+        reason: e.to_string(),
+    })?;
+    // Headers are made by `header` below, not from file metadata, so these two
+    // only guard against a later change that appends paths directly.
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+
+    let mut entries = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let path = node.path;
+        let tar_err = |e: io::Error| ArchiveError::Tar {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let entry = match node.body {
+            Body::Dir => {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                builder
+                    .append_data(&mut h, format!("{path}/"), io::empty())
+                    .map_err(tar_err)?;
+                entry(path.clone(), EntryKind::Dir, 0o755, 0, None, None)
+            }
+            Body::Disk { file, executable } => {
+                let data = fs::read(&file).map_err(|e| ArchiveError::Read {
+                    path: path.clone(),
+                    reason: io_reason(&e),
+                })?;
+                file_entry(&mut builder, &path, &data, executable).map_err(tar_err)?
+            }
+            Body::Bytes { data, executable } => {
+                file_entry(&mut builder, &path, &data, executable).map_err(tar_err)?
+            }
+            Body::Symlink { target } => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                builder
+                    .append_link(&mut h, &path, &target)
+                    .map_err(tar_err)?;
+                entry(
+                    path.clone(),
+                    EntryKind::Symlink,
+                    0o777,
+                    0,
+                    None,
+                    Some(target),
+                )
+            }
+        };
+        entries.push(entry);
+    }
+    let tar = Spool::finish(builder).map_err(|e| ArchiveError::Tar {
+        path: "(end of archive)".to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((tar, Manifest { entries }))
+}
+
+fn file_entry(
+    builder: &mut SpoolBuilder,
+    path: &str,
+    data: &[u8],
+    executable: bool,
+) -> io::Result<ManifestEntry> {
+    let mode = if executable { 0o755 } else { 0o644 };
+    let size = data.len() as u64;
+    let mut h = header(tar::EntryType::Regular, mode, size);
+    builder.append_data(&mut h, path, data)?;
+    let digest = blake3_hex(data);
+    let mut e = entry(
+        path.to_string(),
+        EntryKind::File,
+        mode,
+        size,
+        Some(digest),
+        None,
+    );
+    e.sha256 = Some(sha256_hex(data));
+    e.blake2b = Some(blake2b_hex(data));
+    Ok(e)
+}
+
+fn entry(
+    path: String,
+    kind: EntryKind,
+    mode: u32,
+    size: u64,
+    blake3: Option<String>,
+    target: Option<String>,
+) -> ManifestEntry {
+    ManifestEntry {
+        path,
+        kind,
+        mode,
+        size,
+        blake3,
+        target,
+        sha256: None,
+        blake2b: None,
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(FIXED_MTIME);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::symlink;
+
+    use crate::archive::build;
+    use crate::archive::error::ArchiveError;
+    use crate::archive::test_support::{chmod, dir_source, find, paths, sample_app, write};
+
+    #[test]
+    fn the_executable_bit_survives_and_other_modes_are_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_app(dir.path());
+        write(dir.path(), "group-writable", "x");
+        chmod(dir.path(), "group-writable", 0o664);
+        write(dir.path(), "owner-exec-only", "x");
+        chmod(dir.path(), "owner-exec-only", 0o700);
+        let archive = build(&dir_source(dir.path(), &[])).unwrap();
+        assert_eq!(find(&archive, "bin/build").mode, 0o755);
+        assert_eq!(find(&archive, "src/main.rs").mode, 0o644);
+        assert_eq!(find(&archive, "group-writable").mode, 0o644);
+        assert_eq!(find(&archive, "owner-exec-only").mode, 0o755);
+        assert_eq!(find(&archive, "bin").mode, 0o755);
+
+        let out = tempfile::tempdir().unwrap();
+        tar::Archive::new(archive.tar.reader())
+            .unpack(out.path())
+            .unwrap();
+        let mode = fs::metadata(out.path().join("bin/build"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "bin/build unpacked as {mode:o}");
+    }
+
+    #[test]
+    fn building_twice_gives_identical_bytes_whatever_the_mtimes() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_app(dir.path());
+        let first = build(&dir_source(dir.path(), &[])).unwrap();
+        // Rewrite a file with the same content: new mtime, same archive.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(dir.path(), "src/main.rs", "fn main() {}\n");
+        let second = build(&dir_source(dir.path(), &[])).unwrap();
+        assert!(
+            first.tar.to_vec().unwrap() == second.tar.to_vec().unwrap(),
+            "tar streams differ"
+        );
+        assert_eq!(first.manifest, second.manifest);
+        assert_eq!(first.manifest.digest(), second.manifest.digest());
+        assert_eq!(first.revision, second.revision);
+        assert!(first.revision.starts_with("blake3:"));
+        assert_eq!(first.revision.len(), "blake3:".len() + 16);
+        assert_eq!(
+            first.revision,
+            format!("blake3:{}", &first.manifest.digest()[..16])
+        );
+    }
+
+    #[test]
+    fn the_same_tree_elsewhere_gives_the_same_archive() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        sample_app(a.path());
+        sample_app(b.path());
+        let one = build(&dir_source(a.path(), &[])).unwrap();
+        let two = build(&dir_source(b.path(), &[])).unwrap();
+        assert!(one.tar.to_vec().unwrap() == two.tar.to_vec().unwrap());
+        assert_eq!(one.revision, two.revision);
+    }
+
+    #[test]
+    fn changing_one_file_changes_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_app(dir.path());
+        let before = build(&dir_source(dir.path(), &[])).unwrap();
+        write(dir.path(), "src/main.rs", "fn main() { println!(); }\n");
+        let after = build(&dir_source(dir.path(), &[])).unwrap();
+        assert_ne!(before.manifest.digest(), after.manifest.digest());
+        assert_ne!(before.revision, after.revision);
+        chmod(dir.path(), "src/main.rs", 0o755);
+        let exec = build(&dir_source(dir.path(), &[])).unwrap();
+        assert_ne!(
+            after.manifest.digest(),
+            exec.manifest.digest(),
+            "a mode change is a change"
+        );
+    }
+
+    #[test]
+    fn unpacking_the_tar_reproduces_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_app(dir.path());
+        let long = "d".repeat(120);
+        write(dir.path(), &format!("{long}/{long}.txt"), "long path");
+        symlink("t".repeat(150), dir.path().join("long-target")).unwrap();
+        fs::create_dir(dir.path().join("empty")).unwrap();
+        let archive = build(&dir_source(dir.path(), &[])).unwrap();
+
+        let out = tempfile::tempdir().unwrap();
+        tar::Archive::new(archive.tar.reader())
+            .unpack(out.path())
+            .unwrap();
+        let rebuilt = build(&dir_source(out.path(), &[])).unwrap();
+        // The copy has no target/ and notes.tmp, so .gitignore changes nothing.
+        assert_eq!(rebuilt.manifest, archive.manifest);
+        assert!(rebuilt.tar.to_vec().unwrap() == archive.tar.to_vec().unwrap());
+        assert_eq!(
+            fs::read_to_string(out.path().join(format!("{long}/{long}.txt"))).unwrap(),
+            "long path"
+        );
+        assert!(out.path().join("empty").is_dir());
+    }
+
+    #[test]
+    fn reserved_names_are_refused_unless_excluded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "app.rs", "x");
+        write(dir.path(), ".slipway/release.json", "{}");
+        let err = build(&dir_source(dir.path(), &[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "source contains .slipway/, which slipway writes into each release; \
+             rename it or add it to [source] exclude"
+        );
+        assert!(build(&dir_source(dir.path(), &[".slipway/"])).is_ok());
+
+        write(dir.path(), "REVISION", "abc");
+        let err = build(&dir_source(dir.path(), &[".slipway/"])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("source contains REVISION,"),
+            "{err}"
+        );
+        // Only at the top: a nested one is the app's own business.
+        fs::remove_file(dir.path().join("REVISION")).unwrap();
+        write(dir.path(), "sub/REVISION", "abc");
+        write(dir.path(), "sub/.slipway/x", "abc");
+        fs::remove_dir_all(dir.path().join(".slipway")).unwrap();
+        let archive = build(&dir_source(dir.path(), &[])).unwrap();
+        assert!(paths(&archive).contains(&"sub/.slipway/x"));
+        assert!(paths(&archive).contains(&"sub/REVISION"));
+    }
+
+    #[test]
+    fn an_empty_source_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        write(dir.path(), "x.log", "x");
+        let err = build(&dir_source(dir.path(), &["*.log"])).unwrap_err();
+        assert!(matches!(err, ArchiveError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("holds no files"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "src/x.rs", "x");
+        chmod(dir.path(), "src/x.rs", 0o000);
+        if fs::read(dir.path().join("src/x.rs")).is_ok() {
+            eprintln!("skipped: running as root, permissions are not enforced");
+            return;
+        }
+        let err = build(&dir_source(dir.path(), &[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "source: cannot read src/x.rs: permission denied"
+        );
+    }
+}
