@@ -29,7 +29,7 @@ pub struct Request {
 pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result<Outcome> {
     // Blue-green: the previous pool is still on its release; moving traffic back is the rollback.
     if stage.rollout.strategy == crate::config::Strategy::BlueGreen && request.to.is_none() {
-        return crate::rollout::command::blue_green_rollback(stage, ctx, request.reason.clone())
+        return crate::rollout::blue_green::blue_green_rollback(stage, ctx, request.reason.clone())
             .await;
     }
     let started = std::time::Instant::now();
