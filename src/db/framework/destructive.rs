@@ -145,8 +145,13 @@ impl Destructive {
 }
 
 /// One warning per pending migration (known to the code, not in `applied`) that breaks
-/// the release still serving, in the order the framework would apply them.
+/// the release still serving, in the order the framework would apply them. None while
+/// nothing is applied: no older code runs on a database that was never migrated (and
+/// the framework's own first migrations, which drop and alter, are no news).
 pub fn warnings(known: &[Known], applied: &[String]) -> Vec<String> {
+    if applied.is_empty() {
+        return Vec::new();
+    }
     known
         .iter()
         .filter(|k| !k.destructive.is_empty() && !applied.contains(&k.id))
@@ -248,7 +253,11 @@ mod tests {
         assert!(w[1].ends_with("works with both names first"), "{}", w[1]);
         let all: Vec<String> = known.iter().map(|k| k.id.clone()).collect();
         assert!(warnings(&known, &all).is_empty());
-        assert!(warnings(&[known_plain()], &[]).is_empty());
+        assert!(warnings(&[known_plain()], &["x".to_string()]).is_empty());
+        assert!(
+            warnings(&known, &[]).is_empty(),
+            "a database never migrated has no older code running on it"
+        );
     }
 
     fn known_plain() -> Known {
