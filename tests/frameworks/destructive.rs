@@ -5,7 +5,8 @@
 
 use crate::scenario::{Fw, Scenario};
 
-const WARNING: &str = "the release still serving (old code) may fail until every host runs the new code";
+const WARNING: &str =
+    "the release still serving (old code) may fail until every host runs the new code";
 
 /// v5's migration: drops v2's `items.price`.
 fn drops_price(fw: Fw) -> &'static str {
@@ -35,15 +36,16 @@ fn a_deploy_that_drops_a_column_warns_before_migrating(fw: Fw) {
     let dropping = s.ok(&["deploy", "test"]);
     let r5 = s.current();
     assert_ne!(r2, r5);
-    let expected = format!("migration {} drops column items.price: {WARNING}", drops_price(fw));
+    let expected = format!(
+        "migration {} drops column items.price: {WARNING}",
+        drops_price(fw)
+    );
     // Progress and warnings go to stderr, in the order they happen.
     let text = &dropping.stderr;
     let at = text
         .find(&expected)
         .unwrap_or_else(|| panic!("the deploy names the migration and the column:\n{text}"));
-    let migrated = text
-        .find(" migrate ok")
-        .unwrap_or_else(|| panic!("{text}"));
+    let migrated = text.find(" migrate ok").unwrap_or_else(|| panic!("{text}"));
     assert!(at < migrated, "the warning comes before migrating:\n{text}");
 
     // Back to v2 (the column returns), then v5's code without its migration: `check`

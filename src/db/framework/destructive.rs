@@ -63,9 +63,9 @@ const MAX_NAME: usize = 255;
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
-        && name.chars().all(|c| {
-            !c.is_whitespace() && !c.is_control() && c != '\u{7f}' && !",:>=".contains(c)
-        })
+        && name
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '\u{7f}' && !",:>=".contains(c))
 }
 
 impl Destructive {
@@ -136,10 +136,7 @@ impl Destructive {
             Kind::RenameTable => format!("renames table {} to {to}", self.target),
             Kind::RenameColumn => format!("renames column {} to {to}", self.target),
             Kind::ChangeType => format!("changes the type of column {}", self.target),
-            Kind::SetNotNull => format!(
-                "makes column {} NOT NULL without a default",
-                self.target
-            ),
+            Kind::SetNotNull => format!("makes column {} NOT NULL without a default", self.target),
         }
     }
 }

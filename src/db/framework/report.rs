@@ -65,7 +65,10 @@ impl Report {
                         (Some(field), None) => Destructive::parse_field(field)
                             .map_err(|m| format!("{m}: {}", shown(line)))?,
                         (Some(_), Some(_)) => {
-                            return Err(format!("a `known` line has too many fields: {}", shown(line)));
+                            return Err(format!(
+                                "a `known` line has too many fields: {}",
+                                shown(line)
+                            ));
                         }
                     };
                     let id = checked(id)?;

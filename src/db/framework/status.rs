@@ -258,17 +258,7 @@ pub async fn check(
             ),
         )];
     };
-    let ran = match run(
-        fleet,
-        config,
-        migrator,
-        &current,
-        "check",
-        Op::Inspect,
-        &[],
-    )
-    .await
-    {
+    let ran = match run(fleet, config, migrator, &current, "check", Op::Inspect, &[]).await {
         Ok(ran) => ran,
         Err(m) => return vec![(host, false, format!("database ({framework}): {m}"))],
     };
