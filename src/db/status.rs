@@ -275,7 +275,13 @@ pub async fn check(fleet: &Fleet, config: &Database) -> Vec<(String, bool, Strin
     use crate::config::DbDriver;
     let host = fleet.name(config.primary).to_string();
     let mut out = Vec::new();
+    if let Some(migrator) = &config.framework {
+        out.extend(super::framework::status::check(fleet, config, migrator).await);
+    }
     let Some(driver) = config.driver else {
+        if config.framework.is_some() {
+            return out;
+        }
         out.push((
             host,
             true,

@@ -14,3 +14,4 @@ mod hosts;
 mod scenario;
 
 mod acceptance;
+mod destructive;

@@ -174,7 +174,7 @@ impl Scenario {
         s
     }
 
-    /// Generates the app at `version` (v1..v4) with the framework's own tools, and
+    /// Generates the app at `version` (v1..v5) with the framework's own tools, and
     /// writes deploy.toml. `gate`: the release's health gate fails.
     pub fn app(&mut self, version: &str, gate_fails: bool) {
         let app = self.dir.path().join("app");

@@ -15,6 +15,11 @@
 # - atomic: the dialect has transactional DDL as configured by env.py
 #   (MigrationContext.impl.transactional_ddl; PostgreSQL and SQLite yes, MySQL
 #   no) and the module's source does not use autocommit_block().
+# - destructive: read from the source of the module's upgrade() with the ast module
+#   (nothing runs): op.drop_table, op.drop_column, op.rename_table,
+#   op.alter_column(new_column_name= / type_= / nullable=False without server_default),
+#   the same on `with op.batch_alter_table(T) as b:`, and DROP/RENAME in op.execute("...")
+#   string literals. Names that are not string literals are not followed.
 # migrate is `alembic upgrade heads` (the same steps, run through env.py):
 # without transaction_per_migration, one transaction for all pending revisions
 # on PostgreSQL, so a failure leaves none of them applied.
@@ -151,7 +156,7 @@ def main():
             except (OSError, TypeError):
                 source = ""
             atomic = transactional_ddl and "autocommit_block" not in source
-            out("known %s %s %s" % (s.revision, rev, "atomic" if atomic else "nonatomic"))
+            out("known %s %s %s%s" % (s.revision, rev, "atomic" if atomic else "nonatomic", destructive_field(s.module)))
 
     ids = [line.strip() for line in os.environ.get("SLIPWAY_MIGRATIONS", "").splitlines() if line.strip()]
 
@@ -273,6 +278,150 @@ def downgrade_does_something(module):
             continue
         return True
     return False
+
+
+SQL_NAME = r'[`"\[]?([\w$]+)[`"\]]?'
+SQL_QNAME = r"(%s(?:\.%s)?)" % (SQL_NAME, SQL_NAME)
+NOT_COLUMNS = ("constraint", "index", "key", "foreign", "primary", "check", "default", "not")
+
+
+def unquote(name):
+    return re.sub(r'[`"\[\]]', "", name)
+
+
+def destructive_sql(sql):
+    """DROP TABLE, ALTER TABLE ... DROP COLUMN / RENAME [COLUMN] ... TO / RENAME TO."""
+    found = []
+    for statement in sql.split(";"):
+        st = statement.strip()
+        m = re.match(r"drop\s+table\s+(?:if\s+exists\s+)?" + SQL_QNAME, st, re.I)
+        if m:
+            found.append(("drop_table", unquote(m.group(1)), None))
+            continue
+        m = re.match(r"alter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?" + SQL_QNAME + r"\s+(.*)\Z", st, re.I | re.S)
+        if not m:
+            continue
+        table, rest = unquote(m.group(1)), m.group(m.lastindex)
+        for col in re.findall(r"\bdrop\s+(?:column\s+)?(?:if\s+exists\s+)?" + SQL_NAME, rest, re.I):
+            if col.lower() not in NOT_COLUMNS:
+                found.append(("drop_column", "%s.%s" % (table, col), None))
+        for old, new in re.findall(r"\brename\s+(?:column\s+)?" + SQL_NAME + r"\s+to\s+" + SQL_NAME, rest, re.I):
+            found.append(("rename_column", "%s.%s" % (table, old), new))
+        r = re.match(r"rename\s+to\s+" + SQL_QNAME, rest, re.I)
+        if r:
+            found.append(("rename_table", table, unquote(r.group(1))))
+    return found
+
+
+def destructive_ops(module):
+    """What the module's upgrade() does that breaks code written for the schema before
+    it, read from its source (see the header). [(kind, target, new name or None)]"""
+    fn = getattr(module, "upgrade", None)
+    if not callable(fn):
+        return []
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return []
+
+    def text(node):
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+    def arg(call, index, name):
+        for kw in call.keywords:
+            if kw.arg == name:
+                return kw.value
+        return call.args[index] if len(call.args) > index else None
+
+    def kwarg(call, name):
+        return next((kw.value for kw in call.keywords if kw.arg == name), None)
+
+    def qualified(call, table):
+        schema = text(kwarg(call, "schema")) if kwarg(call, "schema") is not None else None
+        return "%s.%s" % (schema, table) if schema else table
+
+    batches = {}  # `as` name -> (table, the batch_alter_table call)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                call = item.context_expr
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "batch_alter_table"
+                    and isinstance(item.optional_vars, ast.Name)
+                ):
+                    table = text(arg(call, 0, "table_name"))
+                    if table:
+                        batches[item.optional_vars.id] = (qualified(call, table), call)
+
+    found = []
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    calls.sort(key=lambda n: (n.lineno, n.col_offset))
+    for call in calls:
+        name = call.func.attr
+        owner = call.func.value
+        batch = batches.get(owner.id) if isinstance(owner, ast.Name) else None
+        if batch is None and not (isinstance(owner, ast.Name) and owner.id == "op"):
+            continue
+        shift = 0 if batch else 1  # batch ops have no table argument
+        table = batch[0] if batch else None
+        if not batch and name in ("drop_table", "drop_column", "rename_table", "alter_column"):
+            t = text(arg(call, 0, "table_name" if name != "rename_table" else "old_table_name"))
+            if t is None:
+                continue
+            table = qualified(call, t)
+        if name == "drop_table" and not batch:
+            found.append(("drop_table", table, None))
+        elif name == "rename_table" and not batch:
+            new = text(arg(call, 1, "new_table_name"))
+            if new:
+                found.append(("rename_table", table, new))
+        elif name == "drop_column":
+            col = text(arg(call, shift, "column_name"))
+            if col:
+                found.append(("drop_column", "%s.%s" % (table, col), None))
+        elif name == "alter_column":
+            col = text(arg(call, shift, "column_name"))
+            if not col:
+                continue
+            at = "%s.%s" % (table, col)
+            new = text(kwarg(call, "new_column_name")) if kwarg(call, "new_column_name") is not None else None
+            if new and new != col:
+                found.append(("rename_column", at, new))
+            if kwarg(call, "type_") is not None:
+                found.append(("change_type", at, None))
+            nullable = kwarg(call, "nullable")
+            if (
+                isinstance(nullable, ast.Constant)
+                and nullable.value is False
+                and kwarg(call, "server_default") is None
+            ):
+                found.append(("set_not_null", at, None))
+        elif name == "execute" and not batch:
+            sql = text(arg(call, 0, "sqltext"))
+            if sql:
+                found += destructive_sql(sql)
+    return found
+
+
+def destructive_field(module):
+    """The `destructive=` field of a known line, or "". A name the field cannot carry
+    (whitespace, `,:>=`) is left out rather than break the line."""
+    ok = re.compile(r"^[^\s,:>=]{1,255}$")
+    items = []
+    try:
+        found = destructive_ops(module)
+    except Exception as e:
+        sys.stderr.write("alembic adapter: cannot read upgrade() of %s: %s\n" % (module.__name__, e))
+        found = []
+    for kind, target, to in found:
+        if not ok.match(target) or (to is not None and not ok.match(to)):
+            continue
+        item = "%s:%s%s" % (kind, target, "" if to is None else ">" + to)
+        if item not in items:
+            items.append(item)
+    return " destructive=" + ",".join(items) if items else ""
 
 
 sys.exit(main())

@@ -123,16 +123,36 @@ def _slipway_main():
                 finish(2)
         loader = executor.loader
         can_rollback_ddl = connection.features.can_rollback_ddl
+        from django.db.migrations.state import ProjectState
+
+        # The models as each migration finds them (what `migrate` itself builds): the
+        # tables and columns its operations touch are read from it.
+        state = ProjectState(real_apps=loader.unmigrated_apps)
         for migration, _ in executor.migration_plan(loader.graph.leaf_nodes(), clean_start=True):
             reversible = all(operation.reversible for operation in migration.operations)
             atomic = migration.atomic and can_rollback_ddl
+            found = []
+            if state is not None:
+                try:
+                    for operation in migration.operations:
+                        found += _slipway_destructive(migration.app_label, operation, state, connection)
+                        operation.state_forwards(migration.app_label, state)
+                except Exception as exc:
+                    print(
+                        "django adapter: cannot follow the models through %s.%s (%s): "
+                        "no destructive operations reported from there on"
+                        % (migration.app_label, migration.name, one_line(exc)),
+                        file=sys.stderr,
+                    )
+                    state = None
             out(
-                "known %s.%s %s %s"
+                "known %s.%s %s %s%s"
                 % (
                     migration.app_label,
                     migration.name,
                     "reversible" if reversible else "irreversible",
                     "atomic" if atomic else "nonatomic",
+                    _slipway_field(found),
                 )
             )
         finish(0)
@@ -220,6 +240,93 @@ def _slipway_main():
         if code is not None:
             finish(code)
     finish(0)
+
+
+def _slipway_field(found):
+    """The `destructive=` field of a known line (CONTRACT.md), or ''. A name the field
+    cannot carry (whitespace, `,:>=`) is left out rather than break the line."""
+    import re
+
+    ok = re.compile(r"^[^\s,:>=]{1,255}$")
+    items = []
+    for kind, target, to in found:
+        if not ok.match(target) or (to is not None and not ok.match(to)):
+            continue
+        item = "%s:%s%s" % (kind, target, "" if to is None else ">" + to)
+        if item not in items:
+            items.append(item)
+    return " destructive=" + ",".join(items) if items else ""
+
+
+def _slipway_destructive(app_label, operation, state, connection):
+    """What `operation` (of a migration of `app_label`, against the models `state` has
+    before it) does that breaks code written for the models before it: drops or
+    renames a table or column, changes a column's type (not only its length), makes
+    one NOT NULL without a default. [(kind, target, new name or None)]. RunSQL/RunPython are not read."""
+    from django.db.migrations import operations as ops
+    from django.db.models import NOT_PROVIDED
+
+    def model(name):
+        return state.models.get((app_label, name.lower()))
+
+    def managed(ms):
+        return ms is not None and ms.options.get("managed", True) and not ms.options.get("proxy")
+
+    def table(ms):
+        return ms.options.get("db_table") or "%s_%s" % (app_label, ms.name_lower)
+
+    def column(field, name):
+        f = field.clone()
+        f.set_attributes_from_name(name)
+        return f
+
+    if isinstance(operation, ops.DeleteModel):
+        ms = model(operation.name)
+        return [("drop_table", table(ms), None)] if managed(ms) else []
+    if isinstance(operation, ops.RenameModel):
+        ms = model(operation.old_name)
+        if not managed(ms) or ms.options.get("db_table"):
+            return []  # an explicit db_table stays
+        return [("rename_table", table(ms), "%s_%s" % (app_label, operation.new_name.lower()))]
+    if isinstance(operation, ops.AlterModelTable):
+        ms = model(operation.name)
+        if not managed(ms):
+            return []
+        new = operation.table or "%s_%s" % (app_label, ms.name_lower)
+        return [("rename_table", table(ms), new)] if new != table(ms) else []
+    if isinstance(operation, (ops.RemoveField, ops.RenameField, ops.AlterField)):
+        ms = model(operation.model_name)
+        if not managed(ms):
+            return []
+        name = operation.old_name if isinstance(operation, ops.RenameField) else operation.name
+        old_field = ms.fields.get(name)
+        if old_field is None:
+            return []
+        old = column(old_field, name)
+        if old.column is None:
+            return []  # many-to-many: no column
+        at = "%s.%s" % (table(ms), old.column)
+        if isinstance(operation, ops.RemoveField):
+            return [("drop_column", at, None)]
+        if isinstance(operation, ops.RenameField):
+            new = column(old_field, operation.new_name)
+            return [("rename_column", at, new.column)] if new.column != old.column else []
+        new = column(operation.field, name)
+        found = []
+        if new.column != old.column:
+            found.append(("rename_column", at, new.column))
+        try:
+            old_type, new_type = old.db_type(connection), new.db_type(connection)
+        except Exception:
+            old_type = new_type = None  # e.g. a foreign key to a model not loaded
+        # A type of its own, not a length or precision (widening a varchar is harmless).
+        if old_type and new_type and old_type.split("(")[0] != new_type.split("(")[0]:
+            found.append(("change_type", at, None))
+        default = new.has_default() or getattr(new, "db_default", NOT_PROVIDED) is not NOT_PROVIDED
+        if old.null and not new.null and not default:
+            found.append(("set_not_null", at, None))
+        return found
+    return []
 
 
 try:

@@ -15,6 +15,12 @@
 // - atomic: the migration runs in a transaction (its `config.transaction`, else
 //   not `migrations.disableTransactions`) and the client rolls DDL back
 //   (PostgreSQL, SQLite); MySQL/MariaDB are nonatomic.
+// - destructive: each migration's up() is run against a second knex of the same
+//   client whose queries are recorded and never sent (every query answers with no
+//   rows); the SQL it would run is read for DROP TABLE, DROP COLUMN and RENAME
+//   (tables, columns). When that dry run throws (an up() that needs real answers), the
+//   up() source text is scanned instead for dropTable/dropTableIfExists/renameTable
+//   and, inside table()/alterTable(), dropColumn(s)/renameColumn with literal names.
 // migrate is knex's `migrate.latest()`: one batch, by default in ONE transaction
 // for all pending migrations, so a failure there leaves none of them applied.
 // unapply runs `migrate.down({ name })` per id, which unapplies exactly that one.
@@ -100,6 +106,104 @@ function downDoesSomething(fn) {
   return true;
 }
 
+const SQL_NAME = '[`"\\[]?([\\w$]+)[`"\\]]?';
+const SQL_QNAME = `(${SQL_NAME}(?:\\.${SQL_NAME})?)`;
+const NOT_COLUMNS = ['constraint', 'index', 'key', 'foreign', 'primary', 'check', 'default', 'not'];
+const unquote = (name) => name.replace(/[`"[\]]/g, '');
+
+// DROP TABLE, ALTER TABLE ... DROP COLUMN / RENAME [COLUMN] ... TO / RENAME TO.
+function destructiveSql(sql) {
+  const found = [];
+  for (const statement of sql.split(';')) {
+    const st = statement.trim();
+    let m = st.match(new RegExp('^drop\\s+table\\s+(?:if\\s+exists\\s+)?' + SQL_QNAME, 'i'));
+    if (m) {
+      found.push(['drop_table', unquote(m[1]), null]);
+      continue;
+    }
+    m = st.match(new RegExp('^alter\\s+table\\s+(?:if\\s+exists\\s+)?(?:only\\s+)?' + SQL_QNAME + '\\s+([\\s\\S]*)$', 'i'));
+    if (!m) continue;
+    const table = unquote(m[1]);
+    const rest = m[m.length - 1];
+    for (const d of rest.matchAll(new RegExp('\\bdrop\\s+(?:column\\s+)?(?:if\\s+exists\\s+)?' + SQL_NAME, 'gi'))) {
+      if (!NOT_COLUMNS.includes(d[1].toLowerCase())) found.push(['drop_column', `${table}.${d[1]}`, null]);
+    }
+    for (const r of rest.matchAll(new RegExp('\\brename\\s+(?:column\\s+)?' + SQL_NAME + '\\s+to\\s+' + SQL_NAME, 'gi'))) {
+      found.push(['rename_column', `${table}.${r[1]}`, r[2]]);
+    }
+    const t = rest.match(new RegExp('^rename\\s+to\\s+' + SQL_QNAME, 'i'));
+    if (t) found.push(['rename_table', table, unquote(t[1])]);
+  }
+  return found;
+}
+
+// The text scan (see the top) of an up() the dry run could not run.
+function destructiveText(fn) {
+  const src = String(fn);
+  const found = [];
+  const lit = `['"\`]([^'"\`]+)['"\`]`;
+  const re = new RegExp(
+    `\\.(dropTableIfExists|dropTable|renameTable|alterTable|table|dropColumns?|renameColumn)\\(\\s*${lit}(?:\\s*,\\s*${lit})?`,
+    'g'
+  );
+  let table = null;
+  for (const m of src.matchAll(re)) {
+    const [, call, a, b] = m;
+    if (call === 'table' || call === 'alterTable') table = a;
+    else if (call === 'dropTable' || call === 'dropTableIfExists') found.push(['drop_table', a, null]);
+    else if (call === 'renameTable' && b) found.push(['rename_table', a, b]);
+    else if (table && (call === 'dropColumn' || call === 'dropColumns')) {
+      found.push(['drop_column', `${table}.${a}`, null]);
+      if (call === 'dropColumns' && b) found.push(['drop_column', `${table}.${b}`, null]);
+    } else if (table && call === 'renameColumn' && b) found.push(['rename_column', `${table}.${a}`, b]);
+  }
+  return found;
+}
+
+// A knex of the app's client whose queries are recorded, never sent (see the top).
+function dryKnex(knexLib, config) {
+  const quiet = { warn() {}, error() {}, deprecate() {}, debug() {} };
+  const dry = knexLib({ ...config, pool: { min: 0, max: 1 }, log: quiet });
+  const client = dry.client;
+  const driver = String(client.driverName || client.config.client || '');
+  const sql = [];
+  client.acquireConnection = async () => ({ slipwayDryRun: true });
+  client.releaseConnection = async () => {};
+  client._query = async (connection, obj) => {
+    if (obj && typeof obj.sql === 'string') sql.push(obj.sql);
+    obj.response = /mysql/.test(driver) ? [[], []] : /sqlite/.test(driver) ? [] : { rows: [], rowCount: 0, fields: [] };
+    return obj;
+  };
+  return { dry, sql };
+}
+
+async function destructiveOf(knexLib, config, content) {
+  if (typeof content.up !== 'function') return [];
+  const { dry, sql } = dryKnex(knexLib, config);
+  try {
+    await content.up(dry);
+    return destructiveSql(sql.join(';\n'));
+  } catch (e) {
+    process.stderr.write('knex adapter: dry run of up() failed (' + scrub(e && e.message) + '): scanning its text\n');
+    return destructiveText(content.up);
+  } finally {
+    await dry.destroy().catch(() => {});
+  }
+}
+
+// The `destructive=` field of a known line, or ''. A name the field cannot carry
+// (whitespace, `,:>=`) is left out rather than break the line.
+function destructiveField(found) {
+  const ok = /^[^\s,:>=]{1,255}$/;
+  const items = [];
+  for (const [kind, target, to] of found) {
+    if (!ok.test(target) || (to !== null && !ok.test(to))) continue;
+    const item = `${kind}:${target}${to === null ? '' : '>' + to}`;
+    if (!items.includes(item)) items.push(item);
+  }
+  return items.length ? ' destructive=' + items.join(',') : '';
+}
+
 async function main() {
   const op = process.env.SLIPWAY_OP;
   if (!['inspect', 'migrate', 'unapply'].includes(op)) {
@@ -136,7 +240,7 @@ async function main() {
     if (err && typeof err === 'object' && query && typeof query.sql === 'string') failedSql.set(err, query.sql);
   });
   try {
-    return await run(op, knex, config, migrateConfig);
+    return await run(op, knex, config, migrateConfig, knexLib);
   } finally {
     await knex.destroy().catch(() => {});
   }
@@ -163,7 +267,7 @@ async function printApplied(knex, mc) {
   }
 }
 
-async function run(op, knex, config, mc) {
+async function run(op, knex, config, mc, knexLib) {
   const source = mc.migrationSource;
   const client = String(knex.client.dialect || knex.client.config.client || '');
   const ddlRollsBack = /^(pg|postgres|postgresql|sqlite3?|better-sqlite3|cockroachdb|pgnative)$/.test(
@@ -178,7 +282,8 @@ async function run(op, knex, config, mc) {
       const reversible = typeof content.up === 'function' && downDoesSomething(content.down);
       const single = content.config && content.config.transaction;
       const inTransaction = typeof single === 'boolean' ? single : !mc.disableTransactions;
-      known.push({ name, reversible, atomic: inTransaction && ddlRollsBack });
+      const destructive = op === 'inspect' ? destructiveField(await destructiveOf(knexLib, config, content)) : '';
+      known.push({ name, reversible, atomic: inTransaction && ddlRollsBack, destructive });
     }
   } catch (e) {
     out('error cannot list the migrations: ' + scrub(e.message));
@@ -186,7 +291,7 @@ async function run(op, knex, config, mc) {
     return 2;
   }
   for (const k of known) {
-    out(`known ${k.name} ${k.reversible ? 'reversible' : 'irreversible'} ${k.atomic ? 'atomic' : 'nonatomic'}`);
+    out(`known ${k.name} ${k.reversible ? 'reversible' : 'irreversible'} ${k.atomic ? 'atomic' : 'nonatomic'}${k.destructive}`);
   }
 
   if (op === 'inspect') {

@@ -10,6 +10,13 @@
 //              irreversible here; a down() that does nothing cannot be told apart.
 //              atomic: the connection's schema grammar supports schema transactions
 //              (PostgreSQL, SQLite, SQL Server) and the migration keeps $withinTransaction.
+//              destructive: the SQL the migration's up() would run, from the migrator's
+//              own `migrate --pretend` (getQueries: the connection's pretend mode, nothing
+//              is sent), read for DROP TABLE, DROP COLUMN and RENAME (tables, columns).
+//              When pretending throws (e.g. renameColumn without doctrine/dbal on
+//              Laravel 8), the file's up() text is scanned instead for Schema::drop /
+//              dropIfExists / rename and, inside Schema::table(), dropColumn /
+//              renameColumn with literal names.
 //   applied    the `migrations` table as Laravel reads it: ORDER BY batch, migration.
 //   migrate    `php artisan migrate --force` through the console kernel (one batch).
 //   unapply    for each listed id, the migrator's own runDown() for that one file: its
@@ -86,7 +93,100 @@ $printApplied = function () use ($repository) {
     return $ran;
 };
 
-// known: id => [file, reversible, atomic]
+// DROP TABLE, ALTER TABLE ... DROP COLUMN / RENAME [COLUMN] ... TO / RENAME TO.
+function slipway_destructive_sql(string $sql): array
+{
+    $name = '[`"\[]?([\w$]+)[`"\]]?';
+    $qname = "($name(?:\\.$name)?)";
+    $unquote = function ($n) { return str_replace(['`', '"', '[', ']'], '', $n); };
+    $found = [];
+    foreach (explode(';', $sql) as $statement) {
+        $st = trim($statement);
+        if (preg_match("/^drop\\s+table\\s+(?:if\\s+exists\\s+)?$qname/i", $st, $m)) {
+            $found[] = ['drop_table', $unquote($m[1]), null];
+            continue;
+        }
+        if (!preg_match("/^alter\\s+table\\s+(?:if\\s+exists\\s+)?(?:only\\s+)?$qname\\s+(.*)\$/is", $st, $m)) {
+            continue;
+        }
+        $table = $unquote($m[1]);
+        $rest = $m[count($m) - 1];
+        preg_match_all("/\\bdrop\\s+(?:column\\s+)?(?:if\\s+exists\\s+)?$name/i", $rest, $drops);
+        foreach ($drops[1] as $col) {
+            if (!in_array(strtolower($col), ['constraint', 'index', 'key', 'foreign', 'primary', 'check', 'default', 'not'], true)) {
+                $found[] = ['drop_column', "$table.$col", null];
+            }
+        }
+        preg_match_all("/\\brename\\s+(?:column\\s+)?$name\\s+to\\s+$name/i", $rest, $renames, PREG_SET_ORDER);
+        foreach ($renames as $r) {
+            $found[] = ['rename_column', "$table.$r[1]", $r[2]];
+        }
+        if (preg_match("/^rename\\s+to\\s+$qname/i", $rest, $r)) {
+            $found[] = ['rename_table', $table, $unquote($r[1])];
+        }
+    }
+    return $found;
+}
+
+// The text scan (see the top) of an up() that could not be pretended.
+function slipway_destructive_text($migration): array
+{
+    try {
+        $m = new ReflectionMethod($migration, 'up');
+        $lines = file($m->getFileName());
+        $src = implode('', array_slice($lines, $m->getStartLine() - 1, $m->getEndLine() - $m->getStartLine() + 1));
+    } catch (Throwable $e) {
+        return [];
+    }
+    $lit = "['\"]([^'\"]+)['\"]";
+    preg_match_all("/(?:Schema::|->)(dropIfExists|drop|rename|table|dropColumn|renameColumn)\\(\\s*$lit(?:\\s*,\\s*$lit)?/", $src, $calls, PREG_SET_ORDER);
+    $found = [];
+    $table = null;
+    foreach ($calls as $c) {
+        [$call, $a, $b] = [$c[1], $c[2], $c[3] ?? ''];
+        $static = strpos($c[0], 'Schema::') === 0;
+        if ($static && $call === 'table') {
+            $table = $a;
+        } elseif ($static && ($call === 'drop' || $call === 'dropIfExists')) {
+            $found[] = ['drop_table', $a, null];
+        } elseif ($static && $call === 'rename' && $b !== '') {
+            $found[] = ['rename_table', $a, $b];
+        } elseif (!$static && $table !== null && $call === 'dropColumn') {
+            $found[] = ['drop_column', "$table.$a", null];
+        } elseif (!$static && $table !== null && $call === 'renameColumn' && $b !== '') {
+            $found[] = ['rename_column', "$table.$a", $b];
+        }
+    }
+    return $found;
+}
+
+// The `destructive=` field of a known line, or ''. A name the field cannot carry
+// (whitespace, `,:>=`) is left out rather than break the line.
+function slipway_destructive_field($migrator, $migration, string $id): string
+{
+    if (!method_exists($migration, 'up')) {
+        return '';
+    }
+    try {
+        $sql = array_map(function ($q) { return $q['query']; }, slipway_call($migrator, 'getQueries', $migration, 'up'));
+        $found = slipway_destructive_sql(implode(";\n", $sql));
+    } catch (Throwable $e) {
+        fwrite(STDERR, "laravel adapter: pretending $id failed (".slipway_clean($e)."): scanning its up() text\n");
+        $found = slipway_destructive_text($migration);
+    }
+    $items = [];
+    foreach ($found as [$kind, $target, $to]) {
+        $ok = '/^[^\s,:>=]{1,255}$/';
+        if (!preg_match($ok, $target) || ($to !== null && !preg_match($ok, $to))) {
+            continue;
+        }
+        $items[] = $kind.':'.$target.($to === null ? '' : '>'.$to);
+    }
+    $items = array_values(array_unique($items));
+    return $items ? ' destructive='.implode(',', $items) : '';
+}
+
+// known: id => [file, reversible, atomic, destructive]
 $known = [];
 $id = null;
 try {
@@ -98,6 +198,7 @@ try {
             'file' => $file,
             'reversible' => method_exists($migration, 'down'),
             'atomic' => $grammar->supportsSchemaTransactions() && $migration->withinTransaction,
+            'destructive' => getenv('SLIPWAY_OP') === 'inspect' ? slipway_destructive_field($migrator, $migration, $id) : '',
         ];
     }
 } catch (Throwable $e) {
@@ -107,7 +208,7 @@ try {
 }
 foreach ($known as $id => $k) {
     slipway_line('known '.$id.' '.($k['reversible'] ? 'reversible' : 'irreversible').' '
-        .($k['atomic'] ? 'atomic' : 'nonatomic'));
+        .($k['atomic'] ? 'atomic' : 'nonatomic').$k['destructive']);
 }
 
 $op = getenv('SLIPWAY_OP');

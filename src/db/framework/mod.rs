@@ -6,9 +6,11 @@
 //! release that has them. A schema is a set of applied migrations, never a count.
 //!
 //! - [`report`]: what an adapter printed, parsed and checked (pure).
+//! - [`destructive`]: migrations that break the release still serving, and the warnings.
 //! - [`plan`]: which migrations a rollback undoes or applies, and when it refuses (pure).
 //! - [`run`]: running an adapter on the db host, and the deploy's migrate step.
 
+pub mod destructive;
 pub mod plan;
 pub mod report;
 pub mod run;

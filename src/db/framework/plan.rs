@@ -238,6 +238,7 @@ mod tests {
                 id: id.to_string(),
                 reversible: !id.contains("irrev"),
                 atomic: true,
+                destructive: vec![],
             })
             .collect()
     }

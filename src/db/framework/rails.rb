@@ -169,6 +169,111 @@ module SlipwayRails
     end
   end
 
+  # What a migration does that breaks code written for the schema before it (see
+  # CONTRACT.md): its commands recorded forward (`change`, or `up`) by a
+  # CommandRecorder, as change_reversible? records them in revert mode: nothing runs,
+  # the `reversible`/`execute_block` blocks are called with the recorder as the
+  # connection, anything else inside a transaction that is rolled back. `execute`d
+  # SQL is read for DROP/RENAME. [[kind, target, new name or nil]]
+  def destructive(migration)
+    found = []
+    delegate = dry_run_delegate
+    dry_run = lambda do
+      recorder = ActiveRecord::Migration::CommandRecorder.new(delegate)
+      migration.instance_variable_set(:@connection, recorder)
+      migration.suppress_messages do
+        migration.respond_to?(:change) ? migration.change : migration.up
+        index = 0
+        while index < recorder.commands.length
+          command, _args, block = recorder.commands[index]
+          block.call if command == :execute_block && block
+          index += 1
+        end
+      end
+      recorder.commands.each { |command, args, _| found.concat(destructive_command(command, args)) }
+    rescue StandardError => e
+      warn "slipway: dry run of #{migration.version} #{migration.name}: #{one_line(e)}"
+    ensure
+      migration.instance_variable_set(:@connection, nil)
+    end
+    if delegate
+      ActiveRecord::Base.transaction(requires_new: true) do
+        dry_run.call
+        raise ActiveRecord::Rollback
+      end
+    else
+      dry_run.call
+    end
+    found
+  end
+
+  def destructive_command(command, args)
+    args = args.dup
+    options = args.last.is_a?(Hash) ? args.pop : {}
+    table = args[0].to_s
+    case command
+    when :remove_column then [["drop_column", "#{table}.#{args[1]}", nil]]
+    when :remove_columns then args[1..].map { |c| ["drop_column", "#{table}.#{c}", nil] }
+    when :remove_timestamps then %w[created_at updated_at].map { |c| ["drop_column", "#{table}.#{c}", nil] }
+    when :remove_reference, :remove_belongs_to
+      cols = ["#{args[1]}_id"]
+      cols << "#{args[1]}_type" if options[:polymorphic]
+      cols.map { |c| ["drop_column", "#{table}.#{c}", nil] }
+    when :drop_table then args.map { |t| ["drop_table", t.to_s, nil] }
+    when :drop_join_table
+      name = options[:table_name] || [args[0].to_s, args[1].to_s].sort.join("_")
+      [["drop_table", name.to_s, nil]]
+    when :rename_table then [["rename_table", table, args[1].to_s]]
+    when :rename_column then [["rename_column", "#{table}.#{args[1]}", args[2].to_s]]
+    when :change_column then [["change_type", "#{table}.#{args[1]}", nil]]
+    when :change_column_null
+      args[2] == false && args[3].nil? ? [["set_not_null", "#{table}.#{args[1]}", nil]] : []
+    when :execute then destructive_sql(args[0].to_s)
+    else []
+    end
+  end
+
+  NAME = /[`"\[]?([\w$]+)[`"\]]?/.source
+  QNAME = "(#{NAME}(?:\\.#{NAME})?)"
+
+  def unquote(name)
+    name.to_s.delete('`"[]')
+  end
+
+  # DROP TABLE, ALTER TABLE ... DROP COLUMN / RENAME [COLUMN] ... TO / RENAME TO.
+  def destructive_sql(sql)
+    found = []
+    sql.split(";").each do |statement|
+      st = statement.strip
+      if (m = st.match(/\Adrop\s+table\s+(?:if\s+exists\s+)?#{QNAME}/i))
+        found << ["drop_table", unquote(m[1]), nil]
+      elsif (m = st.match(/\Aalter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?#{QNAME}\s+(.*)\z/im))
+        table = unquote(m[1])
+        rest = m[m.size - 1]
+        rest.scan(/\bdrop\s+(?:column\s+)?(?:if\s+exists\s+)?#{NAME}/i) do |(col)|
+          found << ["drop_column", "#{table}.#{col}", nil] unless %w[constraint index key foreign primary check default not].include?(col.downcase)
+        end
+        rest.scan(/\brename\s+(?:column\s+)?#{NAME}\s+to\s+#{NAME}/i) do |from, to|
+          found << ["rename_column", "#{table}.#{from}", to]
+        end
+        if (r = rest.match(/\Arename\s+to\s+#{QNAME}/i))
+          found << ["rename_table", table, unquote(r[1])]
+        end
+      end
+    end
+    found
+  end
+
+  # The `destructive=` field of a known line, or "". A name the field cannot carry
+  # (whitespace, `,:>=`) is left out rather than break the line.
+  def destructive_field(found)
+    ok = /\A[^\s,:>=]{1,255}\z/
+    items = found.select { |_, target, to| target.match?(ok) && (to.nil? || to.match?(ok)) }
+                 .map { |kind, target, to| to ? "#{kind}:#{target}>#{to}" : "#{kind}:#{target}" }
+                 .uniq
+    items.empty? ? "" : " destructive=#{items.join(',')}"
+  end
+
   def reversible?(migration)
     if migration.respond_to?(:change)
       change_reversible?(migration)
@@ -206,7 +311,7 @@ module SlipwayRails
       migration = load_migration(proxy)
       rev = reversible?(migration) ? "reversible" : "irreversible"
       atomic = ddl && !migration.disable_ddl_transaction ? "atomic" : "nonatomic"
-      out("known #{proxy.version} #{rev} #{atomic}")
+      out("known #{proxy.version} #{rev} #{atomic}#{destructive_field(destructive(migration))}")
     end
     finish(0)
   end

@@ -2,6 +2,8 @@
 //! not trusted: an id must be a short printable word, and a line that breaks the
 //! contract is an error, never guessed around.
 
+use super::destructive::Destructive;
+
 /// A migration a release's code has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
@@ -9,6 +11,8 @@ pub struct Known {
     pub reversible: bool,
     /// Run in a transaction that the database rolls back on failure.
     pub atomic: bool,
+    /// What it does that breaks older code still running (empty: nothing known).
+    pub destructive: Vec<Destructive>,
 }
 
 /// One adapter run, as reported.
@@ -56,6 +60,17 @@ impl Report {
                     let (Some(id), Some(rev), Some(atomic)) = (f.next(), f.next(), f.next()) else {
                         return Err(format!("a `known` line is incomplete: {}", shown(line)));
                     };
+                    let destructive = match (f.next(), f.next()) {
+                        (None, _) => Vec::new(),
+                        (Some(field), None) => Destructive::parse_field(field)
+                            .map_err(|m| format!("{m}: {}", shown(line)))?,
+                        (Some(_), Some(_)) => {
+                            return Err(format!(
+                                "a `known` line has too many fields: {}",
+                                shown(line)
+                            ));
+                        }
+                    };
                     let id = checked(id)?;
                     let reversible = match rev {
                         "reversible" => true,
@@ -71,6 +86,7 @@ impl Report {
                         id,
                         reversible,
                         atomic,
+                        destructive,
                     });
                 }
                 "applied" => {
@@ -166,6 +182,27 @@ mod tests {
         assert_eq!(r.applied, Some(vec!["a.0001".to_string()]));
         assert_eq!(r.ddl_transactions, Some(true));
         assert!(r.done);
+    }
+
+    #[test]
+    fn a_known_line_may_name_what_breaks_older_code() {
+        let r = Report::parse(
+            "slipway:known a.0003 reversible atomic destructive=drop_column:items.price,rename_table:a>b\nslipway:known a.0004 reversible atomic\n",
+        )
+        .unwrap();
+        let d = &r.known("a.0003").unwrap().destructive;
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].describe(), "drops column items.price");
+        assert_eq!(d[1].describe(), "renames table a to b");
+        assert!(r.known("a.0004").unwrap().destructive.is_empty());
+        for bad in [
+            "slipway:known a reversible atomic destructive=drop_column:items.price extra",
+            "slipway:known a reversible atomic destructive=dropped:items",
+            "slipway:known a reversible atomic price",
+            "slipway:known a reversible atomic ",
+        ] {
+            assert!(Report::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl Migrated {
 /// view is the best there is, so the dry run names the framework step only.
 pub fn preview(config: &Database, migrator: &FrameworkMigrator) -> String {
     format!(
-        "{} migrate in the new release on the db host: read the applied migrations, {}apply the new ones, record exactly which were applied",
+        "{} migrate in the new release on the db host: read the applied migrations, warn about each new one that drops or renames what the running release uses (the dry run cannot: the new code is not on the host yet), {}apply the new ones, record exactly which were applied",
         migrator.framework.as_str(),
         if config.driver.is_some() {
             "snapshot, "
@@ -221,6 +221,11 @@ pub async fn migrate(
                     .join(", ")
             ),
         );
+    }
+    for warning in super::destructive::warnings(&known, &before) {
+        fleet
+            .reporter
+            .warning(Some(fleet.name(config.primary)), &warning);
     }
     if pending.is_empty() {
         return Ok(Migrated {

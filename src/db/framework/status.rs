@@ -210,12 +210,82 @@ pub async fn status(
             "mode": "framework",
             "framework": migrator.framework.as_str(),
             "applied": applied,
-            "known": ran.report.known.iter().map(|k| json!({"id": k.id, "reversible": k.reversible, "atomic": k.atomic})).collect::<Vec<_>>(),
+            "known": ran.report.known.iter().map(|k| json!({"id": k.id, "reversible": k.reversible, "atomic": k.atomic, "destructive": k.destructive.iter().map(|d| d.describe()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "releases": releases,
             "disagreements": problems,
             "agrees": problems.is_empty(),
         }),
     })
+}
+
+/// `slipway check` in framework mode: the adapter reads the database with the live
+/// release's code (ok, or FAIL with why), and each migration of that code still pending
+/// that would break the release serving is named (a warning: the check still passes).
+/// The code a deploy brings is not on the hosts before it: its migrations are checked
+/// when the deploy inspects them, before migrating.
+pub async fn check(
+    fleet: &Fleet,
+    config: &Database,
+    migrator: &FrameworkMigrator,
+) -> Vec<(String, bool, String)> {
+    let host = fleet.name(config.primary).to_string();
+    let framework = migrator.framework.as_str();
+    let probed = fleet
+        .step(
+            config.primary,
+            "probe",
+            &crate::script::probe(&fleet.layout),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
+    let current = match probed {
+        Ok(o) => HostState::parse(&host, &o.stdout).current(),
+        Err(m) => {
+            return vec![(
+                host,
+                false,
+                format!("database ({framework}): cannot read the releases: {m}"),
+            )];
+        }
+    };
+    let Some(current) = current else {
+        return vec![(
+            host,
+            true,
+            format!(
+                "database ({framework}): no live release yet; the first deploy reads the migrations with its code"
+            ),
+        )];
+    };
+    let ran = match run(fleet, config, migrator, &current, "check", Op::Inspect, &[]).await {
+        Ok(ran) => ran,
+        Err(m) => return vec![(host, false, format!("database ({framework}): {m}"))],
+    };
+    let applied = match ran.applied() {
+        Ok(a) => a.to_vec(),
+        Err(m) => return vec![(host, false, format!("database ({framework}): {m}"))],
+    };
+    let pending = ran
+        .report
+        .known
+        .iter()
+        .filter(|k| !applied.contains(&k.id))
+        .count();
+    let mut out = vec![(
+        host.clone(),
+        true,
+        format!(
+            "database ({framework}): read with release {current}'s code: {} applied, {pending} pending",
+            applied.len()
+        ),
+    )];
+    out.extend(
+        super::destructive::warnings(&ran.report.known, &applied)
+            .into_iter()
+            .map(|w| (host.clone(), true, format!("warning: {w}"))),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -229,6 +299,7 @@ mod tests {
                 id: i.to_string(),
                 reversible: true,
                 atomic: true,
+                destructive: vec![],
             })
             .collect()
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Generates the Django test app: make-app.sh DEST VERSION (v1..v4).
+# Generates the Django test app: make-app.sh DEST VERSION (v1..v5).
 #
 # Built with Django's own generators (startproject, startapp, makemigrations) run by the
 # `python3` on PATH (Django 5.2: scripts/install/django.sh), then edited. The app reads its
@@ -18,14 +18,16 @@
 #   v3  v2 + catalog.0003_create_notes (table notes: id, body)
 #          + catalog.0004_broken: creates table broken_part, then fails (SQL on a missing table)
 #   v4  v2 + catalog.0003_legacy_column: RunSQL adding items.legacy, no reverse (irreversible)
+#   v5  v2 + catalog.0003_remove_item_price: RemoveField, drops items.price (breaks v2's
+#          code while it still serves)
 # Migration ids and every file are the same on every run (makemigrations' date stripped).
 set -euo pipefail
 
-usage() { echo "usage: $0 DEST v1|v2|v3|v4" >&2; exit 2; }
+usage() { echo "usage: $0 DEST v1|v2|v3|v4|v5" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 DEST=$1
 case $2 in
-    v1|1) V=1 ;; v2|2) V=2 ;; v3|3) V=3 ;; v4|4) V=4 ;;
+    v1|1) V=1 ;; v2|2) V=2 ;; v3|3) V=3 ;; v4|4) V=4 ;; v5|5) V=5 ;;
     *) usage ;;
 esac
 if [ -e "$DEST" ] && [ -n "$(ls -A "$DEST")" ]; then
@@ -250,6 +252,11 @@ s = s.replace(old, '''    # Irreversible: raw SQL without reverse_sql.
 ''')
 open(path, "w").write(s)
 PYEOF
+fi
+
+if [ "$V" -eq 5 ]; then
+    sed -i '/^    price = /d' catalog/models.py
+    "$PY" manage.py makemigrations catalog --name remove_item_price >/dev/null
 fi
 
 # Deterministic files: no generation date in the migrations' headers.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates the Rails 6.1 test app (Debian's packaged gems, no rubygems.org) into DEST.
 #
-#   tests/frameworks/rails/make-app.sh DEST VERSION      (VERSION: v1 | v2 | v3 | v4)
+#   tests/frameworks/rails/make-app.sh DEST VERSION      (VERSION: v1 | v2 | v3 | v4 | v5)
 #
 # Built with `rails new` and `bin/rails generate model/migration`, then the generated
 # migrations are renamed to fixed timestamps (deterministic ids) and edited:
@@ -13,6 +13,8 @@
 #                                                   (INSERT INTO a missing table)
 #   v4  v2 + add_legacy_to_items    20240104000001  raw SQL up, down raises
 #                                                   ActiveRecord::IrreversibleMigration
+#   v5  v2 + remove_price_from_items 20240105000001 remove_column items.price (breaks
+#                                                   v2's code while it still serves)
 # Rails has no apps/modules: both "catalog" (items) and "orders" live in app/models.
 #
 # Database settings: the app has no config/database.yml and no config/master.key of its
@@ -34,15 +36,15 @@
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
-    echo "usage: $0 DEST v1|v2|v3|v4" >&2
+    echo "usage: $0 DEST v1|v2|v3|v4|v5" >&2
     exit 2
 fi
 dest=$1
 version=$2
 case $version in
-    v1 | v2 | v3 | v4) ;;
+    v1 | v2 | v3 | v4 | v5) ;;
     *)
-        echo "make-app.sh: unknown version '$version' (v1, v2, v3 or v4)" >&2
+        echo "make-app.sh: unknown version '$version' (v1, v2, v3, v4 or v5)" >&2
         exit 2
         ;;
 esac
@@ -207,6 +209,18 @@ class AddLegacyToItems < ActiveRecord::Migration[6.1]
 
   def down
     raise ActiveRecord::IrreversibleMigration
+  end
+end
+EOF
+fi
+
+if [ "$version" = v5 ]; then
+    gen "$app" 'migration RemovePriceFromItems price:integer'
+    fix "$app" remove_price_from_items 20240105000001
+    cat >"$app/db/migrate/20240105000001_remove_price_from_items.rb" <<'EOF'
+class RemovePriceFromItems < ActiveRecord::Migration[6.1]
+  def change
+    remove_column :items, :price, :integer, null: false, default: 0
   end
 end
 EOF
