@@ -483,11 +483,7 @@ async fn settle(
         Ok(Err(e)) => e,
         Err(signal) => {
             // Stopped on purpose: nothing to inspect, the new release goes entirely.
-            let script = format!(
-                "{}{}",
-                script::remove_partial(&fleet.layout, id),
-                script::remove_releases(&fleet.layout, std::slice::from_ref(id))
-            );
+            let script = script::remove_new_release(&fleet.layout, id);
             fleet
                 .on_all_best_effort("cleanup", &script, &format!("remove release {id}"))
                 .await;
@@ -504,13 +500,7 @@ async fn settle(
 /// release that got as far as `releases/ID` failed (kept for inspection, pruned later).
 async fn discard(fleet: &Fleet, id: &ReleaseId, meta: &ReleaseMeta, why: &str) {
     let failed = meta.with_state(ReleaseState::Failed, Some(why.to_string()));
-    let release = fleet.layout.release(id);
-    let script = format!(
-        "{}if [ -d {r} ]; then\n{}fi\n",
-        script::remove_partial(&fleet.layout, id),
-        script::write_meta(&fleet.layout, id, &failed.to_line()),
-        r = crate::layout::quote(&release),
-    );
+    let script = script::discard_release(&fleet.layout, id, &failed.to_line());
     fleet
         .on_all_best_effort("cleanup", &script, &format!("clean up release {id}"))
         .await;
@@ -561,13 +551,7 @@ async fn switch_back(
         .step_on(
             &others,
             "mark-failed",
-            |_| {
-                format!(
-                    "if [ -d {} ]; then\n{}fi\n",
-                    crate::layout::quote(&fleet.layout.release(id)),
-                    script::write_meta(&fleet.layout, id, &failed.to_line())
-                )
-            },
+            |_| script::write_meta_if_present(&fleet.layout, id, &failed.to_line()),
             None,
             fleet.stage.timeouts.command,
         )

@@ -17,7 +17,6 @@ pub mod run;
 pub mod status;
 
 use crate::config::{Framework, FrameworkMigrator};
-use crate::layout::quote;
 
 pub use report::{Known, Report};
 
@@ -54,22 +53,7 @@ pub fn program(framework: Framework) -> &'static str {
 /// caller changes into it). `runtime` is the user's own shell text, like a hook; the
 /// program and the migration ids go through the quoting function.
 pub fn command(migrator: &FrameworkMigrator, op: Op, ids: &[String]) -> String {
-    let program = quote(program(migrator.framework));
-    let runtime = &migrator.runtime;
-    let launch = match migrator.framework {
-        Framework::Django => format!("{runtime} manage.py shell -c {program}"),
-        Framework::Alembic => format!("{runtime} -c {program}"),
-        Framework::Rails => {
-            format!("RAILS_ENV=\"${{RAILS_ENV:-production}}\" {runtime} runner {program}")
-        }
-        Framework::Laravel => format!("{runtime} -r {program}"),
-        Framework::Knex => format!("{runtime} -e {program}"),
-    };
-    format!(
-        "SLIPWAY_OP={} SLIPWAY_MIGRATIONS={} {launch}",
-        op.as_str(),
-        quote(&ids.join("\n"))
-    )
+    crate::script::adapter(migrator, program(migrator.framework), op, ids)
 }
 
 #[cfg(test)]
