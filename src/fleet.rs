@@ -29,6 +29,9 @@ pub struct Fleet {
     pub hosts: Vec<Arc<dyn Transport>>,
     pub reporter: Arc<Reporter>,
     uploads: Semaphore,
+    /// The stage's index of each connected host (a fleet of the reachable hosts only
+    /// skips some): host `i` of the fleet is `stage.hosts[stage_index[i]]`.
+    stage_index: Vec<usize>,
 }
 
 impl Fleet {
@@ -52,7 +55,7 @@ impl Fleet {
     /// Connects to every host it can, for read-only commands that must say where every
     /// host stands even when some are down (`status`): the fleet of reachable hosts, and
     /// each unreachable host with its error. Indexes of this fleet are not the stage's
-    /// host indexes: never use it for steps that pick hosts by role.
+    /// host indexes: [`Fleet::host_config`] maps them.
     pub async fn connect_reachable(
         stage: &Stage,
         reporter: Arc<Reporter>,
@@ -98,10 +101,14 @@ impl Fleet {
         });
         let results = join_all(attempts).await;
         let mut hosts = Vec::new();
+        let mut stage_index = Vec::new();
         let mut failures = Vec::new();
-        for (name, result) in results {
+        for (n, (name, result)) in results.into_iter().enumerate() {
             match result {
-                Ok(t) => hosts.push(t),
+                Ok(t) => {
+                    hosts.push(t);
+                    stage_index.push(n);
+                }
                 Err(e) => failures.push((name, e)),
             }
         }
@@ -111,6 +118,7 @@ impl Fleet {
             hosts,
             reporter,
             uploads: Semaphore::new(CONCURRENT_UPLOADS.min(stage.rollout.max_parallel.max(1))),
+            stage_index,
         };
         let failures = failures
             .into_iter()
@@ -129,6 +137,11 @@ impl Fleet {
 
     pub fn name(&self, i: usize) -> &str {
         self.hosts[i].host()
+    }
+
+    /// The configuration of fleet host `i` (its roles, pool, address).
+    pub fn host_config(&self, i: usize) -> &crate::config::Host {
+        &self.stage.hosts[self.stage_index[i]]
     }
 
     pub fn all(&self) -> Vec<usize> {

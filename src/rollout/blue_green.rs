@@ -84,7 +84,7 @@ async fn traffic_back(
     let back_hosts: Vec<usize> = fleet
         .all()
         .into_iter()
-        .filter(|&i| stage.hosts[i].pool.as_deref() == Some(back.as_str()))
+        .filter(|&i| fleet.host_config(i).pool.as_deref() == Some(back.as_str()))
         .collect();
     let mut back_release = None;
     for &i in &back_hosts {
@@ -125,7 +125,7 @@ async fn traffic_back(
     let left_hosts: Vec<usize> = fleet
         .all()
         .into_iter()
-        .filter(|&i| stage.hosts[i].pool.as_deref() == Some(live.as_str()))
+        .filter(|&i| fleet.host_config(i).pool.as_deref() == Some(live.as_str()))
         .filter(|&i| {
             states[i]
                 .current()

@@ -135,7 +135,7 @@ async fn sample(
         } => {
             let target = match address.as_deref() {
                 None => "127.0.0.1".to_string(),
-                Some("{host}") => fleet.stage.hosts[i].address.clone(),
+                Some("{host}") => fleet.host_config(i).address.clone(),
                 Some(a) => a.to_string(),
             };
             if reached.is_none() {
