@@ -124,6 +124,12 @@ fn rollback_undoes_exactly_what_the_deploy_applied(fw: Fw, kind: Kind) {
             text.contains("the database was restored from the snapshot"),
             "{text}"
         );
+        let status = s.ok(&["db", "status", "test"]);
+        assert!(
+            !status.stdout.contains("half-applied"),
+            "restored: nothing is half-applied\n{}",
+            status.all()
+        );
     }
 
     // v4 carries an irreversible migration: deploying works, rolling back refuses.

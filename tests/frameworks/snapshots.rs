@@ -102,4 +102,12 @@ fn without_a_snapshot_a_half_failed_migration_on_mariadb_is_left_to_repair_by_ha
             .contains("create_notes"),
         "{text}"
     );
+    let status = s.ok(&["db", "status", "test"]);
+    assert!(
+        status
+            .stdout
+            .contains("may have left a half-applied migration"),
+        "{}",
+        status.all()
+    );
 }
