@@ -1,5 +1,5 @@
 //! The framework-migrations acceptance, once per framework and database (PostgreSQL and
-//! MariaDB for all five, SQLite for Django, its default):
+//! MariaDB for all five, SQLite for Django, its default; the canary on PostgreSQL):
 //! - deploy v1, v2, insert rows, rollback: catalog and migration table equal v1's, every
 //!   row is still there, `db status` agrees; `rollback --to` v2 migrates forward;
 //! - v3's failing migration: code stays on v2, the report names the migration and the
@@ -201,12 +201,21 @@ pub fn last_json(stdout: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no JSON result in {stdout}"))
 }
 
-/// `framework => module [database => module, ...]`: both tests for each pair, named
-/// e.g. `acceptance::django::mariadb::rollback_undoes_exactly_what_the_deploy_applied`.
+/// `framework => module [database => module, ...]`: the rollback test for each pair, e.g.
+/// `acceptance::django::mariadb::rollback_undoes_exactly_what_the_deploy_applied`, and
+/// the canary test once per framework, on PostgreSQL
+/// (`acceptance::django::a_failed_canary_undoes_its_migrations`): its undo is the same
+/// unapply the rollback test runs on every database, and the whole file must stay
+/// within a few minutes on two cores.
 macro_rules! for_each_framework {
     ($($fw:ident => $module:ident [$($kind:ident => $db:ident),*]),*) => {
         $(
             mod $module {
+                use crate::scenario::{Fw, Kind};
+                #[test]
+                fn a_failed_canary_undoes_its_migrations() {
+                    super::a_failed_canary_undoes_its_migrations(Fw::$fw, Kind::Postgres)
+                }
                 $(
                     mod $db {
                         use crate::scenario::{Fw, Kind};
@@ -216,10 +225,6 @@ macro_rules! for_each_framework {
                                 Fw::$fw,
                                 Kind::$kind,
                             )
-                        }
-                        #[test]
-                        fn a_failed_canary_undoes_its_migrations() {
-                            super::super::a_failed_canary_undoes_its_migrations(Fw::$fw, Kind::$kind)
                         }
                     }
                 )*
