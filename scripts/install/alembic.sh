@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs Alembic, SQLAlchemy 2 and psycopg 3 (binary) for the alembic framework
-# tests into a virtual environment of the machine's python3, in a fixed, shared
-# directory (default /var/cache/slipway-tests/alembic/venv, override with
-# SLIPWAY_ALEMBIC_VENV). The test app made by tests/frameworks/alembic/make-app.sh
+# Installs Alembic, SQLAlchemy 2, psycopg 3 (binary) and PyMySQL (pure Python, for
+# MariaDB/MySQL) for the alembic framework tests into a virtual environment of the
+# machine's python3, in a fixed, shared directory (default
+# /var/cache/slipway-tests/alembic/venv, override with SLIPWAY_ALEMBIC_VENV). The test app made by tests/frameworks/alembic/make-app.sh
 # has a `.venv` symlink to it, so the contract's default runtime `.venv/bin/python`
 # works from any release directory on this machine. (A venv rather than the
 # system python: Debian's python3 refuses `pip install` outside one, PEP 668.)
@@ -12,7 +12,7 @@ set -euo pipefail
 VENV="${SLIPWAY_ALEMBIC_VENV:-/var/cache/slipway-tests/alembic/venv}"
 # Debian's own python: the test hosts see /usr but not root's home (a pyenv python).
 PYTHON="${PYTHON:-/usr/bin/python3}"
-PACKAGES=(alembic==1.16.5 SQLAlchemy==2.0.43 "psycopg[binary]==3.2.10")
+PACKAGES=(alembic==1.16.5 SQLAlchemy==2.0.43 "psycopg[binary]==3.2.10" PyMySQL==1.1.2)
 
 die() { echo "install/alembic.sh: $*" >&2; exit 1; }
 
@@ -27,7 +27,7 @@ for spec in sys.argv[1:]:
     name = name.split("[")[0]
     if version(name) != want:
         sys.exit(1)
-import alembic, sqlalchemy, psycopg  # noqa: E401,F401  (importable, binary included)
+import alembic, sqlalchemy, psycopg, pymysql  # noqa: E401,F401  (importable, binary included)
 PY
 }
 

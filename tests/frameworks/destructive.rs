@@ -3,7 +3,7 @@
 //! `check` names it while it is pending for the live code, and a deploy whose
 //! migrations only add prints no such warning.
 
-use crate::scenario::{Fw, Scenario};
+use crate::scenario::{Fw, Kind, Scenario};
 
 const WARNING: &str =
     "the release still serving (old code) may fail until every host runs the new code";
@@ -18,7 +18,7 @@ fn drops_price(fw: Fw) -> &'static str {
 }
 
 fn a_deploy_that_drops_a_column_warns_before_migrating(fw: Fw) {
-    let mut s = Scenario::new(fw);
+    let mut s = Scenario::new(fw, Kind::Postgres);
     s.app("v1", false);
     s.ok(&["deploy", "test"]);
     s.app("v2", false);

@@ -1,12 +1,13 @@
 //! One framework app on two sshd hosts (host1 has the db role) with a throwaway
-//! PostgreSQL, and the real `slipway` binary. Every command's output is kept, so a test
-//! can grep all of it for the database password.
+//! database (PostgreSQL, MariaDB, or a SQLite file on host1), and the real `slipway`
+//! binary. Every command's output is kept, so a test can grep all of it for the
+//! database password.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::db_support::{Listen, PASSWORD, Postgres};
+use crate::db_support::{Listen, MariaDb, PASSWORD, Postgres, sqlite};
 use crate::hosts::Fleet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +53,11 @@ impl Fw {
             Fw::Rails => vec![
                 (
                     "config/database.yml",
-                    format!("production:\n  url: {url}\n"),
+                    // Rails names its adapter after the gem: mysql2://.
+                    format!(
+                        "production:\n  url: {}\n",
+                        url.replacen("mysql://", "mysql2://", 1)
+                    ),
                 ),
                 (
                     "config/master.key",
@@ -64,8 +69,12 @@ impl Fw {
     }
 
     /// The framework's own migration table, one row per line.
-    pub fn migration_table(self) -> &'static str {
+    pub fn migration_table(self, kind: Kind) -> &'static str {
         match self {
+            // `||` is OR in MariaDB.
+            Fw::Django if kind == Kind::MariaDb => {
+                "SELECT CONCAT(app, '.', name) FROM django_migrations ORDER BY app, name"
+            }
             Fw::Django => "SELECT app || '.' || name FROM django_migrations ORDER BY app, name",
             Fw::Rails => "SELECT version FROM schema_migrations ORDER BY version",
             Fw::Laravel => "SELECT migration, batch FROM migrations ORDER BY migration",
@@ -122,6 +131,58 @@ impl Fw {
     }
 }
 
+/// The database a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    MariaDb,
+    /// A file on the db host (host1), which the app opens itself (Django's default).
+    Sqlite,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::MariaDb => "mariadb",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+
+    /// `[database] driver` for a scenario that lets slipway reach the database.
+    fn driver(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::MariaDb => "mysql",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+
+    /// A timestamp one day ahead, in this database's SQL.
+    pub fn tomorrow(self) -> &'static str {
+        match self {
+            Kind::Postgres => "now() + interval '1 day'",
+            Kind::MariaDb => "NOW() + INTERVAL 1 DAY",
+            Kind::Sqlite => "datetime('now', '+1 day')",
+        }
+    }
+
+    /// Whether a migration's DDL is rolled back with its transaction.
+    pub fn ddl_rolls_back(self) -> bool {
+        self != Kind::MariaDb
+    }
+}
+
+/// The SQLite file as the db host sees it (under shared/, which every release can reach).
+const SQLITE_FILE: &str = "/srv/app/shared/db.sqlite3";
+
+enum Server {
+    Postgres(Postgres),
+    MariaDb(MariaDb),
+    /// The file as this machine sees it.
+    Sqlite(PathBuf),
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -136,9 +197,13 @@ impl Run {
 
 pub struct Scenario {
     pub fw: Fw,
+    pub kind: Kind,
     pub dir: tempfile::TempDir,
     pub fleet: Fleet,
-    pub pg: Postgres,
+    server: Server,
+    /// `[database] driver` is set and the URL is in slipway's DATABASE_URL: slipway
+    /// reaches the database, so it takes a snapshot before migrating.
+    snapshots: bool,
     /// Extra deploy.toml text for the stage (a rollout, a health gate).
     pub stage_extra: String,
     pub transcript: String,
@@ -149,29 +214,58 @@ fn repo() -> PathBuf {
 }
 
 impl Scenario {
-    pub fn new(fw: Fw) -> Scenario {
-        let pg = Postgres::start(Listen::Loopback);
+    pub fn new(fw: Fw, kind: Kind) -> Scenario {
         let fleet = Fleet::start(2);
+        let server = match kind {
+            Kind::Postgres => Server::Postgres(Postgres::start(Listen::Loopback)),
+            Kind::MariaDb => Server::MariaDb(MariaDb::start(Listen::Loopback)),
+            Kind::Sqlite => Server::Sqlite(fleet.host(0).path(SQLITE_FILE)),
+        };
         let dir = tempfile::Builder::new()
             .prefix("slipway-fwtest-")
             .tempdir()
             .unwrap();
         let s = Scenario {
             fw,
+            kind,
             dir,
             fleet,
-            pg,
+            server,
+            snapshots: false,
             stage_extra: String::new(),
             transcript: String::new(),
         };
         for host in s.fleet.hosts() {
-            for (path, content) in fw.shared(&s.pg.url()) {
+            for (path, content) in fw.shared(&s.url()) {
                 let file = host.path("/srv/app/shared").join(path);
                 fs::create_dir_all(file.parent().unwrap()).unwrap();
                 fs::write(&file, content).unwrap();
             }
         }
         s
+    }
+
+    /// Sets `[database] driver` and gives slipway the URL: it snapshots before migrating.
+    pub fn with_snapshots(&mut self) {
+        assert_ne!(
+            self.kind,
+            Kind::Sqlite,
+            "a SQLite snapshot needs [database] path"
+        );
+        self.snapshots = true;
+    }
+
+    /// The database URL, as the hosts see it.
+    fn url(&self) -> String {
+        match &self.server {
+            Server::Postgres(pg) => pg.url(),
+            Server::MariaDb(db) => db.url(),
+            Server::Sqlite(_) => format!("sqlite://{SQLITE_FILE}"),
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("{}/{}", self.fw.name(), self.kind.name())
     }
 
     /// Generates the app at `version` (v1..v5) with the framework's own tools, and
@@ -202,8 +296,13 @@ impl Scenario {
         fs::write(
             self.dir.path().join("deploy.toml"),
             format!(
-                "app = \"shop\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 10\n{}\n[source]\npath = \"app\"\n\n[stages.test]\nhosts = [\n  {{ address = \"{}\", port = {}, roles = [\"app\", \"db\"] }},\n  {{ address = \"{}\", port = {}, roles = [\"app\"] }},\n]\n{}\n[stages.test.ssh]\nconfig_file = \"{}\"\nconnect_timeout = \"5s\"\n",
+                "app = \"shop\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 10\n{}{}\n[source]\npath = \"app\"\n\n[stages.test]\nhosts = [\n  {{ address = \"{}\", port = {}, roles = [\"app\", \"db\"] }},\n  {{ address = \"{}\", port = {}, roles = [\"app\"] }},\n]\n{}\n[stages.test.ssh]\nconfig_file = \"{}\"\nconnect_timeout = \"5s\"\n",
                 self.fw.config(),
+                if self.snapshots {
+                    format!("driver = \"{}\"\n", self.kind.driver())
+                } else {
+                    String::new()
+                },
                 h1.address,
                 h1.port,
                 h2.address,
@@ -216,14 +315,17 @@ impl Scenario {
     }
 
     pub fn run(&mut self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
+        command
             .arg("-c")
             .arg(self.dir.path().join("deploy.toml"))
             .args(args)
             .env("NO_COLOR", "1")
-            .env_remove("DATABASE_URL")
-            .output()
-            .expect("cannot run slipway");
+            .env_remove("DATABASE_URL");
+        if self.snapshots {
+            command.env("DATABASE_URL", self.url());
+        }
+        let out = command.output().expect("cannot run slipway");
         let run = Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -238,7 +340,8 @@ impl Scenario {
         // SLIPWAY_TEST_TRANSCRIPTS=DIR keeps every run's output (timings for the docs).
         if let Some(dir) = std::env::var_os("SLIPWAY_TEST_TRANSCRIPTS") {
             use std::io::Write;
-            let file = PathBuf::from(dir).join(format!("{}.log", self.fw.name()));
+            let file =
+                PathBuf::from(dir).join(format!("{}-{}.log", self.fw.name(), self.kind.name()));
             if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(file) {
                 let _ = f.write_all(entry.as_bytes());
             }
@@ -253,7 +356,7 @@ impl Scenario {
             run.code,
             0,
             "{}: slipway {} failed:\n{}",
-            self.fw.name(),
+            self.label(),
             args.join(" "),
             run.all()
         );
@@ -294,13 +397,32 @@ impl Scenario {
         serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
     }
 
+    /// Runs SQL in the app's database (as its superuser), one row per line.
     pub fn sql(&self, sql: &str) -> String {
-        self.pg.sql(sql)
+        match &self.server {
+            Server::Postgres(pg) => pg.sql(sql),
+            Server::MariaDb(db) => db.sql(sql),
+            Server::Sqlite(file) => sqlite(file, sql),
+        }
+    }
+
+    /// The columns of the app's database, one line each, sorted (for SQLite from
+    /// `pragma_table_info`, as the others' from information_schema: a table SQLite's
+    /// ALTER made anew has other `CREATE TABLE` text, but the same columns).
+    pub fn catalog(&self) -> String {
+        match &self.server {
+            Server::Postgres(pg) => pg.catalog(),
+            Server::MariaDb(db) => db.catalog(),
+            Server::Sqlite(file) => sqlite(
+                file,
+                "SELECT m.name, p.name, p.type, p.\"notnull\", coalesce(p.dflt_value, '') FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table' ORDER BY m.name, p.name",
+            ),
+        }
     }
 
     /// The database as a whole: the catalog, and the framework's migration table.
     pub fn schema(&self) -> (String, String) {
-        (self.pg.catalog(), self.sql(self.fw.migration_table()))
+        (self.catalog(), self.sql(self.fw.migration_table(self.kind)))
     }
 
     /// The app's tables (the framework's own bookkeeping left out).
@@ -314,9 +436,17 @@ impl Scenario {
             "knex_migrations_lock",
             "alembic_version",
         ];
-        self.sql(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name",
-        )
+        self.sql(match self.kind {
+            Kind::Postgres => {
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"
+            }
+            Kind::MariaDb => {
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY table_name"
+            }
+            Kind::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            }
+        })
         .lines()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty() && !BOOKKEEPING.contains(&t.as_str()))
@@ -327,9 +457,13 @@ impl Scenario {
     pub fn data(&self, tables: &[String]) -> String {
         let mut out = String::new();
         for t in tables {
+            let quoted = match self.kind {
+                Kind::MariaDb => format!("`{t}`"),
+                _ => format!("\"{t}\""),
+            };
             out.push_str(&format!(
                 "{t}: {}\n",
-                self.sql(&format!("SELECT count(*) FROM \"{t}\"")).trim()
+                self.sql(&format!("SELECT count(*) FROM {quoted}")).trim()
             ));
         }
         out.push_str(&self.sql("SELECT id, name FROM items ORDER BY id"));

@@ -351,43 +351,50 @@ async fn failed_migration(
         "; it did NOT run in a transaction the database can roll back: the schema may be partially changed by it"
     });
     let ours = plan::applied_between(before, &after);
-    if ours.is_empty() {
-        text.push_str("; no other migration was applied");
-        if !atomic {
-            text.push_str(&restore_hint(fleet, config, release, snapshot).await);
+    text.push_str(&if ours.is_empty() {
+        "; no other migration was applied".to_string()
+    } else {
+        format!("; applied before it failed: {}", ours.join(", "))
+    });
+    if atomic {
+        if !ours.is_empty() {
+            text.push_str(
+                &put_back(
+                    fleet, config, migrator, release, known, &ours, snapshot, true,
+                )
+                .await,
+            );
         }
         return text;
     }
-    text.push_str(&format!("; applied before it failed: {}", ours.join(", ")));
-    text.push_str(&put_back(fleet, config, migrator, release, known, &ours, snapshot).await);
-    if !atomic {
-        text.push_str(&restore_hint(fleet, config, release, snapshot).await);
-    }
-    text
-}
-
-/// For a migration that may have left half its changes: restore the snapshot when
-/// there is one (the whole database goes back to before the deploy), else say so.
-async fn restore_hint(
-    fleet: &Fleet,
-    config: &Database,
-    release: &ReleaseId,
-    snapshot: Option<&str>,
-) -> String {
-    let _ = release;
-    match snapshot {
-        Some(s) => match super::super::restore_snapshot(fleet, config, s).await {
-            Ok(()) => format!("; the database was restored from the snapshot {s} taken just before"),
+    // Half a migration cannot be unapplied (its down step expects all of it): only the
+    // snapshot puts everything back, the migrations applied before it included.
+    if let Some(s) = snapshot {
+        text.push_str(&match super::super::restore_snapshot(fleet, config, s).await {
+            Ok(()) => format!(
+                "; the database was restored from the snapshot {s} taken just before migrating: the schema is as before this deploy"
+            ),
             Err(m) => format!(
                 "; restoring the snapshot {s} FAILED ({m}): restore it with `slipway db restore {} {s} --yes`",
                 fleet.stage.name
             ),
-        },
-        None => "; no snapshot was taken (set [database] driver and url_env to have one): repair the schema by hand".into(),
+        });
+        return text;
     }
+    if !ours.is_empty() {
+        text.push_str(&put_back(fleet, config, migrator, release, known, &ours, None, false).await);
+    }
+    text.push_str(&format!(
+        "; no snapshot was taken (set [database] driver and url_env to have one): what {} changed before failing is still there, repair it by hand",
+        failed_id.as_deref().unwrap_or("the failed migration")
+    ));
+    text
 }
 
 /// Unapplies `ours` (applied oldest first) with the code of `release`; says how it went.
+/// `whole`: nothing else changed the schema, so once they are unapplied it is as before
+/// the deploy (false when a failed migration may have left part of its change).
+#[allow(clippy::too_many_arguments)]
 async fn put_back(
     fleet: &Fleet,
     config: &Database,
@@ -396,6 +403,7 @@ async fn put_back(
     known: &[Known],
     ours: &[String],
     snapshot: Option<&str>,
+    whole: bool,
 ) -> String {
     let undo: Vec<String> = ours.iter().rev().cloned().collect();
     let irreversible: Vec<&String> = undo
@@ -425,8 +433,13 @@ async fn put_back(
     }
     match unapply(fleet, config, migrator, release, &undo).await {
         Ok(()) => format!(
-            "; put back: unapplied {} with release {release}'s code, the schema is as before this deploy",
-            undo.join(", ")
+            "; put back: unapplied {} with release {release}'s code{}",
+            undo.join(", "),
+            if whole {
+                ", the schema is as before this deploy"
+            } else {
+                ""
+            }
         ),
         Err(m) => format!("; putting the schema back FAILED: {m}"),
     }
@@ -488,6 +501,7 @@ pub async fn revert(
         &migrated.known,
         ours,
         migrated.snapshot.as_deref(),
+        true,
     )
     .await;
     let text = text.trim_start_matches("; ").to_string();

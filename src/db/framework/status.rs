@@ -177,7 +177,11 @@ pub async fn status(
             }
         };
         let note = match (st, meta.and_then(|m| m.note.as_deref())) {
-            (Some(ReleaseState::Failed), Some(n)) if n.contains("partially changed") => {
+            // A snapshot restored after the failure put the whole schema back.
+            (Some(ReleaseState::Failed), Some(n))
+                if n.contains("partially changed")
+                    && !n.contains("the schema is as before this deploy") =>
+            {
                 format!(" [FAILED, may have left a half-applied migration: {n}]")
             }
             _ => String::new(),

@@ -9,7 +9,8 @@
 # scripts/install/alembic.sh (default /var/cache/slipway-tests/alembic/venv;
 # SLIPWAY_ALEMBIC_VENV overrides it). Its database settings come, at run time,
 # from `.env` in the app root: a line `DATABASE_URL=postgresql://USER:PW@HOST:PORT/DB`
-# (postgres:// and postgresql:// use psycopg 3). Without a `.env`, the
+# (postgres:// and postgresql:// use psycopg 3; mysql:// and mariadb:// use PyMySQL;
+# a SQLAlchemy URL such as mysql+pymysql://... is used as it is). Without a `.env`, the
 # environment variable DATABASE_URL is used.
 set -euo pipefail
 
@@ -76,9 +77,13 @@ def database_url() -> str:
 
 
 def sqlalchemy_url(url: str) -> str:
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+    for prefixes, driver in (
+        (("postgres://", "postgresql://"), "postgresql+psycopg://"),
+        (("mysql://", "mariadb://"), "mysql+pymysql://"),
+    ):
+        for prefix in prefixes:
+            if url.startswith(prefix):
+                return driver + url[len(prefix):]
     return url
 
 
