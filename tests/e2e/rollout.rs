@@ -771,3 +771,60 @@ fn json_events_of_a_gated_canary_match_the_schema() {
         assert!(steps.contains(step), "no `{step}` event in {steps:?}");
     }
 }
+
+/// The one switch-back and its restart policy, whoever calls it: a deploy whose gate
+/// fails and a `rollout abort` of a paused canary both put the canary back on the old
+/// release and restart that release there exactly once, at once; the other host, never
+/// switched, is never restarted.
+#[test]
+fn every_switch_back_restarts_the_old_release_where_the_new_one_ran() {
+    let s = app_scenario(
+        2,
+        "strategy = \"canary\"\nsteps = [50, 100]\npause = \"manual\"",
+        HTTP_GATE,
+    );
+    let v1 = s.deploy_ok();
+    s.slipway(&["rollout", "promote", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+    let canary: BTreeSet<String> = addresses_of(&plan_step(&s, 1));
+    let before = restarts(&s).len();
+
+    // Caller 1: the deploy itself, when its gate fails.
+    s.app_file("status", "500\n");
+    s.deploy().expect_code(1);
+    s.assert_current_everywhere(&v1);
+    let after_gate: Vec<(f64, String, String)> = restarts(&s)[before..].to_vec();
+
+    // Caller 2: `rollout abort` of a paused canary, from another invocation.
+    s.app_file("status", "200\n");
+    let paused = s.deploy().ok();
+    assert!(paused.stdout.contains("paused"), "{}", paused.all_output());
+    let mark = restarts(&s).len() - 1;
+    s.slipway(&["rollout", "abort", "test"]).ok();
+    s.assert_current_everywhere(&v1);
+    let after_abort: Vec<(f64, String, String)> = restarts(&s)[mark..].to_vec();
+
+    for (caller, seen) in [
+        ("failed gate", &after_gate),
+        ("rollout abort", &after_abort),
+    ] {
+        let hosts: BTreeSet<String> = seen.iter().map(|(_, a, _)| a.clone()).collect();
+        assert_eq!(
+            hosts, canary,
+            "{caller}: only the canary ever restarted: {seen:?}"
+        );
+        assert_eq!(
+            seen.len(),
+            2,
+            "{caller}: into the new release, then back: {seen:?}"
+        );
+        assert_ne!(seen[0].2, v1, "{caller}: first the new release ran there");
+        assert_eq!(
+            seen[1].2, v1,
+            "{caller}: then the old release, once: {seen:?}"
+        );
+    }
+    for i in 0..2 {
+        assert_eq!(answer(&s, i), 200, "host {i} serves the old release");
+    }
+}
