@@ -559,7 +559,7 @@ pub async fn log(
                 return Err(Error::Step {
                     host: fleet.name(i).into(),
                     step: "read-log".into(),
-                    message: e,
+                    message: e.to_string(),
                 });
             }
         }

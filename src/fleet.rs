@@ -15,6 +15,33 @@ use crate::transport::{
     with_progress,
 };
 
+/// Why a step failed on a host: the transport (no connection, lost, timed out), or the
+/// script ran and exited non-zero (its message: the last lines of its stderr).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepError {
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("{message}")]
+    Exit { code: i32, message: String },
+}
+
+impl StepError {
+    /// The step's timeout ran out (the host may still carry it out later).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StepError::Transport(TransportError::Timeout(_)))
+    }
+}
+
+/// Text where a caller only reports the failure.
+impl From<StepError> for String {
+    fn from(e: StepError) -> String {
+        e.to_string()
+    }
+}
+
+/// A step's result on one host.
+pub type StepResult = std::result::Result<Output, StepError>;
+
 /// At most this many ssh handshakes at once: each costs client CPU (key exchange), and
 /// a burst of them on a small machine only slows every one down.
 const CONCURRENT_CONNECTS: usize = 16;
@@ -157,11 +184,16 @@ impl Fleet {
         script: &str,
         stdin: Stdin,
         timeout: Duration,
-    ) -> std::result::Result<Output, String> {
+    ) -> StepResult {
         let host = self.hosts[i].host();
         // Only archive streams carry stdin; they take a slot.
         let _slot = match &stdin {
-            Some(_) => Some(self.uploads.acquire().await.map_err(|e| e.to_string())?),
+            Some(_) => Some(
+                self.uploads
+                    .acquire()
+                    .await
+                    .map_err(|e| StepError::Transport(TransportError::Lost(e.to_string())))?,
+            ),
             None => None,
         };
         let started = Instant::now();
@@ -184,10 +216,9 @@ impl Fleet {
                 Ok(output)
             }
             Err(e) => {
-                let message = e.to_string();
                 self.reporter
-                    .failed(host, step, started.elapsed(), &message);
-                Err(message)
+                    .failed(host, step, started.elapsed(), &e.to_string());
+                Err(e.into())
             }
         }
     }
@@ -200,7 +231,7 @@ impl Fleet {
         script: &str,
         stdin: Stdin,
         timeout: Duration,
-    ) -> std::result::Result<Output, String> {
+    ) -> StepResult {
         let host = self.hosts[i].host();
         let started = Instant::now();
         let output = self.exec(i, step, script, stdin, timeout).await?;
@@ -211,7 +242,10 @@ impl Fleet {
             let message = output.message();
             self.reporter
                 .failed(host, step, started.elapsed(), &message);
-            Err(message)
+            Err(StepError::Exit {
+                code: output.code,
+                message,
+            })
         }
     }
 
@@ -223,7 +257,7 @@ impl Fleet {
         script: F,
         stdin: Stdin,
         timeout: Duration,
-    ) -> Vec<(usize, std::result::Result<Output, String>)>
+    ) -> Vec<(usize, StepResult)>
     where
         F: Fn(usize) -> String,
     {
@@ -244,7 +278,7 @@ impl Fleet {
         script: F,
         stdin: G,
         timeout: Duration,
-    ) -> Vec<(usize, std::result::Result<Output, String>)>
+    ) -> Vec<(usize, StepResult)>
     where
         F: Fn(usize) -> String,
         G: Fn(usize) -> Stdin,
@@ -298,16 +332,12 @@ impl Fleet {
 }
 
 /// The first failure of a parallel step, as an error naming host and step.
-pub fn first_failure(
-    fleet: &Fleet,
-    step: &str,
-    results: &[(usize, std::result::Result<Output, String>)],
-) -> Option<Error> {
+pub fn first_failure(fleet: &Fleet, step: &str, results: &[(usize, StepResult)]) -> Option<Error> {
     results.iter().find_map(|(i, r)| {
         r.as_ref().err().map(|message| Error::Step {
             host: fleet.name(*i).to_string(),
             step: step.to_string(),
-            message: message.clone(),
+            message: message.to_string(),
         })
     })
 }

@@ -241,7 +241,7 @@ async fn try_lock(
                 failure.get_or_insert(Error::Step {
                     host: fleet.name(i).into(),
                     step: "lock".into(),
-                    message,
+                    message: message.to_string(),
                 });
             }
         }

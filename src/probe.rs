@@ -25,7 +25,7 @@ pub async fn probe(fleet: &Fleet) -> Result<Vec<HostState>> {
                 return Err(Error::Step {
                     host: fleet.name(i).into(),
                     step: "probe".into(),
-                    message,
+                    message: message.to_string(),
                 });
             }
         }

@@ -339,7 +339,7 @@ async fn run_rollback(
     let results = switch::apply(fleet, "switch", &moves).await;
     let failed: Vec<(usize, String)> = results
         .iter()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.to_string())))
         .collect();
     if let Some((_, why)) = failed.first() {
         // Undo: put the hosts back where they were, so the stage stays on one release.

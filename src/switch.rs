@@ -7,10 +7,9 @@
 
 use futures::future::join_all;
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, StepResult};
 use crate::layout::ReleaseId;
 use crate::script::{self, HookEnv};
-use crate::transport::Output;
 
 /// A random token that names one switch's temporary link.
 pub fn nonce() -> String {
@@ -35,11 +34,7 @@ impl Transition {
 }
 
 /// Switches every host of `moves` in parallel, as step `step`.
-pub async fn apply(
-    fleet: &Fleet,
-    step: &str,
-    moves: &[Transition],
-) -> Vec<(usize, Result<Output, String>)> {
+pub async fn apply(fleet: &Fleet, step: &str, moves: &[Transition]) -> Vec<(usize, StepResult)> {
     let hosts: Vec<usize> = moves.iter().map(|m| m.host).collect();
     fleet
         .step_on(
@@ -59,11 +54,7 @@ pub async fn apply(
 }
 
 /// Runs the restart hooks of release `id` on the hosts `which`, in parallel.
-pub async fn restart(
-    fleet: &Fleet,
-    which: &[usize],
-    id: &ReleaseId,
-) -> Vec<(usize, Result<Output, String>)> {
+pub async fn restart(fleet: &Fleet, which: &[usize], id: &ReleaseId) -> Vec<(usize, StepResult)> {
     let stage = &fleet.stage;
     fleet
         .step_on(

@@ -298,7 +298,7 @@ impl<'a> Db<'a> {
             .await
             .map_err(|message| RunError {
                 version: None,
-                message,
+                message: message.to_string(),
             })?;
         let (_, stopped_in) = sqlite_host::progress(&out.stdout);
         let result = if out.success() {
@@ -341,7 +341,7 @@ impl<'a> Db<'a> {
                 self.fleet.stage.timeouts.hook,
             )
             .await
-            .map_err(|m| self.mask(&m))?;
+            .map_err(|m| self.mask(&m.to_string()))?;
         Ok(name)
     }
 
@@ -403,7 +403,7 @@ impl<'a> Db<'a> {
             )
             .await
             .map(|_| ())
-            .map_err(|m| self.mask(&m))
+            .map_err(|m| self.mask(&m.to_string()))
     }
 
     /// Closes the connection and the tunnel.

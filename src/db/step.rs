@@ -15,6 +15,8 @@ use crate::fleet::Fleet;
 pub enum Migrated {
     Sqlx(SqlxMigrated),
     Framework(framework::run::Migrated),
+    /// Command mode: only the versions `version_command` printed are known.
+    Command(super::command::Migrated),
 }
 
 impl Migrated {
@@ -37,6 +39,14 @@ impl Migrated {
                 }
             }
             Migrated::Framework(m) => m.summary(),
+            Migrated::Command(m) => match m.before {
+                Some(b) if b == m.after => format!("schema version {} (unchanged)", m.after),
+                Some(b) => format!(
+                    "schema version {} (migrate_command moved it from {b})",
+                    m.after
+                ),
+                None => format!("schema version {}", m.after),
+            },
         }
     }
 
@@ -45,6 +55,7 @@ impl Migrated {
         match self {
             Migrated::Sqlx(m) => !m.applied_now.is_empty(),
             Migrated::Framework(m) => !m.record.applied_now.is_empty(),
+            Migrated::Command(m) => m.before != Some(m.after),
         }
     }
 
@@ -53,6 +64,7 @@ impl Migrated {
         match self {
             Migrated::Sqlx(m) => json!(m.applied_now),
             Migrated::Framework(m) => json!(m.record.applied_now),
+            Migrated::Command(_) => Value::Null,
         }
     }
 
@@ -60,6 +72,7 @@ impl Migrated {
         match self {
             Migrated::Sqlx(m) => m.snapshot.as_deref(),
             Migrated::Framework(m) => m.snapshot.as_deref(),
+            Migrated::Command(_) => None,
         }
     }
 
@@ -72,6 +85,7 @@ impl Migrated {
                 Some(f) => framework::run::revert(fleet, config, f, m).await,
                 None => "the framework is no longer configured: this deploy's migrations were NOT undone".into(),
             },
+            Migrated::Command(m) => super::command::revert(fleet, config, m).await,
         }
     }
 }

@@ -208,7 +208,7 @@ pub async fn prepare(
             fleet.stage.timeouts.command,
         )
         .await
-        .map_err(&refuse)?;
+        .map_err(|e| refuse(e.into()))?;
     let set = MigrationSet::from_base64_tar(&out.stdout, &config.migrations)
         .await
         .map_err(&refuse)?;

@@ -225,7 +225,7 @@ async fn run_deploy(
                 Ok(out) if out.success() => {}
                 Ok(out) if out.code == script::EXIT_NOT_VERIFIED && uploads[*i].previous.is_some() => full.push(*i),
                 Ok(out) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: out.message() }),
-                Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: m.clone() }),
+                Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: m.to_string() }),
             }
         }
         // Every payload that travelled counts, a refused incremental one included.
@@ -299,7 +299,7 @@ async fn run_deploy(
                 .map(|m| (None, vec![], Some(Migrated::Framework(m)))),
             (None, Some(commands), _) => db::command::migrate(fleet, config, commands, &id)
                 .await
-                .map(|v| (Some(v), vec![], None)),
+                .map(|m| (Some(m.after), vec![], Some(Migrated::Command(m)))),
             (None, None, Some(set)) => db::migrate::run(fleet, config, set, &id).await.map(|m| {
                 (
                     Some(m.schema_version),

@@ -326,7 +326,7 @@ async fn take_over_orphaned_lock(fleet: &Fleet, ctx: &Context) -> Result<()> {
         return Err(Error::Step {
             host: fleet.name(*i).into(),
             step: "unlock".into(),
-            message: m.clone(),
+            message: m.to_string(),
         });
     }
     Ok(())

@@ -152,7 +152,7 @@ pub async fn read(fleet: &Fleet) -> Result<Option<RolloutState>> {
         let out = r.map_err(|message| Error::Step {
             host: fleet.name(i).into(),
             step: "read-rollout".into(),
-            message,
+            message: message.to_string(),
         })?;
         let line = out.stdout.trim();
         if line.is_empty() {

@@ -207,3 +207,60 @@ fn two_deployers_never_migrate_at_once() {
         "migration 1 ran once"
     );
 }
+
+/// Command mode cannot see what its commands do, so slipway checks what it can: a
+/// switch that fails runs rollback_command back to the version before the deploy
+/// (checked by version_command), and a rollback whose rollback_command does not reach
+/// the target version says it could not prove the schema moved, and fails.
+#[test]
+fn command_mode_checks_its_rollbacks_and_reverts_a_failed_switch() {
+    let mut s = Scenario::new(Kind::Sqlite);
+    let section = |rollback: &str| {
+        format!(
+            "[database]\nmigrate_command = \"cp SCHEMA ../../shared/schema\"\nversion_command = \"cat ../../shared/schema\"\nrollback_command = \"{rollback}\"\n"
+        )
+    };
+    s.database_section = Some(section("echo {version} > ../../shared/schema"));
+    let write = |s: &mut Scenario, v: &str| {
+        s.app(&[], v);
+        std::fs::write(s.path().join("app/SCHEMA"), v).unwrap();
+    };
+    let schema = |s: &Scenario| {
+        std::fs::read_to_string(s.deploy_to.join("shared/schema"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    write(&mut s, "7");
+    s.deploy();
+    let r1 = s.current();
+
+    // A failed switch: the schema goes back to 7 with the code.
+    write(&mut s, "9");
+    s.env = vec![("SLIPWAY_FAULT".into(), "deploy.after-switch:fail".into())];
+    let out = s.run(&["deploy", "test"]);
+    s.env.clear();
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.all()
+            .contains("ran rollback_command back to schema version 7"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(s.current(), r1);
+    assert_eq!(schema(&s), "7");
+
+    // A rollback_command that does nothing: the rollback cannot prove the schema moved.
+    s.database_section = Some(section("true"));
+    write(&mut s, "9");
+    s.deploy();
+    assert_eq!(schema(&s), "9");
+    let out = s.run(&["rollback", "test"]);
+    assert_eq!(out.code, 4, "{}", out.all());
+    assert!(
+        out.all().contains("version_command now prints 9, not 7")
+            && out.all().contains("cannot prove"),
+        "{}",
+        out.all()
+    );
+}

@@ -75,7 +75,7 @@ pub async fn run(
     let out = fleet
         .exec(config.primary, step, &text, None, timeout)
         .await
-        .map_err(|m| scrub(&m))?;
+        .map_err(|m| scrub(&m.to_string()))?;
     let stderr = scrub(&out.message());
     if out.code == EXIT_NOT_FOUND {
         let m = format!(
