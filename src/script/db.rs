@@ -121,9 +121,21 @@ pub fn restore(
     match driver {
         DbDriver::Postgres => {
             s.push_str(&need_tool("pg_restore", "postgresql-client"));
+            s.push_str(&need_tool("psql", "postgresql-client"));
             s.push_str(READ_DB_CREDENTIALS);
             s.push_str("PGHOST=$db_host PGUSER=$db_user PGPASSWORD=$db_password\nexport PGHOST PGUSER PGPASSWORD\nif [ -n \"$db_port\" ]; then PGPORT=$db_port; export PGPORT; fi\n");
-            s.push_str("pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d \"$db_name\" \"$f\" || { echo 'pg_restore failed' >&2; exit 1; }\n");
+            // The database as it was: every table goes first (a table created after
+            // the snapshot may reference one of its tables, which `--clean` alone
+            // cannot drop), then the snapshot is loaded, all in one transaction: a
+            // failure leaves the database as it was. The script holds the data: it is
+            // written beside the snapshot, private, and removed.
+            s.push_str(&format!(
+                "umask 077\nsql=$(mktemp {dir}/.restore.XXXXXX) || {{ echo 'cannot write in the snapshot directory' >&2; exit 1; }}\ntrap 'rm -f \"$sql\"' EXIT\n",
+                dir = quote(&layout.db_backups()),
+            ));
+            s.push_str("psql -Atq -v ON_ERROR_STOP=1 -d \"$db_name\" -c \"SELECT format('DROP TABLE IF EXISTS %I.%I CASCADE;', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')\" > \"$sql\" || { echo 'cannot list the tables to replace' >&2; exit 1; }\n");
+            s.push_str("pg_restore --clean --if-exists --no-owner -f - \"$f\" >> \"$sql\" || { echo 'pg_restore cannot read the snapshot' >&2; exit 1; }\n");
+            s.push_str("psql -q -v ON_ERROR_STOP=1 --single-transaction -d \"$db_name\" -f \"$sql\" >/dev/null || { echo 'loading the snapshot failed: the database is as it was' >&2; exit 1; }\n");
         }
         DbDriver::Mysql => {
             s.push_str("if command -v mariadb >/dev/null 2>&1; then client=mariadb; elif command -v mysql >/dev/null 2>&1; then client=mysql; else echo 'the mariadb/mysql client is not installed on this host: install it (Debian/Ubuntu: apt-get install mariadb-client)' >&2; exit 1; fi\n");
