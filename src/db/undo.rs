@@ -93,7 +93,7 @@ pub enum SchemaRollback {
     /// Command mode: `rollback_command` in the release being left, to `target`.
     Command { left: ReleaseId, target: i64 },
     /// Framework mode: unapply (and apply) exactly the recorded migrations.
-    Framework(super::framework::run::Prepared),
+    Framework(super::framework::change::Prepared),
 }
 
 impl SchemaRollback {
@@ -171,7 +171,7 @@ pub async fn prepare(
     let left_meta = state.release(&from).and_then(|r| r.meta.clone());
     let target_meta = state.release(target).and_then(|r| r.meta.clone());
     if let Some(migrator) = &config.framework {
-        let prepared = super::framework::run::prepare(
+        let prepared = super::framework::change::prepare(
             fleet,
             config,
             migrator,
@@ -263,7 +263,7 @@ pub async fn apply_any(fleet: &Fleet, schema: &SchemaRollback) -> Result<String,
                 )
             })
         }
-        SchemaRollback::Framework(p) => super::framework::run::apply(fleet, config, p).await,
+        SchemaRollback::Framework(p) => super::framework::change::apply(fleet, config, p).await,
         SchemaRollback::Command { left, target } => {
             let commands = config
                 .commands

@@ -9,7 +9,9 @@
 //! - [`destructive`]: migrations that break the release still serving, and the warnings.
 //! - [`plan`]: which migrations a rollback undoes or applies, and when it refuses (pure).
 //! - [`run`]: running an adapter on the db host, and the deploy's migrate step.
+//! - [`change`]: the schema part of a rollback or roll forward, planned then applied.
 
+pub mod change;
 pub mod destructive;
 pub mod plan;
 pub mod report;
