@@ -158,6 +158,14 @@ async fn run_deploy(
         ),
         _ => None,
     };
+    // Framework mode with snapshots needs the URL too: a missing one costs no upload.
+    if let Some(config) = stage.database.as_ref().filter(|c| c.framework.is_some())
+        && let Some(driver) = config
+            .driver
+            .filter(|d| *d != crate::config::DbDriver::Sqlite)
+    {
+        db::url::DbUrl::from_env(&config.url_env, driver).map_err(|m| fail(Error::Usage(m)))?;
+    }
     let shared = stage.shared_paths();
     let (uploads, whole) = plan_uploads(fleet, states, &archive, &meta, &shared)
         .await

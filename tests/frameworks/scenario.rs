@@ -204,6 +204,8 @@ pub struct Scenario {
     /// `[database] driver` is set and the URL is in slipway's DATABASE_URL: slipway
     /// reaches the database, so it takes a snapshot before migrating.
     snapshots: bool,
+    /// Run slipway without the URL in its environment (as a user who forgot it).
+    pub hide_url: bool,
     /// Extra deploy.toml text for the stage (a rollout, a health gate).
     pub stage_extra: String,
     pub transcript: String,
@@ -232,6 +234,7 @@ impl Scenario {
             fleet,
             server,
             snapshots: false,
+            hide_url: false,
             stage_extra: String::new(),
             transcript: String::new(),
         };
@@ -322,7 +325,7 @@ impl Scenario {
             .args(args)
             .env("NO_COLOR", "1")
             .env_remove("DATABASE_URL");
-        if self.snapshots {
+        if self.snapshots && !self.hide_url {
             command.env("DATABASE_URL", self.url());
         }
         let out = command.output().expect("cannot run slipway");

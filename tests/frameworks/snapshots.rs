@@ -20,6 +20,13 @@ fn db_restore_of_an_older_snapshot_drops_the_tables_created_after_it() {
     let mut s = Scenario::new(fw, Kind::Postgres);
     s.with_snapshots();
     s.app("v1", false);
+    // Snapshots need the URL: without it the deploy stops before uploading anything.
+    s.hide_url = true;
+    let out = s.run(&["deploy", "test"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.all().contains("DATABASE_URL"), "{}", out.all());
+    assert_eq!(s.current(), "", "nothing was deployed");
+    s.hide_url = false;
     s.ok(&["deploy", "test"]);
     s.sql(&fw.insert_item("kept"));
     let v1_schema = s.schema();
