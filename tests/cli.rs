@@ -410,3 +410,55 @@ fn the_examples_load_and_their_ci_jobs_run_real_slipway_commands() {
     }
     assert!(seen >= 6, "{seen} slipway commands in the CI examples");
 }
+
+/// A source file slipway cannot read stops the deploy before any host is touched, and
+/// the error names the file. Run as an unprivileged user: root reads any file (as root,
+/// the test runs slipway as `nobody` through `runuser`).
+#[test]
+fn an_unreadable_source_file_is_named_and_stops_the_deploy() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    touch(
+        dir.path(),
+        &[
+            (
+                "deploy.toml",
+                "app = \"shop\"\ndeploy_to = \"/tmp/slipway-unreadable-never-created\"\n[source]\npath = \"app\"\n[stages.local]\ntransport = \"local\"\n",
+            ),
+            ("app/src/x.rs", "x"),
+            ("app/README", "readable"),
+        ],
+    );
+    for d in ["app", "app/src"] {
+        fs::set_permissions(dir.path().join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(
+        dir.path().join("app/src/x.rs"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--"])
+            .arg(env!("CARGO_BIN_EXE_slipway"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_slipway"))
+    };
+    let out = cmd
+        .current_dir(dir.path())
+        .args(["-c", "deploy.toml", "deploy", "local"])
+        .env("NO_COLOR", "1")
+        .env("HOME", dir.path())
+        .output()
+        .expect("run slipway (as root this needs runuser, from util-linux)");
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("source: cannot read src/x.rs: permission denied"),
+        "{stderr}"
+    );
+    assert!(!Path::new("/tmp/slipway-unreadable-never-created").exists());
+}
