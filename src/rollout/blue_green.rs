@@ -29,19 +29,18 @@ pub async fn blue_green_rollback(
         started,
     };
     let result = operation::with_lock(&fleet, ctx, spec, async |states| {
-        let result = traffic_back(&fleet, ctx, states, reason.as_deref()).await;
-        let field = |key: &str| {
-            result
-                .as_ref()
-                .ok()
-                .and_then(|o| o.data[key].as_str().map(String::from))
-        };
-        Acted {
-            from: field("from"),
-            to: field("to"),
-            reason: reason.clone(),
-            paused: false,
-            result,
+        match traffic_back(&fleet, ctx, states, reason.as_deref()).await {
+            Ok((outcome, from, to)) => Acted {
+                from,
+                to,
+                reason: reason.clone(),
+                paused: false,
+                result: Ok(outcome),
+            },
+            Err(e) => Acted {
+                reason: reason.clone(),
+                ..Acted::new(Err(e))
+            },
         }
     })
     .await;
@@ -54,7 +53,7 @@ async fn traffic_back(
     ctx: &Context,
     states: &[HostState],
     reason: Option<&str>,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Option<String>, Option<String>)> {
     let stage = &fleet.stage;
     let Some(mut st) = state::read(fleet).await? else {
         return Err(Error::Refused(format!(
@@ -166,15 +165,16 @@ async fn traffic_back(
         ctx.actor.name()
     ));
     state::write(fleet, &mut st).await;
-    Ok(Outcome {
+    let from = left.map(|r| r.to_string());
+    let to = back_release.map(|r| r.to_string());
+    let outcome = Outcome {
         human: format!(
             "traffic moved back to the {back} pool ({}); the {live} pool keeps {} (marked rolled-back) and gets the next deploy",
-            back_release
-                .as_ref()
-                .map(|r| r.to_string())
-                .unwrap_or_default(),
-            left.as_ref().map(|r| r.to_string()).unwrap_or_default()
+            to.clone().unwrap_or_default(),
+            from.clone().unwrap_or_default()
         ),
-        data: json!({ "pool": back, "from": left.map(|r| r.to_string()), "to": back_release.map(|r| r.to_string()) }),
-    })
+        data: json!({ "pool": back, "from": from, "to": to }),
+    };
+    // The release left and the release gone back to, for the audit record.
+    Ok((outcome, from, to))
 }

@@ -259,18 +259,19 @@ pub async fn steer(stage: &Stage, ctx: &Context, action: Action) -> Result<Outco
     };
     let result = operation::with_lock(&fleet, ctx, spec, async |states| {
         let (desired, result) = locked(&fleet, ctx, action, states).await;
-        let (reason, paused) = match &result {
-            Ok(o) => (
-                o.data["reason"].as_str().map(String::from),
-                o.data["paused"] == true,
-            ),
-            Err(e) => (Some(e.to_string()), false),
-        };
-        Acted {
-            to: desired,
-            reason,
-            paused,
-            ..Acted::new(result)
+        match result {
+            Ok(steered) => Acted {
+                from: None,
+                to: desired,
+                reason: steered.reason,
+                paused: steered.paused,
+                result: Ok(steered.outcome),
+            },
+            Err(e) => Acted {
+                to: desired,
+                reason: Some(e.to_string()),
+                ..Acted::new(Err(e))
+            },
         }
     })
     .await;
@@ -332,12 +333,21 @@ async fn take_over_orphaned_lock(fleet: &Fleet, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// What steering a rollout did, for the command's result and its audit record.
+struct Steered {
+    outcome: Outcome,
+    /// Stopped at a pause (recorded as `paused`).
+    paused: bool,
+    /// Why it paused or went back.
+    reason: Option<String>,
+}
+
 async fn locked(
     fleet: &Fleet,
     ctx: &Context,
     action: Action,
     states: &[HostState],
-) -> (Option<String>, Result<Outcome>) {
+) -> (Option<String>, Result<Steered>) {
     let st = match action {
         Action::Retry => match state::read(fleet).await {
             Ok(Some(st)) if matches!(st.status, Status::Aborted | Status::Failed) => st,
@@ -438,7 +448,7 @@ async fn aborted_by_hand(
     states: &[HostState],
     st: RolloutState,
     desired: &ReleaseId,
-) -> Result<Outcome> {
+) -> Result<Steered> {
     let why = format!("aborted by {}", ctx.actor.name());
     let result = abort(fleet, states, st, desired, &why).await;
     if let Ok(Some(after)) = state::read(fleet).await {
@@ -460,7 +470,11 @@ async fn aborted_by_hand(
         }
         super::executor::send_event(fleet, &after, "aborted", None).await;
     }
-    result
+    result.map(|outcome| Steered {
+        outcome,
+        paused: false,
+        reason: Some(why),
+    })
 }
 
 /// Drives the rollout on from its state; on a failure, every switched host goes back.
@@ -471,7 +485,7 @@ async fn proceed(
     st: RolloutState,
     desired: &ReleaseId,
     mode: Mode,
-) -> Result<Outcome> {
+) -> Result<Steered> {
     let switch = |i: usize| {
         let records = states[i].switch_records(desired, ReleaseState::Ready, None);
         script::switch(&fleet.layout, Some(desired), &nonce(), &records)
@@ -486,24 +500,32 @@ async fn proceed(
     };
     let total = exec.state.plan.steps.len();
     match exec.advance(mode).await {
-        Ok(Progress::Done) => Ok(Outcome {
-            human: format!(
-                "rollout of {} to {} done: {desired} is live on all {} host(s) of the plan",
-                fleet.stage.app,
-                fleet.stage.name,
-                exec.state.plan.host_count()
-            ),
-            data: json!({ "release": desired.as_str(), "done": true, "steps": total }),
+        Ok(Progress::Done) => Ok(Steered {
+            outcome: Outcome {
+                human: format!(
+                    "rollout of {} to {} done: {desired} is live on all {} host(s) of the plan",
+                    fleet.stage.app,
+                    fleet.stage.name,
+                    exec.state.plan.host_count()
+                ),
+                data: json!({ "release": desired.as_str(), "done": true, "steps": total }),
+            },
+            paused: false,
+            reason: None,
         }),
-        Ok(Progress::Paused(why)) => Ok(Outcome {
-            human: format!(
-                "rollout of {} to {} paused: {desired} is live on {} of {} host(s) ({why}). Go on with `slipway rollout promote {2}`, or go back with `slipway rollout abort {2}`",
-                fleet.stage.app,
-                fleet.stage.name,
-                exec.state.hosts_through(exec.state.completed).len(),
-                exec.state.plan.host_count(),
-            ),
-            data: json!({ "release": desired.as_str(), "paused": true, "reason": why, "completed_steps": exec.state.completed, "steps": total }),
+        Ok(Progress::Paused(why)) => Ok(Steered {
+            outcome: Outcome {
+                human: format!(
+                    "rollout of {} to {} paused: {desired} is live on {} of {} host(s) ({why}). Go on with `slipway rollout promote {2}`, or go back with `slipway rollout abort {2}`",
+                    fleet.stage.app,
+                    fleet.stage.name,
+                    exec.state.hosts_through(exec.state.completed).len(),
+                    exec.state.plan.host_count(),
+                ),
+                data: json!({ "release": desired.as_str(), "paused": true, "reason": why, "completed_steps": exec.state.completed, "steps": total }),
+            },
+            paused: true,
+            reason: Some(why),
         }),
         Err(Failure { reason, .. }) => {
             // Hosts are read again: the executor switched some since the lock's probe.
