@@ -156,6 +156,10 @@ if [ -s "$p/$sums" ]; then
   if [ "$sums" = ".slipway/manifest.$ext" ]; then n=$(nproc 2>/dev/null) || n=1; fi
   case "$n" in ''|*[!0-9]*) n=1 ;; esac
   [ "$n" -le 4 ] || n=4
+  # Never more parts than lines: an empty part fails `-c` (a one-file release).
+  lines=$(wc -l < "$p/$sums")
+  case "$lines" in ''|*[!0-9]*) lines=1 ;; esac
+  [ "$n" -le "$lines" ] || n=$lines
   if [ "$n" -gt 1 ]; then
     (cd -- "$p" && awk -v n="$n" '{{ print > (".slipway/check." (NR % n)) }}' "$sums") || exit 1
     i=0

@@ -429,3 +429,28 @@ fn a_release_whose_manifest_carries_every_digest_still_serves_as_a_base() {
     };
     assert_eq!(inode(&v1), inode(v2));
 }
+
+/// A release of a single file (one prebuilt binary: the usual Go or Rust deploy) deploys
+/// and verifies on a host that checks with several processes: the check lists are never
+/// split into more parts than there are files (an empty part failed `b2sum -c`).
+#[test]
+fn a_release_of_one_file_deploys() {
+    let s = Scenario::new().hosts(2);
+    let app = s.dir().join("app");
+    fs::remove_dir_all(&app).unwrap();
+    fs::create_dir_all(app.join("bin")).unwrap();
+    fs::write(app.join("bin/app"), b"\x7fELF not really, but bytes\n").unwrap();
+    let id = s.deploy_ok();
+    s.assert_current_everywhere(&id);
+    for i in 0..2 {
+        assert_eq!(
+            fs::read(s.app_path(i, "current/bin/app")).unwrap(),
+            b"\x7fELF not really, but bytes\n"
+        );
+    }
+    // And again, incrementally, with the one file changed.
+    fs::write(app.join("bin/app"), b"v2\n").unwrap();
+    let id2 = s.deploy_ok();
+    s.assert_current_everywhere(&id2);
+    assert_eq!(fs::read(s.app_path(0, "current/bin/app")).unwrap(), b"v2\n");
+}
