@@ -166,6 +166,23 @@ impl Fleet {
         self.hosts[i].host()
     }
 
+    /// The hook environment of host `i` in release `release` (at `path`, the release's
+    /// directory: `self.layout.release(release)`).
+    pub fn hook_env<'a>(
+        &'a self,
+        i: usize,
+        release: &'a crate::layout::ReleaseId,
+        path: &'a str,
+    ) -> crate::script::HookEnv<'a> {
+        crate::script::HookEnv {
+            release,
+            release_path: path,
+            deploy_to: &self.stage.deploy_to,
+            stage: &self.stage.name,
+            host: self.name(i),
+        }
+    }
+
     /// The configuration of fleet host `i` (its roles, pool, address).
     pub fn host_config(&self, i: usize) -> &crate::config::Host {
         &self.stage.hosts[self.stage_index[i]]

@@ -9,7 +9,7 @@ use futures::future::join_all;
 
 use crate::fleet::{Fleet, StepResult};
 use crate::layout::ReleaseId;
-use crate::script::{self, HookEnv};
+use crate::script;
 
 /// A random token that names one switch's temporary link.
 pub fn nonce() -> String {
@@ -62,13 +62,7 @@ pub async fn restart(fleet: &Fleet, which: &[usize], id: &ReleaseId) -> Vec<(usi
             "restart",
             |i| {
                 let path = fleet.layout.release(id);
-                let env = HookEnv {
-                    release: id,
-                    release_path: &path,
-                    deploy_to: &stage.deploy_to,
-                    stage: &stage.name,
-                    host: fleet.name(i),
-                };
+                let env = fleet.hook_env(i, id, &path);
                 script::hooks("restart", &env, &stage.restart_hooks, "")
             },
             None,

@@ -14,7 +14,7 @@ use crate::config::{Database, DbCommands};
 use crate::error::Error;
 use crate::fleet::Fleet;
 use crate::layout::ReleaseId;
-use crate::script::{self, HookEnv};
+use crate::script;
 
 fn env_script(
     fleet: &Fleet,
@@ -24,14 +24,11 @@ fn env_script(
     target: Option<i64>,
 ) -> String {
     let path = fleet.layout.release(release);
-    let env = HookEnv {
-        release,
-        release_path: &path,
-        deploy_to: &fleet.stage.deploy_to,
-        stage: &fleet.stage.name,
-        host: fleet.name(config.primary),
-    };
-    script::db_command(&env, command, target)
+    script::db_command(
+        &fleet.hook_env(config.primary, release, &path),
+        command,
+        target,
+    )
 }
 
 /// Runs `version_command` in `release`: the schema version it prints.
@@ -50,10 +47,10 @@ pub async fn version(
             fleet.stage.timeouts.command,
         )
         .await
-        .map_err(|m| step(fleet, config, "db-version", m.into()))?;
+        .map_err(|m| super::primary_error(fleet, config, "db-version", m.into()))?;
     let text = out.stdout.lines().rev().find(|l| !l.trim().is_empty());
     text.and_then(|t| t.trim().parse().ok()).ok_or_else(|| {
-        step(
+        super::primary_error(
             fleet,
             config,
             "db-version",
@@ -63,14 +60,6 @@ pub async fn version(
             ),
         )
     })
-}
-
-fn step(fleet: &Fleet, config: &Database, step: &str, message: String) -> Error {
-    Error::Step {
-        host: fleet.name(config.primary).to_string(),
-        step: step.into(),
-        message,
-    }
 }
 
 /// What a command-mode deploy did: the versions `version_command` printed before and
@@ -101,7 +90,7 @@ pub async fn migrate(
             fleet.stage.timeouts.hook,
         )
         .await
-        .map_err(|m| step(fleet, config, "migrate", m.into()))?;
+        .map_err(|m| super::primary_error(fleet, config, "migrate", m.into()))?;
     let after = version(fleet, config, commands, release).await?;
     Ok(Migrated {
         release: release.clone(),

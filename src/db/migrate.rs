@@ -34,9 +34,7 @@ pub async fn load(
     config: &Database,
     tar: impl std::io::Read + Send,
 ) -> Result<MigrationSet, Error> {
-    if let Some(driver) = config.driver.filter(|d| *d != DbDriver::Sqlite) {
-        super::url::DbUrl::from_env(&config.url_env, driver).map_err(Error::Usage)?;
-    }
+    super::check_url(config)?;
     MigrationSet::from_tar(tar, &config.migrations)
         .await
         .map_err(|m| Error::Usage(format!("{}: {m}", config.migrations)))
@@ -68,11 +66,7 @@ pub async fn preview(
 }
 
 fn step_error(fleet: &Fleet, config: &Database, message: String) -> Error {
-    Error::Step {
-        host: fleet.name(config.primary).to_string(),
-        step: "migrate".into(),
-        message,
-    }
+    super::primary_error(fleet, config, "migrate", message)
 }
 
 /// Runs the step. `Err` means nothing is to be switched; the error says what happened

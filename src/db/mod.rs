@@ -436,6 +436,27 @@ pub fn describe_all(set: &MigrationSet, versions: &[i64]) -> String {
         .join(", ")
 }
 
+/// The URL slipway connects with (postgres, mysql: slipway's own migrations, and the
+/// snapshots of framework mode) is in the deployer's environment: checked before
+/// anything is uploaded, so a missing one costs nothing.
+pub fn check_url(config: &Database) -> Result<(), Error> {
+    match config.driver {
+        Some(driver) if driver != DbDriver::Sqlite => DbUrl::from_env(&config.url_env, driver)
+            .map(|_| ())
+            .map_err(Error::Usage),
+        _ => Ok(()),
+    }
+}
+
+/// A step on the db host failed: the error names that host and the step.
+pub fn primary_error(fleet: &Fleet, config: &Database, step: &str, message: String) -> Error {
+    Error::Step {
+        host: fleet.name(config.primary).to_string(),
+        step: step.into(),
+        message,
+    }
+}
+
 /// Framework mode: a snapshot before migrating when slipway can reach the database
 /// (`driver` set, with the URL in `url_env`, or a sqlite `path`); `None` when it cannot.
 pub async fn snapshot_if_reachable(

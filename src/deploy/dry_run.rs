@@ -1,17 +1,16 @@
 //! `deploy --dry-run`: the plan of a deploy, as data and as text, and nothing changed.
 
-use chrono::Utc;
 use serde_json::json;
 
 use crate::archive::Archive;
-use crate::db::{self};
+use crate::db;
 use crate::error::Result;
 use crate::fleet::Fleet;
 use crate::layout::ReleaseId;
 use crate::plan::{DeployPlan, HostPlan, PlanStep};
 use crate::probe::probe;
-use crate::release::{HostState, ReleaseMeta, ReleaseState, next_release_id};
-use crate::rollout::{self};
+use crate::release::{HostState, ReleaseState, next_release_id};
+use crate::rollout;
 use crate::run::Outcome;
 
 use super::prune::prune_plan;
@@ -62,24 +61,7 @@ pub(super) fn build_plan(
     id: &ReleaseId,
 ) -> DeployPlan {
     let stage = &fleet.stage;
-    let now = Utc::now();
-    let live = ReleaseMeta {
-        id: id.clone(),
-        app: stage.app.clone(),
-        stage: stage.name.clone(),
-        revision: archive.revision.clone(),
-        state: ReleaseState::Live,
-        created_at: now,
-        updated_at: now,
-        deployed_by: String::new(),
-        manifest_digest: archive.manifest.digest(),
-        files: archive.manifest.file_count(),
-        bytes: archive.manifest.total_bytes(),
-        schema_version: None,
-        migrations: vec![],
-        schema: None,
-        note: None,
-    };
+    let live = super::new_release_meta(stage, archive, id, ReleaseState::Live, String::new());
     let list = |v: &[String]| {
         if v.is_empty() {
             "none".to_string()

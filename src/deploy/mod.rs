@@ -23,7 +23,7 @@ use crate::rollout::{
     state::{RolloutState, Status},
 };
 use crate::run::{Context, Outcome, unless_interrupted};
-use crate::script::{self, HookEnv};
+use crate::script;
 use crate::switch::{self, Transition};
 
 mod dry_run;
@@ -131,24 +131,13 @@ async fn run_deploy(
     if let Err(e) = rollout::state::refuse_if_in_progress(prior.as_ref()) {
         return Err((None, from, e));
     }
-    let now = Utc::now();
-    let meta = ReleaseMeta {
-        id: id.clone(),
-        app: stage.app.clone(),
-        stage: stage.name.clone(),
-        revision: archive.revision.clone(),
-        state: ReleaseState::Preparing,
-        created_at: now,
-        updated_at: now,
-        deployed_by: ctx.actor.name(),
-        manifest_digest: archive.manifest.digest(),
-        files: archive.manifest.file_count(),
-        bytes: archive.manifest.total_bytes(),
-        schema_version: None,
-        migrations: vec![],
-        schema: None,
-        note: None,
-    };
+    let meta = new_release_meta(
+        stage,
+        &archive,
+        &id,
+        ReleaseState::Preparing,
+        ctx.actor.name(),
+    );
     // A broken migrations directory is found before anything is uploaded.
     let migrations = match &stage.database {
         Some(config) if config.commands.is_none() && config.framework.is_none() => Some(
@@ -158,13 +147,9 @@ async fn run_deploy(
         ),
         _ => None,
     };
-    // Framework mode with snapshots needs the URL too: a missing one costs no upload.
-    if let Some(config) = stage.database.as_ref().filter(|c| c.framework.is_some())
-        && let Some(driver) = config
-            .driver
-            .filter(|d| *d != crate::config::DbDriver::Sqlite)
-    {
-        db::url::DbUrl::from_env(&config.url_env, driver).map_err(|m| fail(Error::Usage(m)))?;
+    // Framework mode with snapshots needs the URL too.
+    if let Some(config) = stage.database.as_ref().filter(|c| c.framework.is_some()) {
+        db::check_url(config).map_err(&fail)?;
     }
     let shared = stage.shared_paths();
     let (uploads, whole) = plan_uploads(fleet, states, &archive, &meta, &shared)
@@ -268,13 +253,7 @@ async fn run_deploy(
                     "build",
                     |i| {
                         let path = fleet.layout.release(&id);
-                        let env = HookEnv {
-                            release: &id,
-                            release_path: &path,
-                            deploy_to: &stage.deploy_to,
-                            stage: &stage.name,
-                            host: fleet.name(i),
-                        };
+                        let env = fleet.hook_env(i, &id, &path);
                         script::hooks("build", &env, &stage.build_hooks, &ready_trailer)
                     },
                     None,
@@ -459,6 +438,34 @@ async fn run_deploy(
         outcome: Outcome { human, data },
         paused: false,
     })
+}
+
+/// The record of a new release built from `archive`, in `state`.
+pub(super) fn new_release_meta(
+    stage: &Stage,
+    archive: &Archive,
+    id: &ReleaseId,
+    state: ReleaseState,
+    deployed_by: String,
+) -> ReleaseMeta {
+    let now = Utc::now();
+    ReleaseMeta {
+        id: id.clone(),
+        app: stage.app.clone(),
+        stage: stage.name.clone(),
+        revision: archive.revision.clone(),
+        state,
+        created_at: now,
+        updated_at: now,
+        deployed_by,
+        manifest_digest: archive.manifest.digest(),
+        files: archive.manifest.file_count(),
+        bytes: archive.manifest.total_bytes(),
+        schema_version: None,
+        migrations: vec![],
+        schema: None,
+        note: None,
+    }
 }
 
 /// After a switch-back: the old code needs its schema, so this deploy's migrations are

@@ -3,7 +3,7 @@
 
 use crate::fleet::Fleet;
 use crate::layout::{Layout, ReleaseId};
-use crate::plan::{self};
+use crate::plan;
 use crate::release::{HostState, ReleaseEntry, ReleaseMeta, ReleaseState};
 use crate::script;
 

@@ -14,7 +14,7 @@ use super::http::{self, HttpError};
 use crate::config::{Check, Health};
 use crate::fleet::Fleet;
 use crate::layout::ReleaseId;
-use crate::script::{self, HookEnv};
+use crate::script;
 use crate::transport::Reached;
 
 /// Every host's verdict.
@@ -170,15 +170,8 @@ async fn sample(
             }
         }
         Check::Command(command) => {
-            let stage = &fleet.stage;
             let path = fleet.layout.release(release);
-            let env = HookEnv {
-                release,
-                release_path: &path,
-                deploy_to: &stage.deploy_to,
-                stage: &stage.name,
-                host: fleet.name(i),
-            };
+            let env = fleet.hook_env(i, release, &path);
             let text = script::hooks("health", &env, std::slice::from_ref(command), "");
             let started = Instant::now();
             match fleet.hosts[i].run(&text, None, health.timeout).await {

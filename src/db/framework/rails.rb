@@ -147,15 +147,19 @@ module SlipwayRails
     ensure
       migration.instance_variable_set(:@connection, nil)
     end
-    if delegate
-      ActiveRecord::Base.transaction(requires_new: true) do
-        dry_run.call
-        raise ActiveRecord::Rollback
-      end
-    else
-      dry_run.call
-    end
+    rolled_back(delegate, &dry_run)
     reversible
+  end
+
+  # Runs the block inside a transaction that is rolled back (with a connection), so
+  # that what a dry run does outside the recorder leaves nothing behind.
+  def rolled_back(delegate)
+    return yield unless delegate
+
+    ActiveRecord::Base.transaction(requires_new: true) do
+      yield
+      raise ActiveRecord::Rollback
+    end
   end
 
   # The real connection (the recorder asks it for table definitions), or nil when the
@@ -196,14 +200,7 @@ module SlipwayRails
     ensure
       migration.instance_variable_set(:@connection, nil)
     end
-    if delegate
-      ActiveRecord::Base.transaction(requires_new: true) do
-        dry_run.call
-        raise ActiveRecord::Rollback
-      end
-    else
-      dry_run.call
-    end
+    rolled_back(delegate, &dry_run)
     found
   end
 

@@ -137,12 +137,15 @@ fn checked(id: &str) -> Result<String, String> {
 
 /// Host text made safe to print: control characters escaped, length bounded.
 pub fn clean(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(2000)
-        .flat_map(char::escape_default_if_control)
-        .collect();
-    if text.chars().count() > 2000 {
+    let mut out = String::new();
+    for c in text.chars().take(2000) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if text.chars().nth(2000).is_some() {
         out.push_str("...");
     }
     out
@@ -150,20 +153,6 @@ pub fn clean(text: &str) -> String {
 
 fn shown(text: &str) -> String {
     format!("`{}`", clean(&text.chars().take(80).collect::<String>()))
-}
-
-trait EscapeControl {
-    fn escape_default_if_control(self) -> Vec<char>;
-}
-
-impl EscapeControl for char {
-    fn escape_default_if_control(self) -> Vec<char> {
-        if self.is_control() {
-            self.escape_default().collect()
-        } else {
-            vec![self]
-        }
-    }
 }
 
 #[cfg(test)]

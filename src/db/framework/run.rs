@@ -4,15 +4,16 @@
 
 use std::time::Instant;
 
-use super::plan::{self};
+use super::plan;
 use super::{Known, Op, Report, command};
 use crate::config::{Database, FrameworkMigrator};
+use crate::db::primary_error;
 use crate::error::Error;
 use crate::fleet::Fleet;
 use crate::layout::ReleaseId;
 use crate::redact::scrub;
 use crate::release::SchemaRecord;
-use crate::script::{self, EXIT_NOT_FOUND, HookEnv};
+use crate::script::{self, EXIT_NOT_FOUND};
 
 /// One adapter run.
 #[derive(Debug)]
@@ -59,14 +60,10 @@ pub async fn run(
 ) -> Result<Ran, String> {
     let host = fleet.name(config.primary);
     let path = fleet.layout.release(release);
-    let env = HookEnv {
-        release,
-        release_path: &path,
-        deploy_to: &fleet.stage.deploy_to,
-        stage: &fleet.stage.name,
-        host,
-    };
-    let text = script::in_release(&env, &command(migrator, op, ids));
+    let text = script::in_release(
+        &fleet.hook_env(config.primary, release, &path),
+        &command(migrator, op, ids),
+    );
     let timeout = match op {
         Op::Inspect => fleet.stage.timeouts.command.max(fleet.stage.timeouts.hook),
         _ => fleet.stage.timeouts.hook,
@@ -116,14 +113,6 @@ pub async fn run(
         code: out.code,
         stderr,
     })
-}
-
-fn step_error(fleet: &Fleet, config: &Database, step: &str, message: String) -> Error {
-    Error::Step {
-        host: fleet.name(config.primary).to_string(),
-        step: step.into(),
-        message,
-    }
 }
 
 /// What the deploy's migrate step did.
@@ -182,7 +171,7 @@ pub async fn migrate(
     migrator: &FrameworkMigrator,
     release: &ReleaseId,
 ) -> Result<Migrated, Error> {
-    let fail = |m: String| step_error(fleet, config, "migrate", m);
+    let fail = |m: String| primary_error(fleet, config, "migrate", m);
     let inspected = run(
         fleet,
         config,
@@ -193,10 +182,10 @@ pub async fn migrate(
         &[],
     )
     .await
-    .map_err(|m| step_error(fleet, config, "db-inspect", m))?;
+    .map_err(|m| primary_error(fleet, config, "db-inspect", m))?;
     let before = inspected
         .applied()
-        .map_err(|m| step_error(fleet, config, "db-inspect", m))?
+        .map_err(|m| primary_error(fleet, config, "db-inspect", m))?
         .to_vec();
     let known = inspected.report.known.clone();
     let pending: Vec<&Known> = known.iter().filter(|k| !before.contains(&k.id)).collect();
