@@ -168,10 +168,6 @@ impl Postgres {
             "local all postgres trust\nlocal all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n",
         )
         .unwrap();
-        let listen_addresses = match &pg.listen {
-            Listen::Loopback => "127.0.0.1",
-            Listen::SocketOnly(_) => "",
-        };
         let log = pg.dir.path().join("postgres.log");
         fs::write(&log, "").unwrap();
         if is_root() {
@@ -180,26 +176,48 @@ impl Postgres {
                 .arg(&log)
                 .status();
         }
+        pg.server_start();
+        pg.admin(&format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"));
+        pg.admin("CREATE DATABASE appdb OWNER app");
+        pg
+    }
+
+    /// Starts the cluster's server (after `start` created it, or after [`Postgres::kill`]).
+    pub fn server_start(&self) {
+        let listen_addresses = match &self.listen {
+            Listen::Loopback => "127.0.0.1",
+            Listen::SocketOnly(_) => "",
+        };
         check(
-            pg.as_server(&pg.bin.join("pg_ctl"))
+            self.as_server(&self.bin.join("pg_ctl"))
                 .arg("-D")
-                .arg(&data)
+                .arg(self.dir.path().join("data"))
                 .arg("-l")
-                .arg(&log)
+                .arg(self.dir.path().join("postgres.log"))
                 .arg("-o")
                 .arg(format!(
                     "-p {} -k {} -c listen_addresses='{listen_addresses}' -c fsync=off",
-                    pg.port,
-                    pg.socket_dir.display()
+                    self.port,
+                    self.socket_dir.display()
                 ))
                 .args(["-w", "-t", "60", "start"])
                 .output()
                 .expect("cannot run pg_ctl"),
             "pg_ctl start",
         );
-        pg.admin(&format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"));
-        pg.admin("CREATE DATABASE appdb OWNER app");
-        pg
+    }
+
+    /// Kills the server as a crash would (`pg_ctl stop -m immediate`: no shutdown
+    /// checkpoint, every session cut); [`Postgres::server_start`] brings it back.
+    pub fn kill(&self) {
+        let _ = self
+            .as_server(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     fn as_server(&self, program: &Path) -> Command {
