@@ -112,6 +112,7 @@ fn main() {
     println!("soak: {n} hosts, {seconds} s, seed {seed} (replay with SOAK_SEED={seed})");
     let mut soak = Soak::start(n, seed);
     soak.initial_deploy();
+    soak.prove_the_checks_can_fail();
     let started = Instant::now();
     let mut cycles = 0usize;
     while started.elapsed() < Duration::from_secs(seconds) {
@@ -291,6 +292,56 @@ impl Soak {
         let out = self.run(false, &["deploy", "soak"]);
         assert!(out.status.success(), "the second deploy failed");
         self.audit_lines = self.audit_counts();
+    }
+
+    /// Breaks what each file-based invariant looks at, on host1, and makes sure the check
+    /// sees it, then puts it back: a check that cannot fail proves nothing.
+    fn prove_the_checks_can_fail(&mut self) {
+        let base = self.release_dir(0);
+        let live = fs::read_link(base.join("current")).expect("current");
+        let file = base.join(&live).join("VERSION");
+        let kept = fs::read(&file).expect("VERSION");
+        let mode = fs::metadata(&file).expect("VERSION").permissions();
+        let _ = Command::new("chmod").arg("u+w").arg(&file).status();
+        fs::write(&file, b"tampered\n").expect("tamper");
+        let seen = self.check_current("self-check").len() == self.fleet.hosts().len()
+            && self.violations["current"].len() == 1;
+        fs::write(&file, kept).expect("restore");
+        fs::set_permissions(&file, mode).expect("restore mode");
+        assert!(seen, "the current check did not see a tampered file");
+        let meta = base.join(&live).join(".slipway/release.json");
+        let record = fs::read_to_string(&meta).expect("record");
+        let other = record.replacen("\"id\":\"", "\"id\":\"1", 1);
+        assert_ne!(other, record, "the record has no id field: {record}");
+        let _ = Command::new("chmod").arg("u+w").arg(&meta).status();
+        fs::write(&meta, other).expect("tamper");
+        self.check_records("self-check");
+        fs::write(&meta, record).expect("restore");
+        assert_eq!(
+            self.violations["records"].len(),
+            1,
+            "the records check did not see a foreign record"
+        );
+        let log = base.join(".slipway/log.jsonl");
+        let text = fs::read_to_string(&log).expect("audit log");
+        self.audit_lines = self.audit_counts();
+        fs::write(
+            &log,
+            text.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n",
+        )
+        .expect("tamper");
+        self.check(0, Op::Deploy, None, 0);
+        fs::write(&log, &text).expect("restore");
+        self.audit_lines = self.audit_counts();
+        assert_eq!(
+            self.violations["audit"].len(),
+            1,
+            "the audit check did not see a lost line"
+        );
+        for list in self.violations.values_mut() {
+            list.clear();
+        }
+        println!("self-check: the current, records and audit checks each caught a planted fault");
     }
 
     /// One cycle: the operation, maybe a fault during it, the faults undone, the usual
@@ -601,6 +652,7 @@ impl Soak {
         let _ = Command::new("fallocate")
             .args(["-l", &format!("{}M", HOST_DISK_MIB)])
             .arg(&filler)
+            .stderr(Stdio::null())
             .status();
         // fallocate fails outright when the size does not fit: fill what is left.
         if !filler.exists() || fs::metadata(&filler).map(|m| m.len()).unwrap_or(0) == 0 {
