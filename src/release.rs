@@ -207,11 +207,21 @@ pub struct Verified {
 }
 
 impl HostState {
-    /// The release `current` points at, if it is a well-formed `releases/ID` link.
+    /// The release `current` points at, if it is a well-formed `releases/ID` link (the
+    /// only shape slipway writes: a link elsewhere, `../other/releases/ID` or `/`, is
+    /// no release of this app, see [`HostState::current_elsewhere`]).
     pub fn current(&self) -> Option<ReleaseId> {
         let link = self.current_link.as_deref()?;
-        let id = link.trim_end_matches('/').rsplit('/').next()?;
+        let id = link.strip_prefix("releases/")?;
         ReleaseId::parse(id).ok()
+    }
+
+    /// The target of a `current` link that is not `releases/ID`: the host was changed by
+    /// hand, or lies. Shown, never followed.
+    pub fn current_elsewhere(&self) -> Option<&str> {
+        self.current_link
+            .as_deref()
+            .filter(|_| self.current().is_none())
     }
 
     pub fn release(&self, id: &ReleaseId) -> Option<&ReleaseEntry> {
@@ -273,6 +283,8 @@ impl HostState {
                     Err(_) if a.ends_with(".partial") => state.partials.push(a.to_string()),
                     Err(_) => state.strays.push(a.to_string()),
                 },
+                // `releases/ID` is a symlink: not a release (it may point anywhere).
+                "link" => state.strays.push(a.to_string()),
                 "lock" => state.lock = Some(serde_json::from_str(a).ok()),
                 "clock" => state.clock = a.parse().ok(),
                 "rollout" if !a.trim().is_empty() => state.rollout_json = Some(a.to_string()),
@@ -398,6 +410,28 @@ mod tests {
         assert_eq!(s.strays, vec!["junk"]);
         assert_eq!(s.clock, Some(1790000000));
         assert_eq!(s.lock, None);
+    }
+
+    #[test]
+    fn current_is_only_ever_a_release_of_this_app() {
+        for link in [
+            "../other/releases/20261124T040512Z",
+            "/srv/other/releases/20261124T040512Z",
+            "/",
+            "releases/../../etc",
+            "releases/20261124T040512Z/..",
+        ] {
+            let s = HostState::parse("h", &format!("current\t{link}\n"));
+            assert_eq!(s.current(), None, "{link}");
+            assert_eq!(s.current_elsewhere(), Some(link));
+        }
+        let s = HostState::parse(
+            "h",
+            "current\treleases/20261124T040512Z\nlink\t20261124T050000Z\n",
+        );
+        assert_eq!(s.current().unwrap().as_str(), "20261124T040512Z");
+        assert!(s.releases.is_empty(), "a linked release is no release");
+        assert_eq!(s.strays, vec!["20261124T050000Z"]);
     }
 
     #[test]

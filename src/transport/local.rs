@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::{Output, Reached, Stdin, Transport, TransportError, command_line, exchange};
+use super::{Output, Reached, Stdin, Transport, TransportError, command_line, exchange, text};
 
 pub struct LocalTransport {
     name: String,
@@ -50,15 +50,15 @@ impl Transport for LocalTransport {
         let out = child.stdout.take();
         let err = child.stderr.take();
         let work = async move {
-            let (stdout, stderr) = exchange(input, &stdin, out, err).await;
+            let (stdout, stderr) = exchange(input, &stdin, out, err).await?;
             let status = child
                 .wait()
                 .await
                 .map_err(|e| TransportError::Lost(e.to_string()))?;
             Ok(Output {
                 code: status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                stdout: text(stdout),
+                stderr: text(stderr),
             })
         };
         tokio::time::timeout(timeout, work)
