@@ -157,10 +157,18 @@ impl LockInfo {
             self.since.format("%Y-%m-%d %H:%M:%S UTC"),
             if self.is_stale_here() {
                 "; stale: that process is no longer running on this machine"
+            } else if self.names_this_process() {
+                "; it names this very process, which does not hold it: the host's lock record is forged or copied"
             } else {
                 ""
             }
         )
+    }
+
+    /// Whether the record claims to be the process reading it (never true of a lock this
+    /// process took: it knows its own and does not ask).
+    pub fn names_this_process(&self) -> bool {
+        self.pid == std::process::id() && self.machine == crate::audit::Actor::current().machine
     }
 
     /// Whether the holder was a process on this machine that is gone (killed, crashed).

@@ -1,0 +1,338 @@
+//! A host that simply holds crafted files: release records of the wrong shape, release
+//! directories with hostile names or pointing at `/`, `current` outside `releases/`, a
+//! lock owner, an audit log and a rollout state carrying escape sequences, check lists
+//! naming `../../etc/passwd`.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use super::{Bench, LIAR_HOST};
+
+/// A release record as slipway writes it, with `fields` replacing or adding keys.
+fn record(id: &str, fields: &[(&str, serde_json::Value)]) -> String {
+    let mut v = serde_json::json!({
+        "id": id, "app": "testapp", "stage": "test", "revision": "r1", "state": "ready",
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        "deployed_by": "x@y", "manifest_digest": "d", "files": 1, "bytes": 1
+    });
+    for (k, value) in fields {
+        v[*k] = value.clone();
+    }
+    v.to_string()
+}
+
+const OLD: &str = "20200101T000000Z";
+
+#[test]
+fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
+    let mut b = Bench::new(2);
+    let liar = b.liar();
+    let old_dir = b.liar_path(&format!("releases/{OLD}"));
+    let plant = |text: &str| {
+        fs::create_dir_all(old_dir.join(".slipway")).expect("mkdir");
+        fs::write(old_dir.join(".slipway/release.json"), format!("{text}\n")).expect("write");
+    };
+
+    // 1-4. Release records of the wrong shape: incomplete, never a target. Extra fields
+    //      are ignored (the record is otherwise sound).
+    for (case, text, shown) in [
+        (
+            "record with wrong types",
+            record(OLD, &[("files", "many".into()), ("state", 42.into())]),
+            "incomplete",
+        ),
+        (
+            "record with huge numbers",
+            record(OLD, &[])
+                .replace("\"files\":1", "\"files\":1e400")
+                .replace("\"bytes\":1", "\"bytes\":184467440737095516160000"),
+            "incomplete",
+        ),
+        (
+            "record with missing fields",
+            format!("{{\"id\":\"{OLD}\"}}"),
+            "incomplete",
+        ),
+        (
+            "record with extra fields",
+            record(
+                OLD,
+                &[
+                    ("exec", "$(reboot)".into()),
+                    ("x", serde_json::json!({"y": [1]})),
+                ],
+            ),
+            "ready",
+        ),
+        (
+            "record whose id is ../../etc",
+            record("../../etc", &[]),
+            "incomplete",
+        ),
+    ] {
+        plant(&text);
+        b.run(case, &["releases", "test"])
+            .expect(0)
+            .says(&[&format!("{OLD}  {shown}")]);
+    }
+
+    // 5. A release record whose note and revision carry escape sequences, `\r`, a C1
+    //    control and a bidi override, and whose schema lists crafted migration ids.
+    plant(&record(
+        OLD,
+        &[
+            (
+                "note",
+                "\u{1b}]52;c;cm0gLXJmIH4=\u{7}\r\u{9b}31mfine\u{202e}".into(),
+            ),
+            ("revision", "\u{1b}[2Jabc".into()),
+            (
+                "schema",
+                serde_json::json!({"framework": "\u{1b}[31mrails", "applied": ["../../x", "\u{1b}[2J", "a\nb"], "applied_now": []}),
+            ),
+            (
+                "migrations",
+                serde_json::json!([{"version": -1, "description": "\u{1b}[2J../../etc", "checksum": "\r"}]),
+            ),
+        ],
+    ));
+    b.run(
+        "escapes in a record's note, revision, schema (releases)",
+        &["releases", "test"],
+    )
+    .expect(0)
+    .says(&["\\x1b]52;c;", "\\x1b[2Jabc"]);
+    let ran = b.run(
+        "escapes in a record's note (--json releases)",
+        &["--json", "releases", "test"],
+    );
+    let events = ran.expect(0).json_lines();
+    let text = serde_json::to_string(&events).expect("events");
+    assert!(!text.contains("\\u001b") && !text.contains("\\r"), "{text}");
+    fs::remove_dir_all(&old_dir).expect("clean up");
+
+    // 6. Release directories named with ESC/OSC, `\r`, and a newline that forges a probe
+    //    line: shown escaped or not at all.
+    let releases = b.liar_path("releases");
+    let odd = [
+        "\u{1b}]0;pwned\u{7}",
+        "a\rb",
+        "x\nrelease\t20200202T000000Z\t{}",
+    ];
+    for name in odd {
+        fs::create_dir_all(releases.join(name)).expect("odd dir");
+    }
+    b.run(
+        "release dirs named with ESC \\r \\n (releases)",
+        &["releases", "test"],
+    )
+    .expect(0);
+    b.run(
+        "release dirs named with ESC \\r \\n (status)",
+        &["status", "test"],
+    )
+    .expect(0);
+    let before = b.honest();
+    let rb = b.run(
+        "release dirs named with ESC \\r \\n (rollback)",
+        &["rollback", "test"],
+    );
+    rb.expect(0);
+    let back = b.s.current(0).expect("host1 current");
+    assert_ne!(Some(back.clone()), before.0[0].0, "host1 rolled back");
+    assert_eq!(b.s.current(LIAR_HOST).as_deref(), Some(back.as_str()));
+    for name in odd {
+        assert!(releases.join(name).is_dir(), "{name:?} was touched");
+        fs::remove_dir_all(releases.join(name)).expect("clean up");
+    }
+    b.s.app_file("index.html", "<h1>v3</h1>\n");
+    b.run("forward again (deploy)", &["deploy", "test"])
+        .expect(0);
+
+    // 7. `releases/ID -> /`: not a release, never read through, never a target.
+    let link_id = "20300101T000000Z";
+    symlink("/", releases.join(link_id)).expect("symlink");
+    b.run("releases/ID -> / (releases)", &["releases", "test"])
+        .expect(0)
+        .never_says(&[link_id]);
+    let before = b.honest();
+    b.run(
+        "releases/ID -> / (rollback --to)",
+        &["rollback", "test", "--to", link_id],
+    )
+    .fails()
+    .says(&[&liar, link_id]);
+    b.assert_honest_unchanged(&before, "rollback to a linked release");
+    assert!(
+        fs::symlink_metadata(releases.join(link_id)).is_ok(),
+        "the link is left alone"
+    );
+    fs::remove_file(releases.join(link_id)).expect("clean up");
+
+    // 8-9. `current` outside releases/: `status` names it; a deploy puts the host right.
+    let current = b.liar_path("current");
+    let live = fs::read_link(&current).expect("current");
+    for (case, target) in [
+        ("current -> /etc (status)", "/etc".to_string()),
+        (
+            "current -> releases/ID/../../.. (status)",
+            format!("{}/../../..", live.display()),
+        ),
+    ] {
+        fs::remove_file(&current).expect("rm current");
+        symlink(&target, &current).expect("symlink current");
+        b.run(case, &["status", "test"])
+            .expect(4)
+            .says(&[&liar, "current points outside releases/"]);
+    }
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v4</h1>\n");
+    b.run("current outside releases/ (deploy)", &["deploy", "test"])
+        .expect(0);
+    b.assert_honest_deployed(&before, "deploy over a stray current");
+    assert!(
+        fs::read_link(&current)
+            .expect("current")
+            .starts_with("releases/"),
+        "the deploy put host2's current right"
+    );
+
+    // 10. A lock owner with escape sequences, `\r` and an OSC in every field.
+    let lock = b.liar_path(".slipway/lock");
+    fs::create_dir_all(&lock).expect("lock dir");
+    fs::write(
+        lock.join("owner.json"),
+        "{\"user\":\"\\u001b]0;pwned\\u0007eve\",\"machine\":\"\\rfar\\u009b\",\"pid\":1,\"command\":\"deploy\\u001b[2J\\r\",\"since\":\"2026-01-01T00:00:00Z\",\"token\":\"t\"}\n",
+    )
+    .expect("owner");
+    b.run("lock owner with escapes (status)", &["status", "test"])
+        .expect(0)
+        .says(&[&liar, "locked by", "\\x1b]0;pwned"]);
+    let before = b.honest();
+    b.run("lock owner with escapes (deploy)", &["deploy", "test"])
+        .expect(3)
+        .says(&[&liar, "\\x1b]0;pwned"]);
+    b.assert_honest_unchanged(&before, "escaped lock owner");
+    let ran = b.run(
+        "lock owner with escapes (--json status)",
+        &["--json", "status", "test"],
+    );
+    ran.expect(0).json_lines();
+
+    // 11. A lock owner nested 10,000 deep: unreadable, held.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    fs::write(lock.join("owner.json"), format!("{deep}\n")).expect("owner");
+    b.run(
+        "lock owner nested 10,000 deep (deploy)",
+        &["deploy", "test"],
+    )
+    .expect(3)
+    .says(&[&liar, "unreadable"]);
+    b.assert_honest_unchanged(&before, "deep lock owner");
+    b.run("break the lying host's lock (unlock)", &["unlock", "test"])
+        .expect(0);
+    assert!(!lock.exists());
+
+    // 12. Audit log lines with escapes, `\r`, invalid UTF-8, 10,000-deep JSON, and a
+    //     forged record of a deploy that never happened: `log` shows them escaped.
+    let log = b.liar_path(".slipway/log.jsonl");
+    let mut text = fs::read(&log).unwrap_or_default();
+    text.extend_from_slice(b"{\"time\":\"2026-01-01T00:00:00Z\",\"action\":\"deploy\\u001b[2J\",\"actor\":\"\\u001b]0;x\\u0007\\r\",\"result\":\"ok\\u009b\"}\n");
+    text.extend_from_slice(
+        b"{\"time\":\"2026-01-01T00:00:01Z\",\"action\":\"\xff\xfe\"}\n\x1b[31m\r\n",
+    );
+    text.extend_from_slice(format!("{deep}\n").as_bytes());
+    fs::write(&log, text).expect("log");
+    b.run("audit log with escapes (log)", &["log", "test"])
+        .expect(0)
+        .says(&["\\x1b[2J"]);
+    b.run(
+        "audit log with escapes (--json log)",
+        &["--json", "log", "test"],
+    )
+    .expect(0)
+    .json_lines();
+
+    // 13-15. A rollout state naming `../../etc`, another app's, a missing release.
+    let rollout = b.liar_path(".slipway/rollout.json");
+    let state = |app: &str, desired: &str| {
+        format!(
+            "{{\"app\":\"{app}\",\"stage\":\"test\",\"desired\":\"{desired}\",\"stable\":{{\"host1\":\"20200101T000000Z\",\"host2\":\"../../../\"}},\"plan\":{{\"strategy\":\"canary\",\"steps\":[]}},\"completed\":0,\"status\":\"paused\",\"reason\":\"\\u001b[2J\",\"started_by\":\"eve\",\"started_at\":\"2099-01-01T00:00:00Z\",\"updated_at\":\"2099-01-01T00:00:00Z\"}}\n"
+        )
+    };
+    fs::write(&rollout, state("testapp", "../../etc")).expect("rollout");
+    b.run("rollout state at ../../etc (status)", &["status", "test"])
+        .expect(0)
+        .says(&[&liar, "ignoring .slipway/rollout.json"]);
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v5</h1>\n");
+    b.run("rollout state at ../../etc (deploy)", &["deploy", "test"])
+        .expect(0);
+    b.assert_honest_deployed(&before, "deploy past a crafted rollout state");
+
+    fs::write(&rollout, state("otherapp", "20261124T040512Z")).expect("rollout");
+    b.run("rollout state of another app (status)", &["status", "test"])
+        .expect(0)
+        .says(&[&liar, "not \"testapp\"'s"]);
+
+    let valid = state("testapp", "20261124T040512Z").replace("../../../", "20200101T000000Z");
+    fs::write(&rollout, valid).expect("rollout");
+    let before = b.honest();
+    b.run(
+        "rollout state at a missing release (rollout promote)",
+        &["rollout", "promote", "test"],
+    )
+    .fails()
+    .says(&["20261124T040512Z"]);
+    b.assert_honest_unchanged(&before, "promote to a missing release");
+    fs::remove_file(&rollout).expect("clean up");
+
+    // 16-17. The current release's manifest and check list name `../../etc/passwd`:
+    //        a deploy sends the whole release (the manifest is refused as a base); a
+    //        rollback to it is refused by the check on that host.
+    let live = fs::read_link(&current).expect("current");
+    let release = b.liar_path(&live.display().to_string());
+    let manifest = release.join(".slipway/manifest.jsonl");
+    fs::set_permissions(
+        release.join(".slipway"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .ok();
+    let mut m = fs::read_to_string(&manifest).expect("manifest");
+    m = format!(
+        "{{\"path\":\"../../etc/passwd\",\"kind\":\"file\",\"size\":1,\"mode\":420,\"blake3\":\"{}\"}}\n{m}",
+        "0".repeat(64)
+    );
+    fs::write(&manifest, &m).expect("manifest");
+    let meta_path = release.join(".slipway/release.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&meta_path).expect("meta")).expect("meta json");
+    meta["manifest_digest"] = slipway::archive::digest_of(&m).into();
+    fs::write(&meta_path, format!("{meta}\n")).expect("meta");
+    let sums = release.join(".slipway/manifest.sha256");
+    let mut s = fs::read_to_string(&sums).expect("sha256 list");
+    s.push_str(&format!("{}  ../../etc/passwd\n", "0".repeat(64)));
+    fs::write(&sums, s).expect("sha256 list");
+    let _ = fs::remove_file(release.join(".slipway/manifest.b2"));
+    let _ = fs::remove_file(release.join(".slipway/stat"));
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v6</h1>\n");
+    b.run(
+        "manifest lists ../../etc/passwd (deploy)",
+        &["deploy", "test"],
+    )
+    .expect(0);
+    b.assert_honest_deployed(&before, "deploy over a crafted manifest");
+    let new = fs::read_link(&current).expect("current");
+    assert!(!b.liar_path(&format!("{}/etc", new.display())).exists());
+    let before = b.honest();
+    b.run(
+        "check list lists ../../etc/passwd (rollback)",
+        &["rollback", "test"],
+    )
+    .fails()
+    .says(&[&liar]);
+    b.assert_honest_unchanged(&before, "rollback to a crafted check list");
+
+    b.print_table("crafted files");
+}

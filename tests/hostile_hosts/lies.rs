@@ -1,0 +1,153 @@
+//! A host whose answers lie: crafted probe lines (release ids with `../`, `/`, escape
+//! sequences, invalid UTF-8, JSON nested 10,000 deep), escape sequences in its errors,
+//! a lock claimed for this very process, tools it does not have.
+
+use super::{Bench, LIAR_HOST};
+
+#[test]
+fn lying_answers_are_refused_or_ignored_and_shown_escaped() {
+    let mut b = Bench::new(1);
+    let liar = b.liar();
+    let v1 = b.s.current(0).expect("v1 on host1");
+
+    // 1. Escape sequences, `\r`, BEL, NUL and a C1 byte in a failing step's error.
+    b.lie("esc-error");
+    b.run("escape sequences in an error (status)", &["status", "test"])
+        .fails()
+        .says(&[&liar, "\\x1b]0;pwned", "\\r"])
+        .never_says(&["\nslipway: all good"]);
+
+    // 2. The same with --json: valid JSON, the message escaped, not merely encoded.
+    let ran = b.run(
+        "escape sequences in an error (--json)",
+        &["--json", "status", "test"],
+    );
+    ran.fails();
+    let events = ran.json_lines();
+    let all = serde_json::to_string(&events).expect("events");
+    assert!(all.contains("\\\\x1b[2J"), "{all}");
+    assert!(!all.contains("\\u001b"), "an ESC reached --json: {all}");
+
+    // 3. Release ids with `../`, `/`, an absolute path, ESC/OSC and `\r`: not releases,
+    //    never listed as such, never joined into a path.
+    let record = |id: &str| {
+        format!(
+            "{{\"id\":\"{id}\",\"app\":\"testapp\",\"stage\":\"test\",\"revision\":\"r\",\"state\":\"ready\",\"created_at\":\"2026-01-01T00:00:00Z\",\"updated_at\":\"2026-01-01T00:00:00Z\",\"deployed_by\":\"x\",\"manifest_digest\":\"d\",\"files\":1,\"bytes\":1}}"
+        )
+    };
+    let mut lines = Vec::new();
+    for id in [
+        "../../../etc",
+        "20261124T040512Z/../../..",
+        "/etc",
+        "..",
+        "\u{1b}]0;pwned\u{7}20261124T040512Z",
+        "20261124T040512Z\r",
+    ] {
+        lines.extend_from_slice(format!("release\t{id}\t{}\n", record(id)).as_bytes());
+    }
+    b.extra_lines(&lines);
+    let ran = b.run(
+        "release ids with ../ / ESC \\r (releases)",
+        &["releases", "test"],
+    );
+    ran.expect(0).never_says(&["../../../etc", "/etc  "]);
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v2</h1>\n");
+    b.run(
+        "release ids with ../ / ESC \\r (deploy)",
+        &["deploy", "test"],
+    )
+    .expect(0);
+    b.assert_honest_deployed(&before, "crafted ids deploy");
+    assert!(
+        !b.s.fleet().host(LIAR_HOST).srv().join("etc").exists() && !b.liar_path("etc").exists(),
+        "a crafted id became a directory on the lying host"
+    );
+
+    // 4. Invalid UTF-8 in release names, the lock owner and the rollout state.
+    b.extra_lines(
+        b"release\t\xff\xfe\x1b[31m\t{\"id\":\"\xff\"}\nlock\t{\"user\":\"\xff\xfe\",\"machine\":\"m\xc3\",\"pid\":1,\"command\":\"x\",\"since\":\"2026-01-01T00:00:00Z\",\"token\":\"t\"}\nrollout\t\xff{\n",
+    );
+    b.run("invalid UTF-8 (status)", &["status", "test"])
+        .expect(0)
+        .says(&[&liar, "locked by"]);
+    let ran = b.run(
+        "invalid UTF-8 (--json releases)",
+        &["--json", "releases", "test"],
+    );
+    ran.expect(0);
+    ran.json_lines();
+
+    // 5. JSON nested 10,000 deep in a release record, the lock and the rollout state:
+    //    unreadable records, no stack overflow.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    b.extra_lines(
+        format!("release\t20200101T000000Z\t{deep}\nlock\t{deep}\nrollout\t{{\"app\":{deep}}}\n")
+            .as_bytes(),
+    );
+    b.run("JSON nested 10,000 deep (status)", &["status", "test"])
+        .expect(0)
+        .says(&[&liar, "locked by"]);
+    b.run("JSON nested 10,000 deep (releases)", &["releases", "test"])
+        .expect(0)
+        .says(&["20200101T000000Z  incomplete"]);
+    // The lock script itself succeeded there (the lie is only appended): the junk is
+    // ignored, the deploy goes on everywhere.
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v2.1</h1>\n");
+    b.run("JSON nested 10,000 deep (deploy)", &["deploy", "test"])
+        .expect(0);
+    b.assert_honest_deployed(&before, "deep JSON deploy");
+
+    // 6. `current` pointing at another app's release, and at `../../`.
+    for (case, link) in [
+        (
+            "current at another app's release (status)",
+            "../../other/releases/20261124T040512Z",
+        ),
+        ("current at ../../ (status)", "../../"),
+    ] {
+        b.extra_lines(format!("current\t{link}\n").as_bytes());
+        b.run(case, &["status", "test"])
+            .expect(4)
+            .says(&[&liar, "current points outside releases/"]);
+    }
+
+    // 7. A lock owner claiming to be this very process (same pid, same machine), with
+    //    escape sequences in its command: held (never broken as stale, never taken for
+    //    ours), exit 3 naming the host.
+    b.lie("lock-me");
+    let before = b.honest();
+    b.run(
+        "lock owner claiming this very process (deploy)",
+        &["deploy", "test"],
+    )
+    .expect(3)
+    .says(&[&liar, "names this very process", "\\x1b[2J\\r"])
+    .never_says(&["not-yours"]);
+    b.assert_honest_unchanged(&before, "lock-me");
+    let ran = b.run(
+        "lock owner claiming this very process (rollback)",
+        &["rollback", "test"],
+    );
+    ran.expect(3).says(&[&liar]);
+    b.assert_honest_unchanged(&before, "lock-me rollback");
+
+    // 8. A host saying it has tar when it has none: `check` believes the survey (it
+    //    cannot know better), the deploy fails on that host naming it, before any switch.
+    b.lie("no-tar");
+    b.run("probe claims tools it lacks (check)", &["check", "test"])
+        .expect(0);
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v3</h1>\n");
+    b.run("probe claims tools it lacks (deploy)", &["deploy", "test"])
+        .fails()
+        .says(&[&liar, "upload failed", "claimed tar but has none"]);
+    b.assert_honest_not_switched(&before, "no tar");
+
+    b.lie("honest");
+    assert_ne!(b.s.current(LIAR_HOST), None);
+    assert_ne!(b.s.current(0).as_deref(), Some(v1.as_str()), "v2 is live");
+    b.print_table("lying answers");
+}
