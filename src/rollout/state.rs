@@ -124,6 +124,14 @@ impl RolloutState {
         if let Some(stage) = stage.filter(|s| *s != self.stage) {
             return Some(format!("it is stage {:?}'s, not {stage:?}'s", self.stage));
         }
+        if self.plan.steps.is_empty() {
+            return Some("its plan has no steps".into());
+        }
+        // Written with the deployer's clock: a day ahead is no clock skew, it is a state
+        // made to win over every other host's (the newest is the one read).
+        if self.updated_at > Utc::now() + chrono::Duration::days(1) {
+            return Some(format!("it is dated in the future ({})", self.updated_at));
+        }
         let ids = std::iter::once(&self.desired).chain(self.stable.values().flatten());
         for id in ids {
             if let Err(e) = crate::layout::ReleaseId::parse(id) {

@@ -108,7 +108,8 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
     );
     let events = ran.expect(0).json_lines();
     let text = serde_json::to_string(&events).expect("events");
-    assert!(!text.contains("\\u001b") && !text.contains("\\r"), "{text}");
+    // Shown as `\x1b[2Jabc`: JSON then escapes its backslash.
+    assert!(text.contains(r"\\x1b[2Jabc"), "{text}");
     fs::remove_dir_all(&old_dir).expect("clean up");
 
     // 6. Release directories named with ESC/OSC, `\r`, and a newline that forges a probe
@@ -149,25 +150,42 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
     b.run("forward again (deploy)", &["deploy", "test"])
         .expect(0);
 
-    // 7. `releases/ID -> /`: not a release, never read through, never a target.
+    // 7. `releases/ID -> /`: not a release, never read through, never a target. The
+    //    link takes the place of the rollback target, which the honest hosts have.
     let link_id = "20300101T000000Z";
     symlink("/", releases.join(link_id)).expect("symlink");
     b.run("releases/ID -> / (releases)", &["releases", "test"])
         .expect(0)
         .never_says(&[link_id]);
+    fs::remove_file(releases.join(link_id)).expect("clean up");
+    let live_id = b.s.current(0).expect("current");
+    let target =
+        b.s.releases(0)
+            .into_iter()
+            .filter(|r| r.as_str() < live_id.as_str() && b.s.state(0, r) == "ready")
+            .max()
+            .expect("a rollback target");
+    let moved = releases.join(format!("{target}.moved"));
+    fs::rename(releases.join(&target), &moved).expect("move the target aside");
+    symlink("/", releases.join(&target)).expect("symlink");
     let before = b.honest();
     b.run(
         "releases/ID -> / (rollback --to)",
-        &["rollback", "test", "--to", link_id],
+        &["rollback", "test", "--to", &target],
     )
     .fails()
-    .says(&[&liar, link_id]);
+    .blames(&liar)
+    .says(&[&target, "not in releases/"]);
     b.assert_honest_unchanged(&before, "rollback to a linked release");
     assert!(
-        fs::symlink_metadata(releases.join(link_id)).is_ok(),
+        fs::symlink_metadata(releases.join(&target))
+            .expect("the link")
+            .file_type()
+            .is_symlink(),
         "the link is left alone"
     );
-    fs::remove_file(releases.join(link_id)).expect("clean up");
+    fs::remove_file(releases.join(&target)).expect("clean up");
+    fs::rename(&moved, releases.join(&target)).expect("move back");
 
     // 8-9. `current` outside releases/: `status` names it; a deploy puts the host right.
     let current = b.liar_path("current");
@@ -211,7 +229,8 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
     let before = b.honest();
     b.run("lock owner with escapes (deploy)", &["deploy", "test"])
         .expect(3)
-        .says(&[&liar, "\\x1b]0;pwned"]);
+        .blames(&liar)
+        .says(&["\\x1b]0;pwned"]);
     b.assert_honest_unchanged(&before, "escaped lock owner");
     let ran = b.run(
         "lock owner with escapes (--json status)",
@@ -227,7 +246,8 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
         &["deploy", "test"],
     )
     .expect(3)
-    .says(&[&liar, "unreadable"]);
+    .blames(&liar)
+    .says(&["unreadable"]);
     b.assert_honest_unchanged(&before, "deep lock owner");
     b.run("break the lying host's lock (unlock)", &["unlock", "test"])
         .expect(0);
@@ -255,12 +275,25 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
 
     // 13-15. A rollout state naming `../../etc`, another app's, a missing release.
     let rollout = b.liar_path(".slipway/rollout.json");
-    let state = |app: &str, desired: &str| {
-        format!(
-            "{{\"app\":\"{app}\",\"stage\":\"test\",\"desired\":\"{desired}\",\"stable\":{{\"host1\":\"20200101T000000Z\",\"host2\":\"../../../\"}},\"plan\":{{\"strategy\":\"canary\",\"steps\":[]}},\"completed\":0,\"status\":\"paused\",\"reason\":\"\\u001b[2J\",\"started_by\":\"eve\",\"started_at\":\"2099-01-01T00:00:00Z\",\"updated_at\":\"2099-01-01T00:00:00Z\"}}\n"
-        )
+    let names: Vec<String> =
+        b.s.fleet()
+            .hosts()
+            .iter()
+            .map(|h| format!("{}:{}", h.address, h.port))
+            .collect();
+    let state = |app: &str, desired: &str, stable: &str, updated: &str| {
+        serde_json::json!({
+            "app": app, "stage": "test", "desired": desired,
+            "stable": names.iter().map(|n| (n.clone(), stable.into())).collect::<serde_json::Map<String, serde_json::Value>>(),
+            "plan": {"strategy": "canary", "steps": [{"number": 1, "hosts": names, "total": 3}]},
+            "completed": 0, "status": "paused", "reason": "\u{1b}[2J\r",
+            "started_by": "eve", "started_at": updated, "updated_at": updated
+        })
+        .to_string()
+            + "\n"
     };
-    fs::write(&rollout, state("testapp", "../../etc")).expect("rollout");
+    let now = chrono::Utc::now().to_rfc3339();
+    fs::write(&rollout, state("testapp", "../../etc", "../../../", &now)).expect("rollout");
     b.run("rollout state at ../../etc (status)", &["status", "test"])
         .expect(0)
         .says(&[&liar, "ignoring .slipway/rollout.json"]);
@@ -270,13 +303,17 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
         .expect(0);
     b.assert_honest_deployed(&before, "deploy past a crafted rollout state");
 
-    fs::write(&rollout, state("otherapp", "20261124T040512Z")).expect("rollout");
+    fs::write(&rollout, state("otherapp", OLD, OLD, &now)).expect("rollout");
     b.run("rollout state of another app (status)", &["status", "test"])
         .expect(0)
         .says(&[&liar, "not \"testapp\"'s"]);
 
-    let valid = state("testapp", "20261124T040512Z").replace("../../../", "20200101T000000Z");
-    fs::write(&rollout, valid).expect("rollout");
+    fs::write(&rollout, state("testapp", OLD, OLD, "2099-01-01T00:00:00Z")).expect("rollout");
+    b.run("rollout state dated 2099 (status)", &["status", "test"])
+        .expect(0)
+        .says(&[&liar, "dated in the future"]);
+
+    fs::write(&rollout, state("testapp", "20261124T040512Z", OLD, &now)).expect("rollout");
     let before = b.honest();
     b.run(
         "rollout state at a missing release (rollout promote)",
@@ -331,7 +368,8 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
         &["rollback", "test"],
     )
     .fails()
-    .says(&[&liar]);
+    .blames(&liar)
+    .says(&["../../etc/passwd"]);
     b.assert_honest_unchanged(&before, "rollback to a crafted check list");
 
     b.print_table("crafted files");

@@ -14,7 +14,8 @@ fn lying_answers_are_refused_or_ignored_and_shown_escaped() {
     b.lie("esc-error");
     b.run("escape sequences in an error (status)", &["status", "test"])
         .fails()
-        .says(&[&liar, "\\x1b]0;pwned", "\\r"])
+        .blames(&liar)
+        .says(&["\\x1b]0;pwned", "\\r"])
         .never_says(&["\nslipway: all good"]);
 
     // 2. The same with --json: valid JSON, the message escaped, not merely encoded.
@@ -124,14 +125,15 @@ fn lying_answers_are_refused_or_ignored_and_shown_escaped() {
         &["deploy", "test"],
     )
     .expect(3)
-    .says(&[&liar, "names this very process", "\\x1b[2J\\r"])
+    .blames(&liar)
+    .says(&["names this very process", "\\x1b[2J\\r"])
     .never_says(&["not-yours"]);
     b.assert_honest_unchanged(&before, "lock-me");
     let ran = b.run(
         "lock owner claiming this very process (rollback)",
         &["rollback", "test"],
     );
-    ran.expect(3).says(&[&liar]);
+    ran.expect(3).blames(&liar);
     b.assert_honest_unchanged(&before, "lock-me rollback");
 
     // 8. A host saying it has tar when it has none: `check` believes the survey (it
@@ -143,7 +145,8 @@ fn lying_answers_are_refused_or_ignored_and_shown_escaped() {
     b.s.app_file("index.html", "<h1>v3</h1>\n");
     b.run("probe claims tools it lacks (deploy)", &["deploy", "test"])
         .fails()
-        .says(&[&liar, "upload failed", "claimed tar but has none"]);
+        .blames(&liar)
+        .says(&["upload failed", "claimed tar but has none"]);
     b.assert_honest_not_switched(&before, "no tar");
 
     b.lie("honest");

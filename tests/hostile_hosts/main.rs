@@ -298,6 +298,9 @@ impl Bench {
             seconds: elapsed.as_secs_f64(),
             rss_mib: ran.rss_kib as f64 / 1024.0,
         });
+        if std::env::var_os("HOSTILE_DUMP").is_some() {
+            eprintln!("--- {case}: {args:?}\n{}", ran.dump());
+        }
         ran.assert_clean();
         assert!(
             ran.rss_kib < RSS_BOUND_MIB * 1024,
@@ -402,6 +405,19 @@ impl Ran {
                 self.dump()
             );
         }
+        self
+    }
+
+    /// The error slipway ends with names `host` first (`slipway: error: HOST: ...`).
+    pub fn blames(&self, host: &str) -> &Ran {
+        let line = format!("slipway: error: {host}: ");
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        assert!(
+            stderr.contains(&line),
+            "{}: the error does not name {host} first\n{}",
+            self.case,
+            self.dump()
+        );
         self
     }
 

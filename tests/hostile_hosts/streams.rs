@@ -21,7 +21,8 @@ fn floods_and_stalls_end_within_the_cap_and_the_timeout() {
     b.lie("flood");
     b.run("2 GiB line on stdout (status)", &["status", "test"])
         .fails()
-        .says(&[&liar, "more than 32.0 MiB on stdout"])
+        .blames(&liar)
+        .says(&["more than 32.0 MiB on stdout"])
         .within(Duration::from_secs(30));
     b.assert_honest_unchanged(&before, "flood");
 
@@ -30,7 +31,8 @@ fn floods_and_stalls_end_within_the_cap_and_the_timeout() {
     let before = b.honest();
     b.run("2 GiB line on stdout (deploy)", &["deploy", "test"])
         .fails()
-        .says(&[&liar, "more than 32.0 MiB on stdout"])
+        .blames(&liar)
+        .says(&["more than 32.0 MiB on stdout"])
         .within(Duration::from_secs(40));
     b.assert_honest_unchanged(&before, "flood deploy");
 
@@ -38,28 +40,32 @@ fn floods_and_stalls_end_within_the_cap_and_the_timeout() {
     b.lie("flood-stderr");
     b.run("2 GiB on stderr (status)", &["status", "test"])
         .fails()
-        .says(&[&liar, "more than 32.0 MiB on stderr"])
+        .blames(&liar)
+        .says(&["more than 32.0 MiB on stderr"])
         .within(Duration::from_secs(30));
 
     // 4. Output that never ends (`yes`).
     b.lie("endless");
     b.run("output that never ends (status)", &["status", "test"])
         .fails()
-        .says(&[&liar, "more than 32.0 MiB on stdout"])
+        .blames(&liar)
+        .says(&["more than 32.0 MiB on stdout"])
         .within(Duration::from_secs(30));
 
     // 5. A command that never returns (sleep 600): cut by [timeouts] command.
     b.lie("stall");
     b.run("command that never returns (status)", &["status", "test"])
         .fails()
-        .says(&[&liar, "no answer within 4s"])
+        .blames(&liar)
+        .says(&["no answer within 4s"])
         .within(stall_bound());
 
     // 6. The same during a deploy: the others' locks are released, nothing moved.
     let before = b.honest();
     b.run("command that never returns (deploy)", &["deploy", "test"])
         .fails()
-        .says(&[&liar, "lock", "no answer within 4s"])
+        .blames(&liar)
+        .says(&["lock", "no answer within 4s"])
         .within(stall_bound());
     b.assert_honest_unchanged(&before, "stall deploy");
 
@@ -67,7 +73,8 @@ fn floods_and_stalls_end_within_the_cap_and_the_timeout() {
     b.lie("stop");
     b.run("shell stopped by SIGSTOP (releases)", &["releases", "test"])
         .fails()
-        .says(&[&liar, "no answer within 4s"])
+        .blames(&liar)
+        .says(&["no answer within 4s"])
         .within(stall_bound());
 
     // 8. The stalled host in --json: the events stay valid JSON and name the host.
