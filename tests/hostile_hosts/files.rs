@@ -273,6 +273,41 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
     .expect(0)
     .json_lines();
 
+    // 12b. An audit log of 250,000 lines (30 MiB: a long life, or a junk writer): the
+    //      newest 10,000 are read, saying so. A host that sends all of it anyway (its
+    //      `tail` lies): the same 10,000 count; one that sends over 32 MiB: refused.
+    let line = |n: usize| {
+        format!(
+            "{{\"time\":\"2026-01-01T00:00:00.{n:06}Z\",\"action\":\"deploy\",\"command\":\"c{n}\",\"result\":\"ok\"}}\n"
+        )
+    };
+    let mut big = String::new();
+    let mut n = 0;
+    while big.len() < 30 << 20 {
+        big.push_str(&line(n));
+        n += 1;
+    }
+    fs::write(&log, &big).expect("big log");
+    b.run("audit log of 30 MiB (log)", &["log", "test"])
+        .expect(0)
+        .says(&["newest 10000 audit records"])
+        .within(std::time::Duration::from_secs(20));
+    b.lie("cat-log");
+    b.run("audit log of 30 MiB sent whole (log)", &["log", "test"])
+        .expect(0)
+        .within(std::time::Duration::from_secs(20));
+    while big.len() <= 33 << 20 {
+        big.push_str(&line(n));
+        n += 1;
+    }
+    fs::write(&log, &big).expect("bigger log");
+    b.run("audit log over 32 MiB sent whole (log)", &["log", "test"])
+        .fails()
+        .blames(&liar)
+        .says(&["more than 32.0 MiB on stdout"]);
+    b.lie("honest");
+    fs::write(&log, "").expect("empty log");
+
     // 13-15. A rollout state naming `../../etc`, another app's, a missing release.
     let rollout = b.liar_path(".slipway/rollout.json");
     let names: Vec<String> =

@@ -2,6 +2,8 @@
 //! sequences, invalid UTF-8, JSON nested 10,000 deep), escape sequences in its errors,
 //! a lock claimed for this very process, tools it does not have.
 
+use std::fs;
+
 use super::{Bench, LIAR_HOST};
 
 #[test]
@@ -149,7 +151,44 @@ fn lying_answers_are_refused_or_ignored_and_shown_escaped() {
         .says(&["upload failed", "claimed tar but has none"]);
     b.assert_honest_not_switched(&before, "no tar");
 
+    // 9. A build hook whose output carries escape sequences (only host2 has the file
+    //    it prints): shown escaped with -v; when it fails, its error too.
     b.lie("honest");
+    let srv = b.s.fleet().host(LIAR_HOST).srv();
+    fs::write(
+        srv.join("hook-says"),
+        "\u{1b}]0;pwned\u{7}\u{1b}[2J\rbuilt \u{9b}1m\u{202e}\n",
+    )
+    .expect("hook output");
+    b.s.build_hooks.push(
+        "cat /srv/hook-says 2>/dev/null; cat /srv/hook-says >&2 2>/dev/null; test ! -e /srv/hook-fails"
+            .into(),
+    );
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v4</h1>\n");
+    b.run(
+        "hook output with escapes (deploy -v)",
+        &["-v", "deploy", "test"],
+    )
+    .expect(0)
+    .says(&["\\x1b]0;pwned\\x07\\x1b[2J\\rbuilt"]);
+    b.assert_honest_deployed(&before, "hook output");
+    fs::write(srv.join("hook-fails"), "").expect("hook fails");
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v5</h1>\n");
+    b.run("failing hook with escapes (deploy)", &["deploy", "test"])
+        .fails()
+        .blames(&liar)
+        .says(&["build", "\\x1b]0;pwned"]);
+    b.assert_honest_not_switched(&before, "failing hook");
+    let ran = b.run(
+        "failing hook with escapes (--json deploy)",
+        &["--json", "deploy", "test"],
+    );
+    ran.fails();
+    ran.json_lines();
+    b.s.build_hooks.clear();
+
     assert_ne!(b.s.current(LIAR_HOST), None);
     assert_ne!(b.s.current(0).as_deref(), Some(v1.as_str()), "v2 is live");
     b.print_table("lying answers");

@@ -24,6 +24,7 @@ mod streams;
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -39,6 +40,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(4);
 /// The bound on the deployer's peak RSS asserted for every run, whatever a host sends
 /// (slipway reads at most 32 MiB per stream of a remote command; README "Limits").
 pub const RSS_BOUND_MIB: u64 = 128;
+
+/// GNU time (Debian package `time`, installed by scripts/test).
+const TIME: &str = "/usr/bin/time";
 
 /// The lying host's login program: the real command, or a lie chosen by the mode file.
 /// A probe (or the lock script, which carries the probe) is recognised by its
@@ -65,6 +69,9 @@ if [ "$lock" = 1 ] && [ "$mode" = lock-me ]; then
   user=$(printf '%s' "$c" | sed -n 's/.*"user":"\([^"]*\)".*/\1/p' | head -n 1)
   printf '{"user":"%s","machine":"%s","pid":%s,"command":"slipway deploy \\u001b[2J\\r","since":"2026-01-01T00:00:00Z","token":"not-yours"}\n' "$user" "$machine" "$pid"
   exit 75
+fi
+if [ "$mode" = cat-log ]; then
+  case "$c" in *log.jsonl*"tail -n "*) exec cat /srv/app/.slipway/log.jsonl ;; esac
 fi
 if [ "$mode" = no-tar ]; then PATH=/srv/.liar/bin:$PATH; export PATH; fi
 exec sh -c "$c"
@@ -235,12 +242,35 @@ impl Bench {
     /// Runs slipway with this bench's config, measuring its peak RSS; every run is
     /// checked for raw control characters and the memory bound.
     pub fn run(&mut self, case: &str, args: &[&str]) -> Ran {
-        let mut cmd = self.s.command(args);
+        // GNU time reports its child's peak RSS. Measured there, not by our own wait4:
+        // a child forked from this (large, multi-threaded) test process starts with our
+        // RSS as its high-water mark, and keeps it across exec.
+        assert!(
+            std::path::Path::new(TIME).exists(),
+            "{TIME} is missing: install it with `apt-get install time` (or run scripts/test)"
+        );
+        let slipway = self.s.command(args);
+        let rss_file = self.s.dir().join("rss");
+        let _ = fs::remove_file(&rss_file);
+        let mut cmd = std::process::Command::new(TIME);
+        cmd.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&rss_file)
+            .arg(slipway.get_program())
+            .args(slipway.get_args());
+        for (k, v) in slipway.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .process_group(0);
         let started = Instant::now();
-        let mut child = cmd.spawn().expect("spawn slipway");
+        let mut child = cmd.spawn().expect("spawn slipway under /usr/bin/time");
         let pid = child.id() as libc::pid_t;
         let mut out = child.stdout.take().expect("stdout");
         let mut err = child.stderr.take().expect("stderr");
@@ -254,42 +284,34 @@ impl Bench {
             let _ = err.read_to_end(&mut v);
             v
         });
-        // wait4 for the child's own peak RSS (ru_maxrss, KiB), polling so that a run
-        // that never ends fails the test instead of hanging it.
+        // Polling, so that a run that never ends fails the test instead of hanging it.
         let deadline = started + Duration::from_secs(90);
-        let (status, usage) = loop {
-            let mut status = 0;
-            // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: pid is our child; status and usage are valid for writes.
-            let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            if rc == pid {
-                break (status, usage);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for slipway") {
+                break status;
             }
-            assert!(
-                rc == 0,
-                "{case}: wait4 failed: {}",
-                std::io::Error::last_os_error()
-            );
             if Instant::now() > deadline {
-                // SAFETY: killing our own child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: killing our own child's process group (time and slipway).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
                 panic!("{case}: slipway {args:?} did not end within 90 s");
             }
             std::thread::sleep(Duration::from_millis(10));
         };
         let elapsed = started.elapsed();
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -libc::WTERMSIG(status)
-        };
+        // GNU time exits with its child's status.
+        let code = status.code().unwrap_or(-1);
+        let rss = fs::read_to_string(&rss_file).unwrap_or_default();
+        let rss_kib: u64 = rss
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{case}: no peak RSS from {TIME}: {rss:?}"));
         let ran = Ran {
             case: case.to_string(),
             code,
             stdout: out_reader.join().expect("stdout reader"),
             stderr: err_reader.join().expect("stderr reader"),
-            rss_kib: usage.ru_maxrss as u64,
+            rss_kib,
             elapsed,
         };
         self.table.push(Row {
@@ -337,12 +359,26 @@ impl Ran {
         )
     }
 
+    /// What the run printed, escaped, the middle of long output left out.
     fn dump(&self) -> String {
+        let show = |bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes).escape_debug().to_string();
+            let chars: Vec<char> = text.chars().collect();
+            if chars.len() <= 6000 {
+                return text;
+            }
+            let head: String = chars[..3000].iter().collect();
+            let tail: String = chars[chars.len() - 3000..].iter().collect();
+            format!(
+                "{head}\n[... {} characters ...]\n{tail}",
+                chars.len() - 6000
+            )
+        };
         format!(
             "exit {}\nstdout:\n{}\nstderr:\n{}",
             self.code,
-            String::from_utf8_lossy(&self.stdout).escape_debug(),
-            String::from_utf8_lossy(&self.stderr).escape_debug()
+            show(&self.stdout),
+            show(&self.stderr)
         )
     }
 
