@@ -322,9 +322,12 @@ pub fn common_current(states: &[HostState]) -> Option<String> {
 }
 
 /// The id of a new release: now, or just after the newest release or partial upload on
-/// any host (a clock behind the hosts' newest still sorts after it).
+/// any host (a clock behind the hosts' newest still sorts after it). Ids more than a day
+/// ahead are no clock skew: one host listing `99991231T235959Z` must not push every
+/// host's next release past the year 9999 (where ids stop being ids).
 pub fn next_release_id(states: &[HostState]) -> ReleaseId {
     let now = ReleaseId::from_time(Utc::now());
+    let horizon = ReleaseId::from_time(Utc::now() + chrono::Duration::days(1));
     let newest = states
         .iter()
         .flat_map(|s| {
@@ -334,6 +337,7 @@ pub fn next_release_id(states: &[HostState]) -> ReleaseId {
                     .filter_map(|p| ReleaseId::parse(p.trim_end_matches(".partial")).ok()),
             )
         })
+        .filter(|id| *id <= horizon)
         .max();
     match newest {
         Some(n) if n >= now => n.successor(),
@@ -418,6 +422,16 @@ mod tests {
         assert_eq!(s.strays, vec!["junk"]);
         assert_eq!(s.clock, Some(1790000000));
         assert_eq!(s.lock, None);
+    }
+
+    #[test]
+    fn ids_far_in_the_future_do_not_move_the_next_one() {
+        let s = HostState::parse("h", "release\t99991231T235959Z\t\n");
+        let next = next_release_id(&[s]);
+        assert!(next.as_str() < "21000101T000000Z", "{next}");
+        let soon = ReleaseId::from_time(Utc::now() + chrono::Duration::hours(1));
+        let s = HostState::parse("h", &format!("release\t{soon}\t\n"));
+        assert_eq!(next_release_id(&[s]), soon.successor());
     }
 
     #[test]

@@ -68,6 +68,21 @@ fn lying_answers_are_refused_or_ignored_and_shown_escaped() {
         "a crafted id became a directory on the lying host"
     );
 
+    // 3b. A release id of the year 9999 on the lying host: the next release is still
+    //     dated now on every host (not after it, where ids stop being timestamps).
+    b.extra_lines(b"release\t99991231T235959Z\t\n");
+    let before = b.honest();
+    b.s.app_file("index.html", "<h1>v2.0</h1>\n");
+    b.run("release id of the year 9999 (deploy)", &["deploy", "test"])
+        .expect(0);
+    b.assert_honest_deployed(&before, "year 9999");
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert!(
+        b.s.current(0).is_some_and(|c| c.starts_with(&year)),
+        "{:?}",
+        b.s.current(0)
+    );
+
     // 4. Invalid UTF-8 in release names, the lock owner and the rollout state.
     b.extra_lines(
         b"release\t\xff\xfe\x1b[31m\t{\"id\":\"\xff\"}\nlock\t{\"user\":\"\xff\xfe\",\"machine\":\"m\xc3\",\"pid\":1,\"command\":\"x\",\"since\":\"2026-01-01T00:00:00Z\",\"token\":\"t\"}\nrollout\t\xff{\n",
