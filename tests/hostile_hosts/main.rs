@@ -18,6 +18,7 @@ mod hosts;
 #[path = "../e2e/scenario.rs"]
 mod scenario;
 
+mod db;
 mod files;
 mod lies;
 mod streams;
@@ -70,6 +71,13 @@ if [ "$lock" = 1 ] && [ "$mode" = lock-me ]; then
   printf '{"user":"%s","machine":"%s","pid":%s,"command":"slipway deploy \\u001b[2J\\r","since":"2026-01-01T00:00:00Z","token":"not-yours"}\n' "$user" "$machine" "$pid"
   exit 75
 fi
+case "$mode:$c" in
+  sqlite-junk:*_sqlx_migrations*-readonly*) printf '1|a\303\251|1|x\n'; exit 0 ;;
+  sqlite-esc:*_sqlx_migrations*-readonly*)
+    sh -c "$c" | sed 's/|\([^|]*\)$/|\x1b]0;pwned\x07\r\1\x9b/'; exit 0 ;;
+  evil-tar:*base64*)
+    cd /srv/.liar/evil/a/b/c && tar -cPf - migrations/../../../slipway-hostile-evil.sql /srv/.liar/slipway-hostile-abs.sql migrations/0002_more.down.sql | base64; exit 0 ;;
+esac
 if [ "$mode" = cat-log ]; then
   case "$c" in *log.jsonl*"tail -n "*) exec cat /srv/app/.slipway/log.jsonl ;; esac
 fi
@@ -81,6 +89,8 @@ exec sh -c "$c"
 pub struct Bench {
     pub s: Scenario,
     pub table: Vec<Row>,
+    /// The lying host's index.
+    pub liar: usize,
 }
 
 /// One case's outcome, for the table each test prints.
@@ -107,9 +117,20 @@ pub struct Honest(Vec<(Option<String>, Vec<String>, String)>);
 
 impl Bench {
     pub fn new(versions: usize) -> Bench {
+        Bench::with(LIAR_HOST, "", |_, _| {}, versions)
+    }
+
+    /// `liar` lies; `config` is added to deploy.toml's top level, `app` prepares the
+    /// application before each of the `versions` setup deploys (told the version).
+    pub fn with(
+        liar_host: usize,
+        config: &str,
+        app: impl Fn(&Scenario, usize),
+        versions: usize,
+    ) -> Bench {
         let mut s = Scenario::new().hosts(3);
-        s.extra = format!("[timeouts]\ncommand = \"{}s\"\n", TIMEOUT.as_secs());
-        let liar = s.fleet().host(LIAR_HOST).srv().join(".liar");
+        s.extra = format!("[timeouts]\ncommand = \"{}s\"\n{config}", TIMEOUT.as_secs());
+        let liar = s.fleet().host(liar_host).srv().join(".liar");
         fs::create_dir_all(liar.join("bin")).expect("liar dir");
         fs::write(liar.join("run"), LIAR).expect("write liar");
         set_executable(&liar.join("run"));
@@ -120,18 +141,20 @@ impl Bench {
         .expect("write tar shim");
         set_executable(&liar.join("bin/tar"));
         fs::write(liar.join("mode"), "honest").expect("write mode");
-        let config = s.fleet().host(LIAR_HOST).sshd_config().to_path_buf();
+        let config = s.fleet().host(liar_host).sshd_config().to_path_buf();
         let mut text = fs::read_to_string(&config).expect("sshd_config");
         text.push_str("ForceCommand /srv/.liar/run\n");
         fs::write(&config, text).expect("write sshd_config");
-        s.fleet_mut().stop(LIAR_HOST);
-        s.fleet_mut().start_host(LIAR_HOST);
+        s.fleet_mut().stop(liar_host);
+        s.fleet_mut().start_host(liar_host);
         let mut bench = Bench {
             s,
             table: Vec::new(),
+            liar: liar_host,
         };
         for v in 1..=versions {
             bench.s.app_file("index.html", &format!("<h1>v{v}</h1>\n"));
+            app(&bench.s, v);
             let ran = bench.run(&format!("setup: deploy v{v}"), &["deploy", "test"]);
             ran.expect(0);
         }
@@ -149,26 +172,31 @@ impl Bench {
         self.lie("extra");
     }
 
+    /// Every host but the liar.
+    pub fn honest_hosts(&self) -> Vec<usize> {
+        (0..3).filter(|&i| i != self.liar).collect()
+    }
+
     /// The lying host's name in slipway's messages.
     pub fn liar(&self) -> String {
-        let h = self.s.fleet().host(LIAR_HOST);
+        let h = self.s.fleet().host(self.liar);
         format!("{}:{}", h.address, h.port)
     }
 
     fn liar_dir(&self) -> PathBuf {
-        self.s.fleet().host(LIAR_HOST).srv().join(".liar")
+        self.s.fleet().host(self.liar).srv().join(".liar")
     }
 
     /// `rest` under `deploy_to` on the lying host, as this machine sees it.
     pub fn liar_path(&self, rest: &str) -> PathBuf {
-        self.s.app_path(LIAR_HOST, rest)
+        self.s.app_path(self.liar, rest)
     }
 
     pub fn honest(&self) -> Honest {
         Honest(
-            [0, 2]
-                .iter()
-                .map(|&i| {
+            self.honest_hosts()
+                .into_iter()
+                .map(|i| {
                     (
                         self.s.current(i),
                         self.s.releases(i),
@@ -182,7 +210,7 @@ impl Bench {
 
     /// The honest hosts' `current`, each a release other than `before`'s, no lock left.
     pub fn assert_honest_deployed(&self, before: &Honest, case: &str) {
-        for (n, &i) in [0usize, 2].iter().enumerate() {
+        for (n, i) in self.honest_hosts().into_iter().enumerate() {
             let now = self.s.current(i);
             assert!(
                 now.is_some() && now != before.0[n].0,
@@ -201,8 +229,8 @@ impl Bench {
         let now = self.honest();
         // A refused run appends its own audit record: the releases and `current` must
         // not have moved; the log may only have grown by whole lines.
-        for (n, (b, a)) in before.0.iter().zip(&now.0).enumerate() {
-            let host = if n == 0 { "host1" } else { "host3" };
+        for ((b, a), i) in before.0.iter().zip(&now.0).zip(self.honest_hosts()) {
+            let host = format!("host{}", i + 1);
             assert_eq!(b.0, a.0, "{case}: {host}'s current moved");
             assert_eq!(b.1, a.1, "{case}: {host}'s releases changed");
             assert!(
@@ -210,7 +238,7 @@ impl Bench {
                 "{case}: {host}'s audit log was rewritten"
             );
         }
-        for i in [0, 2] {
+        for i in self.honest_hosts() {
             assert!(
                 !self.s.app_path(i, ".slipway/lock").exists(),
                 "{case}: host{} is still locked",
@@ -224,8 +252,7 @@ impl Bench {
     /// inspection, as after any failed deploy), no partial upload and no lock is left.
     pub fn assert_honest_not_switched(&self, before: &Honest, case: &str) {
         let now = self.honest();
-        for (n, (b, a)) in before.0.iter().zip(&now.0).enumerate() {
-            let i = if n == 0 { 0 } else { 2 };
+        for ((b, a), i) in before.0.iter().zip(&now.0).zip(self.honest_hosts()) {
             assert_eq!(b.0, a.0, "{case}: host{}'s current moved", i + 1);
             for r in a.1.iter().filter(|r| !b.1.contains(r)) {
                 assert!(!r.ends_with(".partial"), "{case}: host{} kept {r}", i + 1);
@@ -335,12 +362,12 @@ impl Bench {
     /// Prints the table of cases (code, seconds, peak RSS).
     pub fn print_table(&self, title: &str) {
         let mut text = format!(
-            "\n{title}\n{:<58} {:>4} {:>7} {:>8}\n",
+            "\n{title}\n{:<66} {:>4} {:>7} {:>8}\n",
             "case", "exit", "seconds", "RSS MiB"
         );
         for r in &self.table {
             text.push_str(&format!(
-                "{:<58} {:>4} {:>7.2} {:>8.1}\n",
+                "{:<66} {:>4} {:>7.2} {:>8.1}\n",
                 r.case, r.code, r.seconds, r.rss_mib
             ));
         }
