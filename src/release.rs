@@ -77,7 +77,8 @@ impl ReleaseMeta {
             state,
             updated_at: Utc::now(),
             // A note quotes failures, which may quote a framework's connection settings.
-            note: note.map(|n| crate::redact::scrub(&n)),
+            // And may quote megabytes a host printed: the record stays one short line.
+            note: note.map(|n| crate::report::clip(&crate::redact::scrub(&n), 4000).into_owned()),
             ..self.clone()
         }
     }
@@ -148,12 +149,14 @@ impl LockInfo {
         } else {
             format!("{} s ago", age.num_seconds().max(0))
         };
+        // A host writes this record: any field may be of any length.
+        let clip = |text| crate::report::clip(text, 200);
         format!(
             "{}@{} (pid {}, `{}`, since {}, {ago}){}",
-            self.user,
-            self.machine,
+            clip(&self.user),
+            clip(&self.machine),
             self.pid,
-            self.command,
+            clip(&self.command),
             self.since.format("%Y-%m-%d %H:%M:%S UTC"),
             if self.is_stale_here() {
                 "; stale: that process is no longer running on this machine"
@@ -301,7 +304,7 @@ impl HostState {
                     state.verified = Some(Verified {
                         id: a.to_string(),
                         status: status.parse().unwrap_or(1),
-                        message: message.trim().to_string(),
+                        message: crate::report::clip(message.trim(), 1000).into_owned(),
                     });
                 }
                 _ => {}

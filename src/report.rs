@@ -605,6 +605,23 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `text` cut to about `max` characters: its start and its end (where an error usually
+/// says why), with how much was left out between. A host's one-line error of megabytes
+/// must not become a message of megabytes on the terminal, in release records and in
+/// every host's audit log.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let head: String = text.chars().take(max / 2).collect();
+    let tail: String = text.chars().skip(count - max / 2).collect();
+    std::borrow::Cow::Owned(format!(
+        "{head} [... {} characters left out ...] {tail}",
+        count - head.chars().count() - tail.chars().count()
+    ))
+}
+
 /// Every string (and key) of a `--json` value made [`printable`]: a consumer that shows
 /// a field must not receive a raw escape sequence either.
 pub fn printable_json(value: &mut Value) {
@@ -664,6 +681,17 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"a\\x1b": ["\\x1b[31m", 1], "b": "\\x7f"})
+        );
+    }
+
+    #[test]
+    fn long_text_keeps_its_start_and_end() {
+        assert_eq!(clip("short", 10), "short");
+        let long = format!("start{}end", "é".repeat(5000));
+        let c = clip(&long, 20);
+        assert_eq!(
+            c,
+            "startééééé [... 4988 characters left out ...] éééééééend"
         );
     }
 

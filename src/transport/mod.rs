@@ -28,12 +28,14 @@ impl Output {
         self.code == 0
     }
 
-    /// The script's own explanation of a failure: its last lines of stderr.
+    /// The script's own explanation of a failure: its last lines of stderr, each cut
+    /// to 1,000 characters (a host may print anything there).
     pub fn message(&self) -> String {
-        let lines: Vec<&str> = self
+        let lines: Vec<std::borrow::Cow<'_, str>> = self
             .stderr
             .lines()
             .filter(|l| !l.trim().is_empty())
+            .map(|l| crate::report::clip(l, 1000))
             .collect();
         let tail = &lines[lines.len().saturating_sub(5)..];
         if tail.is_empty() {

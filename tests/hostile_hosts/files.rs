@@ -238,6 +238,24 @@ fn crafted_files_are_refused_or_ignored_and_shown_escaped() {
     );
     ran.expect(0).json_lines();
 
+    // 10b. A lock owner whose user is a megabyte long: named, cut short.
+    fs::write(
+        lock.join("owner.json"),
+        format!(
+            "{{\"user\":\"{}\",\"machine\":\"far\",\"pid\":1,\"command\":\"deploy\",\"since\":\"2026-01-01T00:00:00Z\",\"token\":\"t\"}}\n",
+            "u".repeat(1 << 20)
+        ),
+    )
+    .expect("owner");
+    let ran = b.run("lock owner of 1 MiB (deploy)", &["deploy", "test"]);
+    ran.expect(3).blames(&liar).says(&["characters left out"]);
+    assert!(
+        ran.stderr.len() < 64 << 10,
+        "{} bytes on stderr",
+        ran.stderr.len()
+    );
+    b.assert_honest_unchanged(&before, "long lock owner");
+
     // 11. A lock owner nested 10,000 deep: unreadable, held.
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     fs::write(lock.join("owner.json"), format!("{deep}\n")).expect("owner");

@@ -202,6 +202,33 @@ fn lying_answers_are_refused_or_ignored_and_shown_escaped() {
     );
     ran.fails();
     ran.json_lines();
+    // A failing hook's error of 4 MiB on one line: the message that reaches the
+    // terminal, the release records and every host's audit log stays short, and the
+    // honest hosts are unlocked (a record too long for one shell argument would fail
+    // there).
+    fs::write(srv.join("hook-says"), "E".repeat(4 << 20)).expect("long hook output");
+    let before = b.honest();
+    let ran = b.run(
+        "failing hook with a 4 MiB line (deploy)",
+        &["deploy", "test"],
+    );
+    ran.fails().blames(&liar);
+    assert!(
+        ran.stderr.len() < 64 << 10,
+        "{} bytes on stderr",
+        ran.stderr.len()
+    );
+    b.assert_honest_not_switched(&before, "long hook error");
+    for i in b.honest_hosts() {
+        let log = fs::read_to_string(b.s.app_path(i, ".slipway/log.jsonl")).expect("log");
+        let last = log.lines().last().expect("an audit record");
+        assert!(
+            last.len() < 16 << 10,
+            "host{}: an audit record of {} bytes",
+            i + 1,
+            last.len()
+        );
+    }
     b.s.build_hooks.clear();
 
     assert_ne!(b.s.current(LIAR_HOST), None);
