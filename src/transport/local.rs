@@ -81,3 +81,27 @@ impl Transport for LocalTransport {
 
     async fn close(&self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::OUTPUT_LIMIT;
+
+    #[tokio::test]
+    async fn a_command_printing_more_than_the_limit_fails_and_is_not_read_to_its_end() {
+        let t = LocalTransport::new("here");
+        let timeout = Duration::from_secs(20);
+        let exact = t
+            .run(&format!("head -c {OUTPUT_LIMIT} /dev/zero"), None, timeout)
+            .await
+            .expect("exactly the limit is read");
+        assert_eq!(exact.stdout.len(), OUTPUT_LIMIT);
+        // `yes` never ends by itself: only the limit stops the reading.
+        for (script, stream) in [("yes", "stdout"), ("yes >&2", "stderr")] {
+            match t.run(script, None, timeout).await {
+                Err(TransportError::TooMuchOutput { stream: s }) => assert_eq!(s, stream),
+                other => panic!("{script}: {other:?}"),
+            }
+        }
+    }
+}
