@@ -79,6 +79,13 @@ impl Record {
         // Errors quote what hosts and frameworks printed: no credentials on the hosts.
         let mut value = serde_json::to_value(self).unwrap_or_default();
         crate::redact::scrub_json(&mut value);
+        // One shell argument carries the line to every host: a message quoting a host's
+        // megabytes would fail there (and leave the lock behind with it).
+        if let Some(serde_json::Value::String(m)) = value.get_mut("message")
+            && let std::borrow::Cow::Owned(short) = crate::report::clip(m, 4000)
+        {
+            *m = short;
+        }
         serde_json::to_string(&value).unwrap_or_default()
     }
 }

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                 reporter.result(&text, class.name(), json!({ "error": text }));
             }
             reporter.finish();
-            eprintln!("slipway: error: {text}");
+            eprintln!("slipway: error: {}", slipway::report::printable(&text));
             ExitCode::from(class.code() as u8)
         }
     }

@@ -92,7 +92,11 @@ fn scrub_values(text: &str) -> String {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let Some(key) = KEYS.iter().find(|k| lower[i..].starts_with(*k)) else {
+        // Bytes, not `&lower[i..]`: `i` steps through multi-byte characters too.
+        let Some(key) = KEYS
+            .iter()
+            .find(|k| lower.as_bytes()[i..].starts_with(k.as_bytes()))
+        else {
             i += 1;
             continue;
         };
@@ -181,6 +185,7 @@ mod tests {
             "password_hash column added",
             "https://example.com/path",
             "user@host: exit status 1",
+            "ünïcödé \u{fffd} ✓ 日本語 secret",
         ] {
             assert_eq!(scrub(text), text);
         }

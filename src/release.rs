@@ -77,7 +77,8 @@ impl ReleaseMeta {
             state,
             updated_at: Utc::now(),
             // A note quotes failures, which may quote a framework's connection settings.
-            note: note.map(|n| crate::redact::scrub(&n)),
+            // And may quote megabytes a host printed: the record stays one short line.
+            note: note.map(|n| crate::report::clip(&crate::redact::scrub(&n), 4000).into_owned()),
             ..self.clone()
         }
     }
@@ -148,19 +149,29 @@ impl LockInfo {
         } else {
             format!("{} s ago", age.num_seconds().max(0))
         };
+        // A host writes this record: any field may be of any length.
+        let clip = |text| crate::report::clip(text, 200);
         format!(
             "{}@{} (pid {}, `{}`, since {}, {ago}){}",
-            self.user,
-            self.machine,
+            clip(&self.user),
+            clip(&self.machine),
             self.pid,
-            self.command,
+            clip(&self.command),
             self.since.format("%Y-%m-%d %H:%M:%S UTC"),
             if self.is_stale_here() {
                 "; stale: that process is no longer running on this machine"
+            } else if self.names_this_process() {
+                "; it names this very process, which does not hold it: the host's lock record is forged or copied"
             } else {
                 ""
             }
         )
+    }
+
+    /// Whether the record claims to be the process reading it (never true of a lock this
+    /// process took: it knows its own and does not ask).
+    pub fn names_this_process(&self) -> bool {
+        self.pid == std::process::id() && self.machine == crate::audit::Actor::current().machine
     }
 
     /// Whether the holder was a process on this machine that is gone (killed, crashed).
@@ -207,11 +218,21 @@ pub struct Verified {
 }
 
 impl HostState {
-    /// The release `current` points at, if it is a well-formed `releases/ID` link.
+    /// The release `current` points at, if it is a well-formed `releases/ID` link (the
+    /// only shape slipway writes: a link elsewhere, `../other/releases/ID` or `/`, is
+    /// no release of this app, see [`HostState::current_elsewhere`]).
     pub fn current(&self) -> Option<ReleaseId> {
         let link = self.current_link.as_deref()?;
-        let id = link.trim_end_matches('/').rsplit('/').next()?;
+        let id = link.strip_prefix("releases/")?;
         ReleaseId::parse(id).ok()
+    }
+
+    /// The target of a `current` link that is not `releases/ID`: the host was changed by
+    /// hand, or lies. Shown, never followed.
+    pub fn current_elsewhere(&self) -> Option<&str> {
+        self.current_link
+            .as_deref()
+            .filter(|_| self.current().is_none())
     }
 
     pub fn release(&self, id: &ReleaseId) -> Option<&ReleaseEntry> {
@@ -273,6 +294,8 @@ impl HostState {
                     Err(_) if a.ends_with(".partial") => state.partials.push(a.to_string()),
                     Err(_) => state.strays.push(a.to_string()),
                 },
+                // `releases/ID` is a symlink: not a release (it may point anywhere).
+                "link" => state.strays.push(a.to_string()),
                 "lock" => state.lock = Some(serde_json::from_str(a).ok()),
                 "clock" => state.clock = a.parse().ok(),
                 "rollout" if !a.trim().is_empty() => state.rollout_json = Some(a.to_string()),
@@ -281,7 +304,7 @@ impl HostState {
                     state.verified = Some(Verified {
                         id: a.to_string(),
                         status: status.parse().unwrap_or(1),
-                        message: message.trim().to_string(),
+                        message: crate::report::clip(message.trim(), 1000).into_owned(),
                     });
                 }
                 _ => {}
@@ -302,9 +325,12 @@ pub fn common_current(states: &[HostState]) -> Option<String> {
 }
 
 /// The id of a new release: now, or just after the newest release or partial upload on
-/// any host (a clock behind the hosts' newest still sorts after it).
+/// any host (a clock behind the hosts' newest still sorts after it). Ids more than a day
+/// ahead are no clock skew: one host listing `99991231T235959Z` must not push every
+/// host's next release past the year 9999 (where ids stop being ids).
 pub fn next_release_id(states: &[HostState]) -> ReleaseId {
     let now = ReleaseId::from_time(Utc::now());
+    let horizon = ReleaseId::from_time(Utc::now() + chrono::Duration::days(1));
     let newest = states
         .iter()
         .flat_map(|s| {
@@ -314,6 +340,7 @@ pub fn next_release_id(states: &[HostState]) -> ReleaseId {
                     .filter_map(|p| ReleaseId::parse(p.trim_end_matches(".partial")).ok()),
             )
         })
+        .filter(|id| *id <= horizon)
         .max();
     match newest {
         Some(n) if n >= now => n.successor(),
@@ -398,6 +425,38 @@ mod tests {
         assert_eq!(s.strays, vec!["junk"]);
         assert_eq!(s.clock, Some(1790000000));
         assert_eq!(s.lock, None);
+    }
+
+    #[test]
+    fn ids_far_in_the_future_do_not_move_the_next_one() {
+        let s = HostState::parse("h", "release\t99991231T235959Z\t\n");
+        let next = next_release_id(&[s]);
+        assert!(next.as_str() < "21000101T000000Z", "{next}");
+        let soon = ReleaseId::from_time(Utc::now() + chrono::Duration::hours(1));
+        let s = HostState::parse("h", &format!("release\t{soon}\t\n"));
+        assert_eq!(next_release_id(&[s]), soon.successor());
+    }
+
+    #[test]
+    fn current_is_only_ever_a_release_of_this_app() {
+        for link in [
+            "../other/releases/20261124T040512Z",
+            "/srv/other/releases/20261124T040512Z",
+            "/",
+            "releases/../../etc",
+            "releases/20261124T040512Z/..",
+        ] {
+            let s = HostState::parse("h", &format!("current\t{link}\n"));
+            assert_eq!(s.current(), None, "{link}");
+            assert_eq!(s.current_elsewhere(), Some(link));
+        }
+        let s = HostState::parse(
+            "h",
+            "current\treleases/20261124T040512Z\nlink\t20261124T050000Z\n",
+        );
+        assert_eq!(s.current().unwrap().as_str(), "20261124T040512Z");
+        assert!(s.releases.is_empty(), "a linked release is no release");
+        assert_eq!(s.strays, vec!["20261124T050000Z"]);
     }
 
     #[test]

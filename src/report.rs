@@ -154,14 +154,22 @@ impl Reporter {
     }
 
     fn emit(&self, event: Event<'_>) {
-        // Whatever a host or a framework printed may carry credentials.
-        let message = event.message.map(crate::redact::scrub);
+        // Whatever a host or a framework printed may carry credentials, and terminal
+        // control sequences: both are taken out here, the one door to the operator.
+        let message = event
+            .message
+            .map(|m| printable(&crate::redact::scrub(m)).into_owned());
+        let host = event.host.map(|h| printable(h).into_owned());
+        let step = event.step.map(|h| printable(h).into_owned());
         let data = event.data.map(|mut d| {
             crate::redact::scrub_json(&mut d);
+            printable_json(&mut d);
             d
         });
         let event = Event {
             message: message.as_deref(),
+            host: host.as_deref(),
+            step: step.as_deref(),
             data,
             ..event
         };
@@ -434,7 +442,7 @@ impl Reporter {
             Format::Human => {
                 let _guard = self.out.lock();
                 let print = || {
-                    let _ = write!(std::io::stdout().lock(), "{human}");
+                    let _ = write!(std::io::stdout().lock(), "{}", printable(human));
                 };
                 match &self.multi {
                     Some(multi) => multi.suspend(print),
@@ -528,7 +536,7 @@ impl Reporter {
                 }
                 let _guard = self.out.lock();
                 let mut stdout = std::io::stdout().lock();
-                let _ = write!(stdout, "{human}");
+                let _ = write!(stdout, "{}", printable(human));
                 if !human.ends_with('\n') {
                     let _ = writeln!(stdout);
                 }
@@ -570,6 +578,75 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `text` safe to show on a terminal: every control character except newline and tab
+/// (C0, DEL, C1 — ESC, CSI and OSC sequences, `\r`, backspace, bell) and the
+/// bidirectional overrides that reorder what is shown are written as visible escapes
+/// (`\x1b`, `\r`, `\u{202e}`). Hosts print anything: release ids, lock owners, hook
+/// output, error messages. Every line slipway shows passes through here ([`Reporter`]
+/// and `main`'s last error line), so no host can move the cursor, retitle the window,
+/// hide text or fake a line of slipway's own.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            _ if !unsafe_char(c) => out.push(c),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `text` cut to about `max` characters: its start and its end (where an error usually
+/// says why), with how much was left out between. A host's one-line error of megabytes
+/// must not become a message of megabytes on the terminal, in release records and in
+/// every host's audit log.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let head: String = text.chars().take(max / 2).collect();
+    let tail: String = text.chars().skip(count - max / 2).collect();
+    std::borrow::Cow::Owned(format!(
+        "{head} [... {} characters left out ...] {tail}",
+        count - head.chars().count() - tail.chars().count()
+    ))
+}
+
+/// Every string (and key) of a `--json` value made [`printable`]: a consumer that shows
+/// a field must not receive a raw escape sequence either.
+pub fn printable_json(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = printable(s) {
+                *s = clean;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(printable_json),
+        Value::Object(o) => {
+            if o.keys()
+                .any(|k| matches!(printable(k), std::borrow::Cow::Owned(_)))
+            {
+                let old = std::mem::take(o);
+                for (k, v) in old {
+                    o.insert(printable(&k).into_owned(), v);
+                }
+            }
+            o.values_mut().for_each(printable_json);
+        }
+        _ => {}
+    }
+}
+
 fn dumb_terminal() -> bool {
     std::env::var("TERM").is_ok_and(|t| t == "dumb")
 }
@@ -590,6 +667,32 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(51 * 1024 * 1024), "51.0 MiB");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(printable("plain\ttext\nnext"), "plain\ttext\nnext");
+        assert_eq!(
+            printable("\x1b[2J\x1b]0;pwned\x07ok\rfake\u{9b}\u{202e}"),
+            "\\x1b[2J\\x1b]0;pwned\\x07ok\\rfake\\x9b\\u{202e}"
+        );
+        let mut v = serde_json::json!({"a\x1b": ["\x1b[31m", 1], "b": "\u{7f}"});
+        printable_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"a\\x1b": ["\\x1b[31m", 1], "b": "\\x7f"})
+        );
+    }
+
+    #[test]
+    fn long_text_keeps_its_start_and_end() {
+        assert_eq!(clip("short", 10), "short");
+        let long = format!("start{}end", "é".repeat(5000));
+        let c = clip(&long, 20);
+        assert_eq!(
+            c,
+            "startééééé [... 4988 characters left out ...] éééééééend"
+        );
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub fn parse_since(
         .ok_or_else(|| "--since: too far back".to_string())
 }
 
+/// How many of each host's newest audit records `slipway log` reads: a log of years (or
+/// a host writing junk) is shown from its end, in bounded time and memory.
+pub const LOG_LINES: usize = 10_000;
+
 /// One action, as recorded on one or more hosts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
@@ -39,14 +43,19 @@ pub struct LogEntry {
 
 /// Merges the audit logs of several hosts: an action recorded on every host it touched
 /// appears once, with the hosts that recorded it, in time order. Lines that are not
-/// valid records are skipped (a torn last line after a crash, say).
+/// valid records are skipped (a torn last line after a crash, say). Only the newest
+/// [`LOG_LINES`] lines of each host count, whatever the host sent.
 pub fn merge_logs(
     logs: &[(String, String)],
     since: Option<chrono::DateTime<Utc>>,
 ) -> Vec<LogEntry> {
     let mut merged: Vec<LogEntry> = Vec::new();
+    // Where each action's entry is, by its key: a log of many thousand lines (a long
+    // life, or a host that writes junk) merges in one pass, not one scan per line.
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (host, text) in logs {
-        for line in text.lines() {
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines[lines.len().saturating_sub(LOG_LINES)..] {
             let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
@@ -60,13 +69,18 @@ pub fn merge_logs(
             if since.is_some_and(|s| time < s) {
                 continue;
             }
-            match merged.iter_mut().find(|e| same_action(&e.record, &record)) {
-                Some(entry) => entry.hosts.push(host.clone()),
-                None => merged.push(LogEntry {
-                    time,
-                    record,
-                    hosts: vec![host.clone()],
-                }),
+            match index.entry(action_key(&record)) {
+                std::collections::hash_map::Entry::Occupied(at) => {
+                    merged[*at.get()].hosts.push(host.clone())
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(merged.len());
+                    merged.push(LogEntry {
+                        time,
+                        record,
+                        hosts: vec![host.clone()],
+                    });
+                }
             }
         }
     }
@@ -75,20 +89,18 @@ pub fn merge_logs(
 }
 
 /// Records of one action on several hosts differ only in their time (each host's
-/// record is written when that host is reached).
-fn same_action(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    let key = |v: &serde_json::Value| {
-        (
-            v["action"].clone(),
-            v["command"].clone(),
-            v["actor"].clone(),
-            v["from"].clone(),
-            v["to"].clone(),
-            v["result"].clone(),
-            v["duration_ms"].clone(),
-        )
-    };
-    key(a) == key(b)
+/// record is written when that host is reached): the rest is the action's key.
+fn action_key(v: &serde_json::Value) -> String {
+    serde_json::json!([
+        v["action"],
+        v["command"],
+        v["actor"],
+        v["from"],
+        v["to"],
+        v["result"],
+        v["duration_ms"]
+    ])
+    .to_string()
 }
 
 /// `slipway log STAGE`: the audit log, merged from every host.
@@ -98,7 +110,7 @@ pub async fn log(
     since: Option<chrono::DateTime<Utc>>,
 ) -> Result<Outcome> {
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
-    let script = script::read_audit(&fleet.layout);
+    let script = script::read_audit(&fleet.layout, LOG_LINES);
     let results = fleet
         .step_on(
             &fleet.all(),
@@ -112,7 +124,15 @@ pub async fn log(
     let mut logs = Vec::new();
     for (i, r) in results {
         match r {
-            Ok(out) => logs.push((fleet.name(i).to_string(), out.stdout)),
+            Ok(out) => {
+                if out.stdout.lines().nth(LOG_LINES - 1).is_some() {
+                    ctx.reporter.warning(
+                        Some(fleet.name(i)),
+                        &format!("showing this host's newest {LOG_LINES} audit records only (the whole log is .slipway/log.jsonl on the host)"),
+                    );
+                }
+                logs.push((fleet.name(i).to_string(), out.stdout))
+            }
             Err(e) => {
                 return Err(Error::Step {
                     host: fleet.name(i).into(),
@@ -182,6 +202,19 @@ mod tests {
             "2026-11-24T05:00:00+00:00"
         );
         assert!(parse_since("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn only_the_newest_lines_of_each_host_count() {
+        let line = |n: usize| {
+            format!(
+                "{{\"time\":\"2026-11-24T05:00:00.{n:06}Z\",\"action\":\"deploy\",\"command\":\"c{n}\"}}\n"
+            )
+        };
+        let text: String = (0..LOG_LINES + 5).map(line).collect();
+        let merged = merge_logs(&[("h".to_string(), text)], None);
+        assert_eq!(merged.len(), LOG_LINES);
+        assert_eq!(merged[0].record["command"], "c5");
     }
 
     #[test]

@@ -34,10 +34,11 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         data.push(json!({ "host": host, "reachable": false, "error": error }));
     }
     for s in &states {
-        let current = s
-            .current()
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "(nothing deployed)".into());
+        let current = match (s.current(), s.current_elsewhere()) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(link)) => format!("(current points outside releases/: {link:?})"),
+            (None, None) => "(nothing deployed)".into(),
+        };
         // The newest good release before the current one: where a rollback would go.
         let previous = s.current().and_then(|c| {
             s.releases

@@ -118,10 +118,18 @@ pub fn parse_applied(stdout: &str) -> Result<Vec<Applied>, String> {
         let version = v
             .parse()
             .map_err(|_| format!("unexpected version from sqlite3: {v}"))?;
-        let checksum = (0..c.len() / 2)
-            .map(|i| u8::from_str_radix(&c[2 * i..2 * i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| format!("unexpected checksum from sqlite3: {c}"))?;
+        // Pairs of bytes, not of characters: the host may send anything.
+        let checksum = c
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .filter(|p| p.len() == 2)
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| format!("unexpected checksum from sqlite3: {c}"))?;
         out.push(Applied {
             version,
             description: d.to_string(),
@@ -178,6 +186,18 @@ mod tests {
         assert!(p.contains("-- trailing comment\n;\nCOMMIT;"));
         let u = undo_program(&[&a]);
         assert!(u.contains("DROP TABLE t\n;\nDELETE FROM _sqlx_migrations WHERE version = 1;"));
+    }
+
+    #[test]
+    fn a_checksum_of_any_text_is_refused_not_sliced() {
+        for c in ["aé", "é0", "abc", "zz", "\u{1b}["] {
+            let row = format!("1|{c}|1|x\n");
+            assert!(parse_applied(&row).is_err(), "{c:?}");
+        }
+        assert_eq!(
+            parse_applied("1|0aFF|1|x\n").unwrap()[0].checksum,
+            vec![10, 255]
+        );
     }
 
     #[test]

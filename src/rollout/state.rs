@@ -114,6 +114,33 @@ impl RolloutState {
     }
 
     /// Names of the hosts the completed steps (and the one under way) switched.
+    /// Why a state read from a host cannot be this stage's: another app's or stage's,
+    /// or naming releases that are no release ids (`../../`, a path). Such a state is
+    /// ignored with a warning: a host's file never chooses what another host runs.
+    pub fn problem(&self, app: Option<&str>, stage: Option<&str>) -> Option<String> {
+        if let Some(app) = app.filter(|a| *a != self.app) {
+            return Some(format!("it is app {:?}'s, not {app:?}'s", self.app));
+        }
+        if let Some(stage) = stage.filter(|s| *s != self.stage) {
+            return Some(format!("it is stage {:?}'s, not {stage:?}'s", self.stage));
+        }
+        if self.plan.steps.is_empty() {
+            return Some("its plan has no steps".into());
+        }
+        // Written with the deployer's clock: a day ahead is no clock skew, it is a state
+        // made to win over every other host's (the newest is the one read).
+        if self.updated_at > Utc::now() + chrono::Duration::days(1) {
+            return Some(format!("it is dated in the future ({})", self.updated_at));
+        }
+        let ids = std::iter::once(&self.desired).chain(self.stable.values().flatten());
+        for id in ids {
+            if let Err(e) = crate::layout::ReleaseId::parse(id) {
+                return Some(e);
+            }
+        }
+        None
+    }
+
     pub fn hosts_through(&self, steps: usize) -> Vec<String> {
         self.plan
             .steps
@@ -131,6 +158,7 @@ pub fn from_states(states: &[crate::release::HostState]) -> Option<RolloutState>
         .iter()
         .filter_map(|s| s.rollout_json.as_deref())
         .filter_map(|j| serde_json::from_str::<RolloutState>(j.trim()).ok())
+        .filter(|s| s.problem(None, None).is_none())
         .max_by(|a, b| a.updated_at.cmp(&b.updated_at))
 }
 
@@ -159,6 +187,12 @@ pub async fn read(fleet: &Fleet) -> Result<Option<RolloutState>> {
             continue;
         }
         match serde_json::from_str::<RolloutState>(line) {
+            Ok(s) if let Some(why) = s.problem(Some(&fleet.stage.app), Some(&fleet.stage.name)) => {
+                fleet.reporter.warning(
+                    Some(fleet.name(i)),
+                    &format!("ignoring .slipway/rollout.json: {why}"),
+                );
+            }
             Ok(s) => {
                 if newest.as_ref().is_none_or(|n| s.updated_at > n.updated_at) {
                     newest = Some(s);

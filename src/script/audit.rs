@@ -14,10 +14,11 @@ pub fn audit(layout: &Layout, line: &str) -> String {
     )
 }
 
-/// Prints the audit log (nothing if there is none yet).
-pub fn read_audit(layout: &Layout) -> String {
+/// Prints the newest `lines` lines of the audit log (nothing if there is none yet):
+/// `tail` reads a long log from its end.
+pub fn read_audit(layout: &Layout, lines: usize) -> String {
     format!(
-        "{PRELUDE}l={}\nif [ -f \"$l\" ]; then cat -- \"$l\"; fi\n",
+        "{PRELUDE}l={}\nif [ -f \"$l\" ]; then tail -n {lines} -- \"$l\"; fi\n",
         quote(&layout.audit_log())
     )
 }

@@ -25,6 +25,8 @@ if [ -L "$d/current" ]; then printf 'current\t'; readlink -- "$d/current"; fi
 if [ -d "$d/releases" ]; then
   for r in "$d"/releases/*; do
     [ -e "$r" ] || [ -L "$r" ] || continue
+    # A release is a directory of its own: a link (say to /) is never read through.
+    if [ -L "$r" ]; then printf 'link\t%s\n' "${{r##*/}}"; continue; fi
     m=""
     if [ -f "$r/{meta}" ]; then IFS= read -r m < "$r/{meta}" || true; fi
     printf 'release\t%s\t%s\n' "${{r##*/}}" "$m"

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::{Output, Reached, Stdin, Transport, TransportError, command_line, exchange};
+use super::{Output, Reached, Stdin, Transport, TransportError, command_line, exchange, text};
 
 pub struct LocalTransport {
     name: String,
@@ -50,15 +50,15 @@ impl Transport for LocalTransport {
         let out = child.stdout.take();
         let err = child.stderr.take();
         let work = async move {
-            let (stdout, stderr) = exchange(input, &stdin, out, err).await;
+            let (stdout, stderr) = exchange(input, &stdin, out, err).await?;
             let status = child
                 .wait()
                 .await
                 .map_err(|e| TransportError::Lost(e.to_string()))?;
             Ok(Output {
                 code: status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                stdout: text(stdout),
+                stderr: text(stderr),
             })
         };
         tokio::time::timeout(timeout, work)
@@ -80,4 +80,28 @@ impl Transport for LocalTransport {
     }
 
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::OUTPUT_LIMIT;
+
+    #[tokio::test]
+    async fn a_command_printing_more_than_the_limit_fails_and_is_not_read_to_its_end() {
+        let t = LocalTransport::new("here");
+        let timeout = Duration::from_secs(20);
+        let exact = t
+            .run(&format!("head -c {OUTPUT_LIMIT} /dev/zero"), None, timeout)
+            .await
+            .expect("exactly the limit is read");
+        assert_eq!(exact.stdout.len(), OUTPUT_LIMIT);
+        // `yes` never ends by itself: only the limit stops the reading.
+        for (script, stream) in [("yes", "stdout"), ("yes >&2", "stderr")] {
+            match t.run(script, None, timeout).await {
+                Err(TransportError::TooMuchOutput { stream: s }) => assert_eq!(s, stream),
+                other => panic!("{script}: {other:?}"),
+            }
+        }
+    }
 }

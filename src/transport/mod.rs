@@ -28,12 +28,14 @@ impl Output {
         self.code == 0
     }
 
-    /// The script's own explanation of a failure: its last lines of stderr.
+    /// The script's own explanation of a failure: its last lines of stderr, each cut
+    /// to 1,000 characters (a host may print anything there).
     pub fn message(&self) -> String {
-        let lines: Vec<&str> = self
+        let lines: Vec<std::borrow::Cow<'_, str>> = self
             .stderr
             .lines()
             .filter(|l| !l.trim().is_empty())
+            .map(|l| crate::report::clip(l, 1000))
             .collect();
         let tail = &lines[lines.len().saturating_sub(5)..];
         if tail.is_empty() {
@@ -63,7 +65,19 @@ pub enum TransportError {
         "no answer within {0:?} (the step's timeout; raise it in [timeouts] if the step is slow)"
     )]
     Timeout(Duration),
+    /// The host printed more than a step's answer may hold: slipway stopped reading
+    /// (its memory is bounded whatever a host sends).
+    #[error(
+        "the host printed more than {} on {stream}; slipway stops reading there (no answer of slipway's own scripts is that large: a hook or a login script printing that much should write to a file instead)",
+        crate::report::human_bytes(OUTPUT_LIMIT as u64)
+    )]
+    TooMuchOutput { stream: &'static str },
 }
+
+/// The most slipway reads from one stream (stdout or stderr) of one remote command.
+/// A host that prints more (a broken or hostile host, a runaway hook) fails that step:
+/// the deployer's memory stays bounded by this, per stream and per running step.
+pub const OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Where a forwarded connection goes, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,28 +214,52 @@ pub trait Transport: Send + Sync {
 /// Feeds `stdin` to a child's input while draining its stdout and stderr, returning
 /// both. Concurrently: a script that writes a lot before reading its input would
 /// otherwise deadlock against us. A script that exits early closes its stdin: that is
-/// not an error of ours, its exit status says what happened.
+/// not an error of ours, its exit status says what happened. Either stream longer than
+/// [`OUTPUT_LIMIT`] ends the exchange at once with [`TransportError::TooMuchOutput`]
+/// (the caller drops the child, which ends the remote command).
 pub(crate) async fn exchange(
     input: Option<impl tokio::io::AsyncWrite + Unpin>,
     stdin: &Stdin,
     out: Option<impl tokio::io::AsyncRead + Unpin>,
     err: Option<impl tokio::io::AsyncRead + Unpin>,
-) -> (Vec<u8>, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
+) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
     let feed = async {
         if let (Some(mut pipe), Some(bytes)) = (input, stdin.as_ref()) {
             feed(&mut pipe, bytes).await;
         }
+        Ok(())
     };
-    async fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf).await;
-        }
-        buf
+    let ((), stdout, stderr) = tokio::try_join!(
+        feed,
+        drain(out, "stdout", OUTPUT_LIMIT),
+        drain(err, "stderr", OUTPUT_LIMIT)
+    )?;
+    Ok((stdout, stderr))
+}
+
+/// Reads `pipe` to its end, or fails once it has given more than `limit` bytes.
+async fn drain(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+    stream: &'static str,
+    limit: usize,
+) -> Result<Vec<u8>, TransportError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let Some(pipe) = pipe else {
+        return Ok(buf);
+    };
+    // One byte more than the limit tells "exactly the limit" from "more".
+    let mut pipe = pipe.take(limit as u64 + 1);
+    let _ = pipe.read_to_end(&mut buf).await;
+    if buf.len() > limit {
+        return Err(TransportError::TooMuchOutput { stream });
     }
-    let ((), stdout, stderr) = tokio::join!(feed, drain(out), drain(err));
-    (stdout, stderr)
+    Ok(buf)
+}
+
+/// Bytes a host printed, as text: invalid UTF-8 becomes U+FFFD (no copy when valid).
+pub(crate) fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Exit status a script reports when a command was not found (127 is remapped: the ssh

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::sync::Semaphore;
 
-use super::{Output, Remote, Stdin, Transport, TransportError, command_line, exchange};
+use super::{Output, Remote, Stdin, Transport, TransportError, command_line, exchange, text};
 use crate::config::{Host, KnownHostsPolicy, Ssh};
 
 /// Stock sshd allows 10 sessions per connection (MaxSessions); beyond about 6-8
@@ -113,8 +113,8 @@ impl SshTransport {
             .ok_or_else(|| TransportError::Lost("the connection was closed".into()))
     }
 
-    async fn run_once(&self, command: &str, stdin: &Stdin) -> Result<Output, String> {
-        let session = self.session().map_err(|e| e.to_string())?;
+    async fn run_once(&self, command: &str, stdin: &Stdin) -> Result<Output, Failure> {
+        let session = self.session().map_err(Failure::Transport)?;
         let mut child = session
             .raw_command(command)
             .stdin(if stdin.is_some() {
@@ -126,16 +126,20 @@ impl SshTransport {
             .stderr(Stdio::piped())
             .spawn()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| Failure::Ssh(describe(&e)))?;
         let input = child.stdin().take();
         let out = child.stdout().take();
         let err = child.stderr().take();
-        let (stdout, stderr) = exchange(input, stdin, out, err).await;
-        let status = child.wait().await.map_err(|e| describe(&e))?;
+        // Too much output: the child is dropped here, which closes the channel (the
+        // remote command then dies of SIGPIPE at its next write).
+        let (stdout, stderr) = exchange(input, stdin, out, err)
+            .await
+            .map_err(Failure::Transport)?;
+        let status = child.wait().await.map_err(|e| Failure::Ssh(describe(&e)))?;
         Ok(Output {
             code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stdout: text(stdout),
+            stderr: text(stderr),
         })
     }
 }
@@ -164,11 +168,12 @@ impl Transport for SshTransport {
                 match self.run_once(&command, &stdin).await {
                     Ok(output) => return Ok(output),
                     // sshd refuses channels beyond MaxSessions; that passes when others end.
-                    Err(e) if attempt < 5 && e.to_string().contains("refused") => {
+                    Err(Failure::Ssh(e)) if attempt < 5 && e.contains("refused") => {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                     }
-                    Err(e) => return Err(TransportError::Lost(e)),
+                    Err(Failure::Ssh(e)) => return Err(TransportError::Lost(e)),
+                    Err(Failure::Transport(e)) => return Err(e),
                 }
             }
         };
@@ -227,6 +232,13 @@ impl Transport for SshTransport {
             }
         }
     }
+}
+
+/// Why one attempt to run a command failed: ssh itself (retried when sshd refused a
+/// channel), or what the host sent (never retried).
+enum Failure {
+    Ssh(String),
+    Transport(TransportError),
 }
 
 fn remote_socket(remote: &Remote) -> openssh::Socket<'static> {

@@ -48,6 +48,8 @@ impl Report {
     pub fn parse(stdout: &str) -> Result<Report, String> {
         let mut r = Report::default();
         let mut applied: Vec<String> = Vec::new();
+        // A set beside the list: a repeat is found in one look, however long the list.
+        let mut seen = std::collections::HashSet::new();
         let mut saw_applied = false;
         for line in stdout.lines() {
             let Some(rest) = line.strip_prefix("slipway:") else {
@@ -92,7 +94,7 @@ impl Report {
                 "applied" => {
                     saw_applied = true;
                     let id = checked(args)?;
-                    if applied.contains(&id) {
+                    if !seen.insert(id.clone()) {
                         return Err(format!("migration {id} is listed as applied twice"));
                     }
                     applied.push(id);
