@@ -114,6 +114,7 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
     let mut pending = fleet.all();
     let deadline = std::time::Instant::now() + GIVE_WAY;
     let mut took_over = false;
+    let mut took_over_finished = false;
     loop {
         let held = match try_lock(fleet, &pending, &script, &mut taken, &mut states).await {
             Ok(held) => held,
@@ -155,6 +156,55 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
             pending = which;
             continue;
         }
+        // A lock left by a run that finished (its last step failed on that host only): its
+        // audit record, written by that same last step, is on a host taken here.
+        if !took_over_finished && !taken.is_empty() {
+            took_over_finished = true;
+            let finished = finished_runs(fleet, &taken, &held).await;
+            if !finished.is_empty() {
+                for (i, holder, _) in held.iter().filter(|(i, _, _)| finished.contains(i)) {
+                    fleet.reporter.warning(
+                        Some(fleet.name(*i)),
+                        &format!(
+                            "taking over the deploy lock of {holder}: that run has finished (its audit record is on the other hosts; its final step failed here)"
+                        ),
+                    );
+                }
+                let results = futures::future::join_all(finished.iter().map(|&i| {
+                    let token = held
+                        .iter()
+                        .find(|(j, _, _)| *j == i)
+                        .and_then(|(_, _, info)| info.as_ref())
+                        .map(|l| l.token.clone())
+                        .unwrap_or_default();
+                    async move {
+                        let text = script::unlock(&fleet.layout, &token);
+                        (
+                            i,
+                            fleet
+                                .exec(i, "unlock", &text, None, fleet.stage.timeouts.command)
+                                .await,
+                        )
+                    }
+                }))
+                .await;
+                for (i, r) in results {
+                    let message = match r {
+                        Ok(out) if out.success() => continue,
+                        Ok(out) => out.message(),
+                        Err(e) => e.to_string(),
+                    };
+                    release_on(fleet, &taken, owner_token(owner)).await;
+                    return Err(Error::Step {
+                        host: fleet.name(i).into(),
+                        step: "unlock".into(),
+                        message,
+                    });
+                }
+                pending = held.iter().map(|(i, _, _)| *i).collect();
+                continue;
+            }
+        }
         // The first host decides between two runs: the one that holds it waits a moment
         // for the other to give way on the rest; the other gives way at once.
         if !taken.contains(&0) || std::time::Instant::now() >= deadline {
@@ -180,6 +230,48 @@ fn orphaned(held: &[(usize, String, Option<LockInfo>)], machine: &str) -> bool {
             info.as_ref()
                 .is_some_and(|l| l.machine == machine && !process_alive(l.pid))
         })
+}
+
+/// The held hosts whose lock belongs to a run that has finished: its audit record (which
+/// carries its lock's token as `run`) is in the recent log of a host in `taken`. That
+/// record is written by the run's last step, which releases the lock in the same script:
+/// a run with a record anywhere does nothing more on any host.
+async fn finished_runs(
+    fleet: &Fleet,
+    taken: &[usize],
+    held: &[(usize, String, Option<LockInfo>)],
+) -> Vec<usize> {
+    let tokens: Vec<(usize, &str)> = held
+        .iter()
+        .filter_map(|(i, _, info)| info.as_ref().map(|l| (*i, l.token.as_str())))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return Vec::new();
+    }
+    let text = script::read_audit_tail(&fleet.layout, 200);
+    let timeout = fleet.stage.timeouts.command;
+    let tails = futures::future::join_all(
+        taken
+            .iter()
+            .map(|&i| fleet.exec(i, "read-log", &text, None, timeout)),
+    )
+    .await;
+    let mut runs = std::collections::BTreeSet::new();
+    for out in tails.into_iter().flatten().filter(|o| o.success()) {
+        for line in out.stdout.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(run) = v["run"].as_str()
+            {
+                runs.insert(run.to_string());
+            }
+        }
+    }
+    tokens
+        .into_iter()
+        .filter(|(_, t)| runs.contains(*t))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Whether a process with `pid` exists on this machine.
@@ -284,13 +376,31 @@ pub async fn release(fleet: &Fleet, lock: &HeldLock) {
 }
 
 /// Appends the run's audit record and releases its lock, in one round trip per host.
-pub async fn finish(fleet: &Fleet, lock: &HeldLock, record: &crate::audit::Record) {
+/// Returns the hosts where that failed, with why (each also reported as a failed step).
+pub async fn finish(
+    fleet: &Fleet,
+    lock: &HeldLock,
+    record: &crate::audit::Record,
+) -> Vec<(String, String)> {
     let script = script::finish(&fleet.layout, &record.to_line(), &lock.token);
-    fleet
-        .on_all_best_effort(
+    let results = fleet
+        .step_on(
+            &fleet.all(),
             "finish",
-            &script,
-            "write the audit log or release the deploy lock",
+            |_| script.clone(),
+            None,
+            fleet.stage.timeouts.command,
         )
         .await;
+    results
+        .into_iter()
+        .filter_map(|(i, r)| {
+            let message = match r {
+                Ok(out) if out.success() => return None,
+                Ok(out) => out.message(),
+                Err(e) => e.to_string(),
+            };
+            Some((fleet.name(i).to_string(), message))
+        })
+        .collect()
 }

@@ -31,7 +31,7 @@ mod switch;
 mod upload;
 mod verify;
 
-pub use audit::{audit, read_audit};
+pub use audit::{audit, read_audit, read_audit_tail};
 #[cfg(test)]
 pub use check::all_for_check;
 pub use db::{
