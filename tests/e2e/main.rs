@@ -8,6 +8,7 @@ mod hosts;
 mod scenario;
 
 mod atomic;
+mod audit;
 mod config_errors;
 mod deploy;
 mod failures;
