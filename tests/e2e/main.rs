@@ -20,3 +20,4 @@ mod output;
 mod quickstart;
 mod rollout;
 mod schema;
+mod status;
