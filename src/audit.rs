@@ -76,6 +76,9 @@ pub struct Record {
     /// token after the record was written anywhere is a leftover of a finished run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// Locks of other runs this run broke to take its own (a dead process, a finished run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub took_over: Option<String>,
 }
 
 impl Record {

@@ -23,6 +23,9 @@ use crate::script;
 pub struct HeldLock {
     pub token: String,
     pub states: Vec<HostState>,
+    /// Locks of other runs this one broke to get here (a dead process, a finished run),
+    /// described for the audit record.
+    pub took_over: Vec<String>,
 }
 
 /// How long the holder of the first host waits for a concurrent run to give way on
@@ -31,7 +34,7 @@ pub struct HeldLock {
 const GIVE_WAY: Duration = Duration::from_secs(5);
 
 enum Attempt {
-    Acquired(Vec<HostState>),
+    Acquired(Vec<HostState>, Vec<String>),
     Held {
         host: String,
         holder: String,
@@ -74,7 +77,13 @@ pub async fn acquire_then(
     let mut announced = false;
     loop {
         match attempt(fleet, &owner, then).await? {
-            Attempt::Acquired(states) => return Ok(HeldLock { token, states }),
+            Attempt::Acquired(states, took_over) => {
+                return Ok(HeldLock {
+                    token,
+                    states,
+                    took_over,
+                });
+            }
             Attempt::Held {
                 host,
                 holder,
@@ -115,6 +124,7 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
     let deadline = std::time::Instant::now() + GIVE_WAY;
     let mut took_over = false;
     let mut took_over_finished = false;
+    let mut broken: Vec<String> = Vec::new();
     loop {
         let held = match try_lock(fleet, &pending, &script, &mut taken, &mut states).await {
             Ok(held) => held,
@@ -124,7 +134,10 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
             }
         };
         if held.is_empty() {
-            return Ok(Attempt::Acquired(states.into_iter().flatten().collect()));
+            return Ok(Attempt::Acquired(
+                states.into_iter().flatten().collect(),
+                broken,
+            ));
         }
         // A lock left by a deployer that died on this very machine (killed, crashed) is
         // provably stale: break it, once, saying so, instead of sending the user to
@@ -132,6 +145,15 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
         if !took_over && me.as_ref().is_some_and(|me| orphaned(&held, &me.machine)) {
             took_over = true;
             let which: Vec<usize> = held.iter().map(|(i, _, _)| *i).collect();
+            broken.push(format!(
+                "broke the lock of {} on {}: that process no longer existed",
+                held[0].1,
+                which
+                    .iter()
+                    .map(|&i| fleet.name(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
             fleet.reporter.warning(
                 None,
                 &format!(
@@ -160,49 +182,17 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
         // audit record, written by that same last step, is on a host taken here.
         if !took_over_finished && !taken.is_empty() {
             took_over_finished = true;
-            let finished = finished_runs(fleet, &taken, &held).await;
-            if !finished.is_empty() {
-                for (i, holder, _) in held.iter().filter(|(i, _, _)| finished.contains(i)) {
-                    fleet.reporter.warning(
-                        Some(fleet.name(*i)),
-                        &format!(
-                            "taking over the deploy lock of {holder}: that run has finished (its audit record is on the other hosts; its final step failed here)"
-                        ),
-                    );
+            match take_over_finished(fleet, &taken, &held).await {
+                Ok(Some(what)) => {
+                    broken.push(what);
+                    pending = held.iter().map(|(i, _, _)| *i).collect();
+                    continue;
                 }
-                let results = futures::future::join_all(finished.iter().map(|&i| {
-                    let token = held
-                        .iter()
-                        .find(|(j, _, _)| *j == i)
-                        .and_then(|(_, _, info)| info.as_ref())
-                        .map(|l| l.token.clone())
-                        .unwrap_or_default();
-                    async move {
-                        let text = script::unlock(&fleet.layout, &token);
-                        (
-                            i,
-                            fleet
-                                .exec(i, "unlock", &text, None, fleet.stage.timeouts.command)
-                                .await,
-                        )
-                    }
-                }))
-                .await;
-                for (i, r) in results {
-                    let message = match r {
-                        Ok(out) if out.success() => continue,
-                        Ok(out) => out.message(),
-                        Err(e) => e.to_string(),
-                    };
+                Ok(None) => {}
+                Err(error) => {
                     release_on(fleet, &taken, owner_token(owner)).await;
-                    return Err(Error::Step {
-                        host: fleet.name(i).into(),
-                        step: "unlock".into(),
-                        message,
-                    });
+                    return Err(error);
                 }
-                pending = held.iter().map(|(i, _, _)| *i).collect();
-                continue;
             }
         }
         // The first host decides between two runs: the one that holds it waits a moment
@@ -230,6 +220,62 @@ fn orphaned(held: &[(usize, String, Option<LockInfo>)], machine: &str) -> bool {
             info.as_ref()
                 .is_some_and(|l| l.machine == machine && !process_alive(l.pid))
         })
+}
+
+/// Releases the held locks that belong to a run that has finished (see [`finished_runs`]),
+/// saying so. Only a lock with that run's token is removed: one taken since stays.
+/// Returns what it took over, if anything.
+async fn take_over_finished(
+    fleet: &Fleet,
+    taken: &[usize],
+    held: &[(usize, String, Option<LockInfo>)],
+) -> Result<Option<String>> {
+    let finished = finished_runs(fleet, taken, held).await;
+    for (i, holder, _) in held.iter().filter(|(i, _, _)| finished.contains(i)) {
+        fleet.reporter.warning(
+            Some(fleet.name(*i)),
+            &format!(
+                "taking over the deploy lock of {holder}: that run has finished (its audit record is on the other hosts; its last step failed here)"
+            ),
+        );
+    }
+    let timeout = fleet.stage.timeouts.command;
+    let results =
+        futures::future::join_all(held.iter().filter(|(i, _, _)| finished.contains(i)).map(
+            |(i, _, info)| {
+                let token = info.as_ref().map(|l| l.token.clone()).unwrap_or_default();
+                async move {
+                    let text = script::unlock(&fleet.layout, &token);
+                    (*i, fleet.exec(*i, "unlock", &text, None, timeout).await)
+                }
+            },
+        ))
+        .await;
+    for (i, r) in results {
+        let message = match r {
+            Ok(out) if out.success() => continue,
+            Ok(out) => out.message(),
+            Err(e) => e.to_string(),
+        };
+        return Err(Error::Step {
+            host: fleet.name(i).into(),
+            step: "unlock".into(),
+            message,
+        });
+    }
+    if finished.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = finished.iter().map(|&i| fleet.name(i)).collect();
+    let holder = held
+        .iter()
+        .find(|(i, _, _)| finished.contains(i))
+        .map(|(_, h, _)| h.as_str())
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "took over the lock of {holder} on {}: that run had finished",
+        names.join(", ")
+    )))
 }
 
 /// The held hosts whose lock belongs to a run that has finished: its audit record (which

@@ -87,6 +87,7 @@ pub async fn with_lock<T>(
     };
     record.message = acted.result.as_ref().err().map(|e| e.to_string());
     record.run = Some(held.token.clone());
+    record.took_over = (!held.took_over.is_empty()).then(|| held.took_over.join("; "));
     let unfinished = lock::finish(fleet, &held, &record).await;
     if unfinished.is_empty() {
         return acted.result;
@@ -96,10 +97,17 @@ pub async fn with_lock<T>(
         .iter()
         .map(|(h, m)| format!("{h}: {m}"))
         .collect();
-    let leftover = format!(
-        "the deploy lock may be left on {} and the audit record missing there; the next command takes that lock over by itself (it finds this run's record on the other hosts, or that this run's process is gone)",
-        hosts.join(", ")
-    );
+    let leftover = if unfinished.len() < fleet.len() {
+        format!(
+            "the deploy lock may be left on {} and the audit record missing there; the next command takes that lock over by itself (this run's record is on the other hosts)",
+            hosts.join(", ")
+        )
+    } else {
+        format!(
+            "the deploy lock may be left on every host; the next command run on this machine takes it over (this run's process is gone by then), from another machine run `slipway unlock {}` first",
+            fleet.stage.name
+        )
+    };
     match acted.result {
         // The work is done, but not everywhere on record and unlocked: not a plain success.
         Ok(_) => Err(Error::Diverged(format!(
@@ -143,5 +151,6 @@ pub fn record(fleet: &Fleet, ctx: &Context, action: &str, started: Instant) -> R
         message: None,
         duration_ms: started.elapsed().as_millis() as u64,
         run: None,
+        took_over: None,
     }
 }

@@ -111,3 +111,59 @@ fn status_says_how_a_rollout_ended_after_done_failed_paused_and_aborted() {
         "{out}"
     );
 }
+
+#[test]
+fn rollout_pause_while_a_deploy_runs_is_told_by_status_and_on_record_in_the_chain() {
+    let mut s = canary("");
+    s.app_file("index.html", "v1\n");
+    s.deploy_ok();
+    // Gates of 2 s: time to pause while the first step is gated.
+    s.extra = s.extra.replace("window = \"600ms\"", "window = \"2s\"");
+    s.app_file("index.html", "v2\n");
+    let deploy = s
+        .command(&["deploy", "test"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn deploy");
+    let state = s.app_path(0, ".slipway/rollout.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(&state).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+        if v["status"] == "running" && v["completed"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout never ran: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let paused = s.slipway(&["rollout", "pause", "test"]).ok();
+    assert!(paused.stdout.contains("paused"), "{}", paused.stdout);
+    let run = deploy.wait_with_output().expect("the deploy ends");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = s.slipway(&["status", "test"]).ok().stdout;
+    assert!(
+        out.contains("rollout in progress: canary rollout of")
+            && out.contains("paused after step 1/3: paused by")
+            && out.contains("`slipway rollout pause`"),
+        "{out}"
+    );
+    // The pause is on record on every host, and every chain is intact.
+    for i in 0..3 {
+        assert!(
+            s.audit(i).iter().any(|r| r["action"] == "rollout-pause"),
+            "host {i}: {:?}",
+            s.audit(i)
+        );
+    }
+    s.slipway(&["log", "--verify", "test"]).ok();
+}

@@ -248,6 +248,13 @@ fn a_deploy_whose_last_step_fails_on_one_host_exits_4_naming_it_and_the_next_run
         next.stderr
     );
     let v3 = next.release_id();
+    let record = s.audit(0).pop().expect("the deploy's record");
+    assert!(
+        record["took_over"]
+            .as_str()
+            .is_some_and(|t| t.contains(&lost) && t.contains("that run had finished")),
+        "the deploy's record says whose lock it took over: {record}"
+    );
     s.assert_current_everywhere(&v3);
     s.assert_no_partial_and_no_lock();
     // Every host's chain is intact: the lost record is missing, not torn out.
