@@ -277,6 +277,43 @@ fn first_break(lines: &[Line], start: usize, hash: &dyn Fn(usize) -> String) -> 
     None
 }
 
+/// Checks a log against a head saved earlier (its entry number and line hash, as
+/// `log --verify` printed it): that entry must still be in the log, unchanged. A log
+/// cut before it, or rewritten up to it, fails here even when its chain is intact.
+pub fn check_saved_head(text: &str, seq: u64, hash: &str) -> Option<Break> {
+    let lines: Vec<&[u8]> = text
+        .as_bytes()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let found = lines.iter().enumerate().find(|(_, l)| {
+        serde_json::from_slice::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["seq"].as_u64())
+            == Some(seq)
+    });
+    match found {
+        None => Some(Break {
+            line: lines.len() + 1,
+            kind: Breach::Removed,
+            message: format!(
+                "entry {seq}, the head saved earlier (sha256 {hash}), is no longer in the log: it was cut or rewritten"
+            ),
+        }),
+        Some((i, line)) => {
+            let now = sha256_hex(line);
+            (now != hash).then(|| Break {
+                line: i + 1,
+                kind: Breach::Changed,
+                message: format!(
+                    "line {} is entry {seq}, but not the one saved earlier (sha256 {hash}, now {now}): the log was rewritten up to it",
+                    i + 1
+                ),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +426,34 @@ mod tests {
         lines.insert(4, moved);
         let b = broken(&lines);
         assert_eq!((b.line, b.kind), (2, Breach::Reordered), "{b:?}");
+    }
+
+    #[test]
+    fn a_saved_head_shows_a_cut_and_a_rewrite() {
+        let lines = chain(0, 5);
+        let head = verify(&text(&lines)).head.unwrap();
+        assert_eq!(check_saved_head(&text(&lines), head.seq, &head.hash), None);
+        // More entries since: still fine.
+        let longer = chain(0, 7);
+        assert_eq!(check_saved_head(&text(&longer), head.seq, &head.hash), None);
+        // Cut before the saved head.
+        let b = check_saved_head(&text(&lines[..3]), head.seq, &head.hash).unwrap();
+        assert_eq!((b.line, b.kind), (4, Breach::Removed));
+        // Rewritten as a whole, the chain recomputed: intact, yet not the saved head.
+        let mut forged = chain(0, 5);
+        forged[1] = forged[1].replace("deploy", "rollback");
+        let mut rechained = Vec::new();
+        for (i, l) in forged.iter().enumerate() {
+            let prev = rechained
+                .last()
+                .map(|p: &String| sha256_hex(p.as_bytes()))
+                .unwrap_or_else(|| GENESIS.to_string());
+            let body = &l[l.find(",\"action\"").unwrap()..];
+            rechained.push(format!("{{\"seq\":{},\"prev\":\"{prev}\"{body}", i + 1));
+        }
+        assert_eq!(verify(&text(&rechained)).broken, None);
+        let b = check_saved_head(&text(&rechained), head.seq, &head.hash).unwrap();
+        assert_eq!((b.line, b.kind), (5, Breach::Changed), "{b:?}");
     }
 
     #[test]

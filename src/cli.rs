@@ -133,6 +133,10 @@ pub enum Command {
         /// inserted or reordered (exit 4), and print each host's head to keep elsewhere.
         #[arg(long)]
         verify: bool,
+        /// With --verify: also check each host's log against the heads of an earlier
+        /// `slipway --json log --verify` saved in FILE (a cut or a rewritten log fails).
+        #[arg(long, value_name = "FILE", requires = "verify")]
+        against: Option<std::path::PathBuf>,
     },
 }
 

@@ -205,8 +205,23 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
         Command::Log {
             stage,
             verify: true,
+            against,
             ..
-        } => commands::verify_log(config.stage(stage)?, &ctx).await,
+        } => {
+            let saved = match against {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| Error::Usage(format!("--against {}: {e}", file.display())))?;
+                    Some(
+                        commands::saved_heads(&text).map_err(|e| {
+                            Error::Usage(format!("--against {}: {e}", file.display()))
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            commands::verify_log(config.stage(stage)?, &ctx, saved.as_ref()).await
+        }
         Command::Log { stage, since, .. } => {
             let since = match since {
                 Some(text) => {

@@ -211,15 +211,59 @@ pub async fn log(
     Ok(Outcome { human, data })
 }
 
+/// Heads saved earlier, by host: (entry number, line hash).
+pub type SavedHeads = std::collections::BTreeMap<String, (u64, String)>;
+
+/// The heads in the output of an earlier `slipway --json log --verify` (its `result`
+/// event, intact or broken).
+pub fn saved_heads(text: &str) -> std::result::Result<SavedHeads, String> {
+    let result = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "result")
+        .ok_or("no `result` event: save the output of `slipway --json log --verify STAGE`")?;
+    let data = &result["data"]["result"];
+    let hosts = data["hosts"]
+        .as_array()
+        .or_else(|| data["report"]["hosts"].as_array())
+        .ok_or("its result has no hosts: save the output of `slipway --json log --verify STAGE`")?;
+    let heads: SavedHeads = hosts
+        .iter()
+        .filter_map(|h| {
+            Some((
+                h["host"].as_str()?.to_string(),
+                (
+                    h["head"]["seq"].as_u64()?,
+                    h["head"]["hash"].as_str()?.to_string(),
+                ),
+            ))
+        })
+        .collect();
+    if heads.is_empty() {
+        return Err("no host in it has a head (were their logs chained then?)".into());
+    }
+    Ok(heads)
+}
+
 /// `slipway log --verify STAGE`: every host's chain checked; the first break of each
-/// broken one named (exit 4); each host's head printed, to keep and compare later.
-pub async fn verify_log(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+/// broken one named (exit 4); each host's head printed, to keep and compare later. With
+/// `saved` heads (`--against`), each must still be in its host's log, unchanged.
+pub async fn verify_log(
+    stage: &Stage,
+    ctx: &Context,
+    saved: Option<&SavedHeads>,
+) -> Result<Outcome> {
     let logs = read_logs(stage, ctx).await?;
     let mut human = String::new();
     let mut hosts = Vec::new();
     let mut broken = Vec::new();
     for (host, text) in &logs {
-        let report = crate::audit_chain::verify(text);
+        let mut report = crate::audit_chain::verify(text);
+        if report.broken.is_none()
+            && let Some((seq, hash)) = saved.and_then(|s| s.get(host))
+        {
+            report.broken = crate::audit_chain::check_saved_head(text, *seq, hash);
+        }
         let older = if report.unchained > 0 {
             format!(
                 "; {} older line(s) before it, not chained (written before slipway chained its log)",
@@ -261,9 +305,12 @@ pub async fn verify_log(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         value["ok"] = json!(report.broken.is_none());
         hosts.push(value);
     }
-    human.push_str(
-        "The chain shows lines changed, removed, inserted or reordered; not a cut at the end or a whole log rewritten: keep the heads above (e.g. in CI artifacts) and compare them next time.\n",
-    );
+    human.push_str(match saved {
+        Some(_) if broken.is_empty() => {
+            "Each host's log also still holds the head saved earlier, unchanged.\n"
+        }
+        _ => "The chain shows lines changed, removed, inserted or reordered; not a cut at the end or a whole log rewritten: keep the heads above (e.g. `slipway --json log --verify` in CI artifacts) and check against them next time (--against FILE).\n",
+    });
     let data = json!({ "hosts": hosts, "ok": broken.is_empty() });
     if broken.is_empty() {
         return Ok(Outcome { human, data });

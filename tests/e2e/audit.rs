@@ -210,3 +210,83 @@ fn appends_without_the_deploy_lock_keep_the_chain_while_a_run_holds_it() {
         );
     }
 }
+
+#[test]
+fn heads_saved_earlier_catch_a_cut_log_and_a_log_rewritten_with_a_new_chain() {
+    let s = Scenario::new().hosts(2);
+    s.app_file("index.html", "v1\n");
+    s.deploy_ok();
+    s.app_file("index.html", "v2\n");
+    s.deploy_ok();
+    let saved = s.slipway(&["--json", "log", "--verify", "test"]).ok();
+    let heads = s.dir().join("heads.json");
+    fs::write(&heads, &saved.stdout).unwrap();
+    let against = heads.to_str().unwrap();
+    // Later entries are fine.
+    s.rollback(&[]).ok();
+    let run = s
+        .slipway(&["log", "--verify", "test", "--against", against])
+        .ok();
+    assert!(
+        run.stdout.contains("still holds the head saved earlier"),
+        "{}",
+        run.stdout
+    );
+
+    // Host 0: cut back to its first entry. Host 1: its first record edited and the whole
+    // chain recomputed, as someone with write access to the host could.
+    let mut lines = log_lines(&s, 0);
+    lines.truncate(1);
+    write_log(&s, 0, &lines);
+    let mut rechained: Vec<String> = Vec::new();
+    for (i, line) in log_lines(&s, 1).iter().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if i == 0 {
+            v["actor"]["user"] = "someone-else".into();
+        }
+        let prev = rechained
+            .last()
+            .map(|p| slipway::audit_chain::sha256_hex(p.as_bytes()))
+            .unwrap_or_else(|| slipway::audit_chain::GENESIS.to_string());
+        let fields = v.as_object_mut().unwrap();
+        fields.remove("seq");
+        fields.remove("prev");
+        let body = serde_json::to_string(&v).unwrap();
+        let body = body.strip_prefix('{').unwrap();
+        rechained.push(format!("{{\"seq\":{},\"prev\":\"{prev}\",{body}", i + 1));
+    }
+    write_log(&s, 1, &rechained);
+    // Both chains are intact on their own...
+    s.slipway(&["log", "--verify", "test"]).ok();
+    // ...but not the logs that were saved.
+    let run = s
+        .slipway(&["log", "--verify", "test", "--against", against])
+        .expect_code(4);
+    let said = run.all_output();
+    let names: Vec<String> = (0..2).map(|i| s.fleet().host(i).address.clone()).collect();
+    let line_of = |name: &str| {
+        said.lines()
+            .find(|l| l.starts_with(name) && l.contains("BROKEN"))
+            .unwrap_or_else(|| panic!("{name} not named:\n{said}"))
+            .to_string()
+    };
+    assert!(
+        line_of(&names[0]).contains("is no longer in the log: it was cut or rewritten"),
+        "{said}"
+    );
+    assert!(
+        line_of(&names[1]).contains("BROKEN at line 2:")
+            && line_of(&names[1]).contains("the log was rewritten up to it"),
+        "{said}"
+    );
+    // A file that is not such an output is a usage error.
+    let wrong = s.dir().join("deploy.toml");
+    s.slipway(&[
+        "log",
+        "--verify",
+        "test",
+        "--against",
+        wrong.to_str().unwrap(),
+    ])
+    .expect_code(2);
+}
