@@ -72,6 +72,13 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub duration_ms: u64,
+    /// The run that held the deploy lock (its lock's token): a lock still held with this
+    /// token after the record was written anywhere is a leftover of a finished run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Locks of other runs this run broke to take its own (a dead process, a finished run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub took_over: Option<String>,
 }
 
 impl Record {
@@ -90,8 +97,9 @@ impl Record {
     }
 }
 
-/// Appends `record` to the audit log on every host (best effort: a host that fails is
-/// reported by the step, and the command goes on).
+/// Appends `record` to the audit log on every host, as the next entry of each host's
+/// hash chain (best effort: a host that fails is reported by the step, and the command
+/// goes on). Safe without the deploy lock: the append locks the log itself.
 pub async fn append(fleet: &crate::fleet::Fleet, record: &Record) {
     let script = crate::script::audit(&fleet.layout, &record.to_line());
     let _ = fleet

@@ -127,8 +127,16 @@ pub enum Command {
     Log {
         stage: String,
         /// Only entries newer than this: a duration (2h, 7d) or a time (2026-11-24T05:00:00Z).
-        #[arg(long, value_name = "WHEN")]
+        #[arg(long, value_name = "WHEN", conflicts_with = "verify")]
         since: Option<String>,
+        /// Check each host's hash chain instead: name the first line changed, removed,
+        /// inserted or reordered (exit 4), and print each host's head to keep elsewhere.
+        #[arg(long)]
+        verify: bool,
+        /// With --verify: also check each host's log against the heads of an earlier
+        /// `slipway --json log --verify` saved in FILE (a cut or a rewritten log fails).
+        #[arg(long, value_name = "FILE", requires = "verify")]
+        against: Option<std::path::PathBuf>,
     },
 }
 

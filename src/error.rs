@@ -81,6 +81,14 @@ pub enum Error {
     #[error("{0}")]
     Diverged(String),
 
+    /// `log --verify`: a host's audit log is not the chain it was written as. `report`
+    /// is the per-host check, for `--json`.
+    #[error("{message}")]
+    ChainBroken {
+        message: String,
+        report: serde_json::Value,
+    },
+
     /// The run was interrupted (Ctrl-C, SIGTERM) and cleaned up.
     #[error("interrupted: {0}")]
     Interrupted(String),
@@ -96,12 +104,22 @@ impl Error {
                 ExitClass::Usage
             }
             Error::Locked { .. } => ExitClass::Locked,
-            Error::Diverged(_) => ExitClass::Diverged,
+            Error::Diverged(_) | Error::ChainBroken { .. } => ExitClass::Diverged,
             Error::Step { .. }
             | Error::Refused(_)
             | Error::Reverted(_)
             | Error::Interrupted(_)
             | Error::Io(_) => ExitClass::Failed,
+        }
+    }
+}
+
+impl Error {
+    /// Structured detail for `--json`, when the failure has more than its message.
+    pub fn report(&self) -> Option<&serde_json::Value> {
+        match self {
+            Error::ChainBroken { report, .. } => Some(report),
+            _ => None,
         }
     }
 }

@@ -4,8 +4,12 @@
 //! `pause` (announce on stderr, then wait until the process is signalled), `exit` (exit
 //! at once with status 99, as a crash would), `fail` (the step fails) or `sleep=DURATION`
 //! (wait that long, then go on: time for a test to stop a host between two steps). Points are the
-//! step boundaries of the deploy and rollback flows, e.g. `deploy.after-upload`. Outside
-//! tests the variable is unset and every point is a no-op.
+//! step boundaries of the deploy and rollback flows, e.g. `deploy.after-upload`.
+//!
+//! Only builds with the `fault-injection` feature (the test suite's: `scripts/test`)
+//! read the variable. In every other build each point is a no-op and the binary does
+//! not even contain the variable's name: a product build cannot be made to stop, crash
+//! or fail a step by its environment.
 
 use std::time::Duration;
 
@@ -18,6 +22,7 @@ pub enum Action {
 }
 
 /// The action configured for `point`, if any.
+#[cfg(feature = "fault-injection")]
 pub fn configured(point: &str) -> Option<Action> {
     let spec = std::env::var("SLIPWAY_FAULT").ok()?;
     spec.split(',').find_map(|item| {
@@ -37,7 +42,14 @@ pub fn configured(point: &str) -> Option<Action> {
     })
 }
 
+/// Reaches `point`: a no-op without the `fault-injection` feature.
+#[cfg(not(feature = "fault-injection"))]
+pub async fn point(_point: &str) -> Result<(), String> {
+    Ok(())
+}
+
 /// Reaches `point`: returns `Err` with a message when the point is set to fail.
+#[cfg(feature = "fault-injection")]
 pub async fn point(point: &str) -> Result<(), String> {
     match configured(point) {
         None => Ok(()),

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod audit_chain;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -23,6 +23,9 @@ use crate::script;
 pub struct HeldLock {
     pub token: String,
     pub states: Vec<HostState>,
+    /// Locks of other runs this one broke to get here (a dead process, a finished run),
+    /// described for the audit record.
+    pub took_over: Vec<String>,
 }
 
 /// How long the holder of the first host waits for a concurrent run to give way on
@@ -31,7 +34,7 @@ pub struct HeldLock {
 const GIVE_WAY: Duration = Duration::from_secs(5);
 
 enum Attempt {
-    Acquired(Vec<HostState>),
+    Acquired(Vec<HostState>, Vec<String>),
     Held {
         host: String,
         holder: String,
@@ -74,7 +77,13 @@ pub async fn acquire_then(
     let mut announced = false;
     loop {
         match attempt(fleet, &owner, then).await? {
-            Attempt::Acquired(states) => return Ok(HeldLock { token, states }),
+            Attempt::Acquired(states, took_over) => {
+                return Ok(HeldLock {
+                    token,
+                    states,
+                    took_over,
+                });
+            }
             Attempt::Held {
                 host,
                 holder,
@@ -114,6 +123,8 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
     let mut pending = fleet.all();
     let deadline = std::time::Instant::now() + GIVE_WAY;
     let mut took_over = false;
+    let mut took_over_finished = false;
+    let mut broken: Vec<String> = Vec::new();
     loop {
         let held = match try_lock(fleet, &pending, &script, &mut taken, &mut states).await {
             Ok(held) => held,
@@ -123,7 +134,10 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
             }
         };
         if held.is_empty() {
-            return Ok(Attempt::Acquired(states.into_iter().flatten().collect()));
+            return Ok(Attempt::Acquired(
+                states.into_iter().flatten().collect(),
+                broken,
+            ));
         }
         // A lock left by a deployer that died on this very machine (killed, crashed) is
         // provably stale: break it, once, saying so, instead of sending the user to
@@ -131,6 +145,15 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
         if !took_over && me.as_ref().is_some_and(|me| orphaned(&held, &me.machine)) {
             took_over = true;
             let which: Vec<usize> = held.iter().map(|(i, _, _)| *i).collect();
+            broken.push(format!(
+                "broke the lock of {} on {}: that process no longer existed",
+                held[0].1,
+                which
+                    .iter()
+                    .map(|&i| fleet.name(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
             fleet.reporter.warning(
                 None,
                 &format!(
@@ -154,6 +177,23 @@ async fn attempt(fleet: &Fleet, owner: &str, then: &str) -> Result<Attempt> {
             }
             pending = which;
             continue;
+        }
+        // A lock left by a run that finished (its last step failed on that host only): its
+        // audit record, written by that same last step, is on a host taken here.
+        if !took_over_finished && !taken.is_empty() {
+            took_over_finished = true;
+            match take_over_finished(fleet, &taken, &held).await {
+                Ok(Some(what)) => {
+                    broken.push(what);
+                    pending = held.iter().map(|(i, _, _)| *i).collect();
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    release_on(fleet, &taken, owner_token(owner)).await;
+                    return Err(error);
+                }
+            }
         }
         // The first host decides between two runs: the one that holds it waits a moment
         // for the other to give way on the rest; the other gives way at once.
@@ -180,6 +220,104 @@ fn orphaned(held: &[(usize, String, Option<LockInfo>)], machine: &str) -> bool {
             info.as_ref()
                 .is_some_and(|l| l.machine == machine && !process_alive(l.pid))
         })
+}
+
+/// Releases the held locks that belong to a run that has finished (see [`finished_runs`]),
+/// saying so. Only a lock with that run's token is removed: one taken since stays.
+/// Returns what it took over, if anything.
+async fn take_over_finished(
+    fleet: &Fleet,
+    taken: &[usize],
+    held: &[(usize, String, Option<LockInfo>)],
+) -> Result<Option<String>> {
+    let finished = finished_runs(fleet, taken, held).await;
+    for (i, holder, _) in held.iter().filter(|(i, _, _)| finished.contains(i)) {
+        fleet.reporter.warning(
+            Some(fleet.name(*i)),
+            &format!(
+                "taking over the deploy lock of {holder}: that run has finished (its audit record is on the other hosts; its last step failed here)"
+            ),
+        );
+    }
+    let timeout = fleet.stage.timeouts.command;
+    let results =
+        futures::future::join_all(held.iter().filter(|(i, _, _)| finished.contains(i)).map(
+            |(i, _, info)| {
+                let token = info.as_ref().map(|l| l.token.clone()).unwrap_or_default();
+                async move {
+                    let text = script::unlock(&fleet.layout, &token);
+                    (*i, fleet.exec(*i, "unlock", &text, None, timeout).await)
+                }
+            },
+        ))
+        .await;
+    for (i, r) in results {
+        let message = match r {
+            Ok(out) if out.success() => continue,
+            Ok(out) => out.message(),
+            Err(e) => e.to_string(),
+        };
+        return Err(Error::Step {
+            host: fleet.name(i).into(),
+            step: "unlock".into(),
+            message,
+        });
+    }
+    if finished.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = finished.iter().map(|&i| fleet.name(i)).collect();
+    let holder = held
+        .iter()
+        .find(|(i, _, _)| finished.contains(i))
+        .map(|(_, h, _)| h.as_str())
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "took over the lock of {holder} on {}: that run had finished",
+        names.join(", ")
+    )))
+}
+
+/// The held hosts whose lock belongs to a run that has finished: its audit record (which
+/// carries its lock's token as `run`) is in the recent log of a host in `taken`. That
+/// record is written by the run's last step, which releases the lock in the same script:
+/// a run with a record anywhere does nothing more on any host.
+async fn finished_runs(
+    fleet: &Fleet,
+    taken: &[usize],
+    held: &[(usize, String, Option<LockInfo>)],
+) -> Vec<usize> {
+    let tokens: Vec<(usize, &str)> = held
+        .iter()
+        .filter_map(|(i, _, info)| info.as_ref().map(|l| (*i, l.token.as_str())))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return Vec::new();
+    }
+    let text = script::read_audit(&fleet.layout, Some(200));
+    let timeout = fleet.stage.timeouts.command;
+    let tails = futures::future::join_all(
+        taken
+            .iter()
+            .map(|&i| fleet.exec(i, "read-log", &text, None, timeout)),
+    )
+    .await;
+    let mut runs = std::collections::BTreeSet::new();
+    for out in tails.into_iter().flatten().filter(|o| o.success()) {
+        for line in out.stdout.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(run) = v["run"].as_str()
+            {
+                runs.insert(run.to_string());
+            }
+        }
+    }
+    tokens
+        .into_iter()
+        .filter(|(_, t)| runs.contains(*t))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Whether a process with `pid` exists on this machine.
@@ -284,13 +422,31 @@ pub async fn release(fleet: &Fleet, lock: &HeldLock) {
 }
 
 /// Appends the run's audit record and releases its lock, in one round trip per host.
-pub async fn finish(fleet: &Fleet, lock: &HeldLock, record: &crate::audit::Record) {
+/// Returns the hosts where that failed, with why (each also reported as a failed step).
+pub async fn finish(
+    fleet: &Fleet,
+    lock: &HeldLock,
+    record: &crate::audit::Record,
+) -> Vec<(String, String)> {
     let script = script::finish(&fleet.layout, &record.to_line(), &lock.token);
-    fleet
-        .on_all_best_effort(
+    let results = fleet
+        .step_on(
+            &fleet.all(),
             "finish",
-            &script,
-            "write the audit log or release the deploy lock",
+            |_| script.clone(),
+            None,
+            fleet.stage.timeouts.command,
         )
         .await;
+    results
+        .into_iter()
+        .filter_map(|(i, r)| {
+            let message = match r {
+                Ok(out) if out.success() => return None,
+                Ok(out) => out.message(),
+                Err(e) => e.to_string(),
+            };
+            Some((fleet.name(i).to_string(), message))
+        })
+        .collect()
 }

@@ -61,7 +61,11 @@ fn main() -> ExitCode {
             // What a host or a framework printed may carry credentials.
             let text = slipway::redact::scrub(&error.to_string());
             if reporter.format() == Format::Json {
-                reporter.result(&text, class.name(), json!({ "error": text }));
+                let mut data = json!({ "error": text });
+                if let Some(report) = error.report() {
+                    data["report"] = report.clone();
+                }
+                reporter.result(&text, class.name(), data);
             }
             reporter.finish();
             eprintln!("slipway: error: {}", slipway::report::printable(&text));
@@ -198,7 +202,27 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
         | Command::Recipes { .. }
         | Command::Completions { .. }
         | Command::Man => Err(Error::Usage("this command reads no configuration".into())),
-        Command::Log { stage, since } => {
+        Command::Log {
+            stage,
+            verify: true,
+            against,
+            ..
+        } => {
+            let saved = match against {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| Error::Usage(format!("--against {}: {e}", file.display())))?;
+                    Some(
+                        commands::saved_heads(&text).map_err(|e| {
+                            Error::Usage(format!("--against {}: {e}", file.display()))
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            commands::verify_log(config.stage(stage)?, &ctx, saved.as_ref()).await
+        }
+        Command::Log { stage, since, .. } => {
             let since = match since {
                 Some(text) => {
                     Some(commands::parse_since(text, chrono::Utc::now()).map_err(Error::Usage)?)

@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use crate::audit::Record;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fault;
 use crate::fleet::Fleet;
 use crate::lock;
@@ -86,8 +86,53 @@ pub async fn with_lock<T>(
         Err(e) => e.class().name().into(),
     };
     record.message = acted.result.as_ref().err().map(|e| e.to_string());
-    lock::finish(fleet, &held, &record).await;
-    acted.result
+    record.run = Some(held.token.clone());
+    record.took_over = (!held.took_over.is_empty()).then(|| held.took_over.join("; "));
+    let unfinished = lock::finish(fleet, &held, &record).await;
+    if unfinished.is_empty() {
+        return acted.result;
+    }
+    let hosts: Vec<&str> = unfinished.iter().map(|(h, _)| h.as_str()).collect();
+    let detail: Vec<String> = unfinished
+        .iter()
+        .map(|(h, m)| format!("{h}: {m}"))
+        .collect();
+    let leftover = if unfinished.len() < fleet.len() {
+        format!(
+            "the deploy lock may be left on {} and the audit record missing there; the next command takes that lock over by itself (this run's record is on the other hosts)",
+            hosts.join(", ")
+        )
+    } else {
+        format!(
+            "the deploy lock may be left on every host; the next command run on this machine takes it over (this run's process is gone by then), from another machine run `slipway unlock {}` first",
+            fleet.stage.name
+        )
+    };
+    match acted.result {
+        // The work is done, but not everywhere on record and unlocked: not a plain success.
+        Ok(_) => Err(Error::Diverged(format!(
+            "{} on stage {} did its work{}, but its final step (audit record and unlock) failed on {}: {}; {leftover}",
+            spec.action,
+            fleet.stage.name,
+            record
+                .to
+                .as_ref()
+                .map(|to| format!(" (to {to})"))
+                .unwrap_or_default(),
+            hosts.join(", "),
+            detail.join("; ")
+        ))),
+        Err(e) => {
+            fleet.reporter.warning(
+                None,
+                &format!(
+                    "the final step (audit record and unlock) failed too: {}; {leftover}",
+                    detail.join("; ")
+                ),
+            );
+            Err(e)
+        }
+    }
 }
 
 /// An audit record of `action` on this stage by this run, result `ok` until said
@@ -105,5 +150,7 @@ pub fn record(fleet: &Fleet, ctx: &Context, action: &str, started: Instant) -> R
         result: "ok".into(),
         message: None,
         duration_ms: started.elapsed().as_millis() as u64,
+        run: None,
+        took_over: None,
     }
 }

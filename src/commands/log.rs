@@ -1,4 +1,5 @@
-//! `slipway log STAGE`: the audit log of every host, merged in time order.
+//! `slipway log STAGE`: the audit log of every host, merged in time order, saying where
+//! hosts disagree; `slipway log --verify STAGE`: each host's hash chain checked.
 
 use chrono::Utc;
 use serde_json::json;
@@ -37,14 +38,20 @@ pub const LOG_LINES: usize = 10_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
     pub time: chrono::DateTime<Utc>,
+    /// The record, without its host's chain fields (`seq`, `prev`).
     pub record: serde_json::Value,
     pub hosts: Vec<String>,
+    /// Hosts that do not have it although their log goes back further: the action was
+    /// written on every host of the stage, so these disagree (a host that was down, or a
+    /// line removed).
+    pub missing: Vec<String>,
 }
 
 /// Merges the audit logs of several hosts: an action recorded on every host it touched
-/// appears once, with the hosts that recorded it, in time order. Lines that are not
-/// valid records are skipped (a torn last line after a crash, say). Only the newest
-/// [`LOG_LINES`] lines of each host count, whatever the host sent.
+/// appears once, with the hosts that recorded it, in time order, and the hosts that
+/// should have it and do not. Lines that are not valid records are skipped (a torn last
+/// line after a crash, say; `--verify` names them). Only the newest [`LOG_LINES`] lines
+/// of each host count, whatever the host sent.
 pub fn merge_logs(
     logs: &[(String, String)],
     since: Option<chrono::DateTime<Utc>>,
@@ -53,12 +60,18 @@ pub fn merge_logs(
     // Where each action's entry is, by its key: a log of many thousand lines (a long
     // life, or a host that writes junk) merges in one pass, not one scan per line.
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // Each host's oldest record: it was in the stage from then on.
+    let mut first: Vec<(&str, chrono::DateTime<Utc>)> = Vec::new();
     for (host, text) in logs {
         let lines: Vec<&str> = text.lines().collect();
         for line in &lines[lines.len().saturating_sub(LOG_LINES)..] {
-            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+            let Ok(mut record) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
+            if let Some(fields) = record.as_object_mut() {
+                fields.remove("seq");
+                fields.remove("prev");
+            }
             let Some(time) = record["time"]
                 .as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -66,6 +79,10 @@ pub fn merge_logs(
                 continue;
             };
             let time = time.with_timezone(&Utc);
+            match first.iter_mut().find(|(h, _)| h == host) {
+                Some((_, t)) => *t = (*t).min(time),
+                None => first.push((host, time)),
+            }
             if since.is_some_and(|s| time < s) {
                 continue;
             }
@@ -79,10 +96,18 @@ pub fn merge_logs(
                         time,
                         record,
                         hosts: vec![host.clone()],
+                        missing: Vec::new(),
                     });
                 }
             }
         }
+    }
+    for entry in &mut merged {
+        entry.missing = first
+            .iter()
+            .filter(|(h, t)| *t <= entry.time && !entry.hosts.iter().any(|x| x == h))
+            .map(|(h, _)| h.to_string())
+            .collect();
     }
     merged.sort_by_key(|e| e.time);
     merged
@@ -103,14 +128,16 @@ fn action_key(v: &serde_json::Value) -> String {
     .to_string()
 }
 
-/// `slipway log STAGE`: the audit log, merged from every host.
-pub async fn log(
+/// Every host's audit log, by host name: its newest `lines` lines, or all of it (what
+/// `--verify` needs: a chain is checked from its first line). Either way what a host
+/// sends is bounded by the transport's output cap.
+async fn read_logs(
     stage: &Stage,
     ctx: &Context,
-    since: Option<chrono::DateTime<Utc>>,
-) -> Result<Outcome> {
+    lines: Option<usize>,
+) -> Result<Vec<(String, String)>> {
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
-    let script = script::read_audit(&fleet.layout, LOG_LINES);
+    let script = script::read_audit(&fleet.layout, lines);
     let results = fleet
         .step_on(
             &fleet.all(),
@@ -125,7 +152,7 @@ pub async fn log(
     for (i, r) in results {
         match r {
             Ok(out) => {
-                if out.stdout.lines().nth(LOG_LINES - 1).is_some() {
+                if lines.is_some_and(|n| out.stdout.lines().nth(n.saturating_sub(1)).is_some()) {
                     ctx.reporter.warning(
                         Some(fleet.name(i)),
                         &format!("showing this host's newest {LOG_LINES} audit records only (the whole log is .slipway/log.jsonl on the host)"),
@@ -142,6 +169,16 @@ pub async fn log(
             }
         }
     }
+    Ok(logs)
+}
+
+/// `slipway log STAGE`: the audit log, merged from every host.
+pub async fn log(
+    stage: &Stage,
+    ctx: &Context,
+    since: Option<chrono::DateTime<Utc>>,
+) -> Result<Outcome> {
+    let logs = read_logs(stage, ctx, Some(LOG_LINES)).await?;
     let entries = merge_logs(&logs, since);
     let mut human = String::new();
     for e in &entries {
@@ -174,12 +211,143 @@ pub async fn log(
                 .map(|x| format!("  ({x})"))
                 .unwrap_or_default(),
         ));
+        if !e.missing.is_empty() {
+            human.push_str(&format!(
+                "    MISSING on {} (recorded on {})\n",
+                e.missing.join(", "),
+                e.hosts.join(", ")
+            ));
+        }
     }
     if entries.is_empty() {
         human.push_str("(no audit entries)\n");
     }
-    let data = json!({ "entries": entries.iter().map(|e| json!({ "record": e.record, "hosts": e.hosts })).collect::<Vec<_>>() });
+    let disagree = entries.iter().filter(|e| !e.missing.is_empty()).count();
+    if disagree > 0 {
+        human.push_str(&format!(
+            "hosts disagree: {disagree} entr{} missing on some hosts (a host that was down then, or a line removed: `slipway log --verify {}` checks each host's chain)\n",
+            if disagree == 1 { "y is" } else { "ies are" },
+            stage.name
+        ));
+    }
+    let data = json!({
+        "entries": entries.iter().map(|e| json!({ "record": e.record, "hosts": e.hosts, "missing": e.missing })).collect::<Vec<_>>(),
+        "disagreements": disagree,
+    });
     Ok(Outcome { human, data })
+}
+
+/// Heads saved earlier, by host: (entry number, line hash).
+pub type SavedHeads = std::collections::BTreeMap<String, (u64, String)>;
+
+/// The heads in the output of an earlier `slipway --json log --verify` (its `result`
+/// event, intact or broken).
+pub fn saved_heads(text: &str) -> std::result::Result<SavedHeads, String> {
+    let result = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "result")
+        .ok_or("no `result` event: save the output of `slipway --json log --verify STAGE`")?;
+    let data = &result["data"]["result"];
+    let hosts = data["hosts"]
+        .as_array()
+        .or_else(|| data["report"]["hosts"].as_array())
+        .ok_or("its result has no hosts: save the output of `slipway --json log --verify STAGE`")?;
+    let heads: SavedHeads = hosts
+        .iter()
+        .filter_map(|h| {
+            Some((
+                h["host"].as_str()?.to_string(),
+                (
+                    h["head"]["seq"].as_u64()?,
+                    h["head"]["hash"].as_str()?.to_string(),
+                ),
+            ))
+        })
+        .collect();
+    if heads.is_empty() {
+        return Err("no host in it has a head (were their logs chained then?)".into());
+    }
+    Ok(heads)
+}
+
+/// `slipway log --verify STAGE`: every host's chain checked; the first break of each
+/// broken one named (exit 4); each host's head printed, to keep and compare later. With
+/// `saved` heads (`--against`), each must still be in its host's log, unchanged.
+pub async fn verify_log(
+    stage: &Stage,
+    ctx: &Context,
+    saved: Option<&SavedHeads>,
+) -> Result<Outcome> {
+    let logs = read_logs(stage, ctx, None).await?;
+    let mut human = String::new();
+    let mut hosts = Vec::new();
+    let mut broken = Vec::new();
+    for (host, text) in &logs {
+        let mut report = crate::audit_chain::verify(text);
+        if report.broken.is_none()
+            && let Some((seq, hash)) = saved.and_then(|s| s.get(host))
+        {
+            report.broken = crate::audit_chain::check_saved_head(text, *seq, hash);
+        }
+        let older = if report.unchained > 0 {
+            format!(
+                "; {} older line(s) before it, not chained (written before slipway chained its log)",
+                report.unchained
+            )
+        } else {
+            String::new()
+        };
+        let line = match (&report.broken, report.chain_from) {
+            (Some(b), _) => {
+                broken.push(host.clone());
+                format!(
+                    "{host:<24} BROKEN at line {}: {} ({})",
+                    b.line,
+                    b.message,
+                    b.kind.as_str()
+                )
+            }
+            (None, None) if report.lines == 0 => format!("{host:<24} ok: empty log"),
+            (None, None) => format!(
+                "{host:<24} NOT CHAINED: {} line(s), all written before slipway chained its log (the chain starts with the next record)",
+                report.lines
+            ),
+            (None, Some(from)) => format!(
+                "{host:<24} ok: {} line(s), chain from line {from}{older}",
+                report.lines
+            ),
+        };
+        human.push_str(&line);
+        human.push('\n');
+        if let Some(head) = &report.head {
+            human.push_str(&format!(
+                "{:<24} head: entry {} at line {}, sha256 {}\n",
+                "", head.seq, head.line, head.hash
+            ));
+        }
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        value["host"] = json!(host);
+        value["ok"] = json!(report.broken.is_none());
+        hosts.push(value);
+    }
+    human.push_str(match saved {
+        Some(_) if broken.is_empty() => {
+            "Each host's log also still holds the head saved earlier, unchanged.\n"
+        }
+        _ => "The chain shows lines changed, removed, inserted or reordered; not a cut at the end or a whole log rewritten: keep the heads above (e.g. `slipway --json log --verify` in CI artifacts) and check against them next time (--against FILE).\n",
+    });
+    let data = json!({ "hosts": hosts, "ok": broken.is_empty() });
+    if broken.is_empty() {
+        return Ok(Outcome { human, data });
+    }
+    Err(Error::ChainBroken {
+        message: format!(
+            "the audit log of {} is not intact:\n{human}",
+            broken.join(", ")
+        ),
+        report: data,
+    })
 }
 
 #[cfg(test)]
@@ -234,5 +402,17 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(merge_logs(&logs, Some(since)).len(), 1);
+        // h2's log starts after the unlock: it joined later, nothing is missing. h3's
+        // goes back to the unlock, and lacks the deploy (with its chain fields: the same).
+        assert!(merged.iter().all(|e| e.missing.is_empty()));
+        let chained = format!("{{\"seq\":1,\"prev\":\"00\",{}", &b[1..]);
+        let mut logs = logs;
+        logs.push(("h3".to_string(), format!("{chained}\n")));
+        let merged = merge_logs(&logs, None);
+        assert_eq!(merged.len(), 2, "{merged:?}");
+        assert_eq!(merged[0].hosts, vec!["h1", "h3"]);
+        assert!(merged[0].missing.is_empty());
+        assert_eq!(merged[0].record.get("seq"), None);
+        assert_eq!(merged[1].missing, vec!["h3"]);
     }
 }

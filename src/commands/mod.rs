@@ -10,7 +10,7 @@ mod status;
 mod unlock;
 
 pub use check::{Finding, check, judge};
-pub use log::{LogEntry, log, merge_logs, parse_since};
+pub use log::{LogEntry, SavedHeads, log, merge_logs, parse_since, saved_heads, verify_log};
 pub use releases::releases;
 pub use status::status;
 pub use unlock::unlock;

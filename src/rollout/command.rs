@@ -188,6 +188,12 @@ pub async fn pause(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         st.status = Status::Paused;
         st.reason = Some(format!("paused by {} (`slipway rollout pause`)", ctx.actor.name()));
         state::write(&fleet, &mut st).await;
+        // On record too; without the deploy lock (the deployer holds it): the append
+        // locks the log itself.
+        let mut record = operation::record(&fleet, ctx, "rollout-pause", std::time::Instant::now());
+        record.to = Some(st.desired.clone());
+        record.reason = st.reason.clone();
+        crate::audit::append(&fleet, &record).await;
         Ok(Outcome {
             human: format!(
                 "{}; a running deployer stops after its current step. Go on with `slipway rollout resume {}`",

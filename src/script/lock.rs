@@ -52,9 +52,13 @@ exit {EXIT_LOCK_HELD}
 }
 
 /// Appends `audit_line` to the audit log, then releases the lock: the last round trip
-/// of a run.
+/// of a run. Fails (after trying both) when either failed.
 pub fn finish(layout: &Layout, audit_line: &str, token: &str) -> String {
-    format!("{}{}", audit(layout, audit_line), unlock(layout, token))
+    format!(
+        "{}slipway_audit_rc=$?\n{}[ \"$slipway_audit_rc\" -eq 0 ] || exit 1\n",
+        audit(layout, audit_line),
+        unlock(layout, token)
+    )
 }
 
 /// Releases the lock if, and only if, it is still the one this run took.
@@ -65,7 +69,7 @@ pub fn unlock(layout: &Layout, token: &str) -> String {
 owner=""
 if [ -f "$d/.slipway/lock/owner.json" ]; then IFS= read -r owner < "$d/.slipway/lock/owner.json" || true; fi
 case "$owner" in
-  *{needle}*) rm -rf -- "$d/.slipway/lock" ;;
+  *{needle}*) rm -rf -- "$d/.slipway/lock" || {{ echo "cannot remove the deploy lock $d/.slipway/lock" >&2; exit 1; }} ;;
 esac
 "#,
         d = quote(layout.deploy_to()),

@@ -178,6 +178,9 @@ impl Scenario {
         }
         cmd.env("NO_COLOR", "1");
         for (k, v) in &self.env {
+            if k == "SLIPWAY_FAULT" {
+                crate::hosts::fault(v);
+            }
             cmd.env(k, v);
         }
         let out: Output = cmd.output().expect("cannot run slipway");

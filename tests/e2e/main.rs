@@ -8,6 +8,7 @@ mod hosts;
 mod scenario;
 
 mod atomic;
+mod audit;
 mod config_errors;
 mod deploy;
 mod failures;
@@ -19,3 +20,4 @@ mod output;
 mod quickstart;
 mod rollout;
 mod schema;
+mod status;

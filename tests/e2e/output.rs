@@ -234,7 +234,10 @@ fn json_events_follow_the_schema_one_per_step_per_host_and_end_with_the_result()
     // A failure: the failed step, then the result with its exit class.
     let failing = s
         .command(&["--json", "deploy", "test"])
-        .env("SLIPWAY_FAULT", "deploy.after-upload:fail")
+        .env(
+            "SLIPWAY_FAULT",
+            crate::hosts::fault("deploy.after-upload:fail"),
+        )
         .output()
         .expect("run");
     let run = Run {

@@ -234,7 +234,7 @@ impl Scenario {
     /// Starts slipway in the background with a fault point set (e.g. pause after upload).
     pub fn spawn_with_fault(&self, args: &[&str], fault: &str) -> Child {
         self.command(args)
-            .env("SLIPWAY_FAULT", fault)
+            .env("SLIPWAY_FAULT", crate::hosts::fault(fault))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

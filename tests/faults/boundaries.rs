@@ -56,7 +56,10 @@ fn a_crash_exit_at_a_boundary_is_recovered_the_same_way() {
         s.app_file("index.html", &format!("exit at {point}"));
         let run = s
             .command(&["deploy", "test"])
-            .env("SLIPWAY_FAULT", format!("{point}:exit"))
+            .env(
+                "SLIPWAY_FAULT",
+                crate::hosts::fault(&format!("{point}:exit")),
+            )
             .output()
             .expect("run");
         let code = run.status.code().unwrap_or(-1);

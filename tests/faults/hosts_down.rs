@@ -1,5 +1,6 @@
 //! A host's sshd killed between two switches, a full disk, a stalled connection.
 
+use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::scenario::Scenario;
@@ -182,4 +183,90 @@ fn a_stalled_connection_is_cut_by_the_step_timeout_naming_host_and_step() {
     let row: Outcome = observe_and_recover(&s, "host 2 stalled during the switch", run.code);
     print_table("network stall", &[row]);
     println!("stalled deploy ended after {took:?} (command timeout 3s)");
+}
+
+/// The last step of a deploy (its audit record and unlock) fails on one host: its sshd
+/// dies while the deployer is about to finish. The deploy is live everywhere, yet it is
+/// not a plain success: exit 4 naming the host. The lock left on that host is taken over
+/// by the next deploy without `slipway unlock`, even from another machine: that run's
+/// audit record on the other hosts proves it finished.
+#[test]
+fn a_deploy_whose_last_step_fails_on_one_host_exits_4_naming_it_and_the_next_run_takes_its_lock_over()
+ {
+    let (mut s, v1) = deployed(3);
+    s.app_file("index.html", "v2");
+    let mut child = s.spawn_with_fault(&["deploy", "test"], "deploy.before-unlock:sleep=3s");
+    let err = Stderr::collect(&mut child);
+    err.wait_for("fault point deploy.before-unlock: sleeping");
+    s.fleet_mut().stop(1);
+    let run = err.finish(child);
+    let lost = s.fleet().host(1).address.clone();
+    assert_eq!(run.code, 4, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&lost)
+            && run
+                .stderr
+                .contains("final step (audit record and unlock) failed"),
+        "names the host and the step: {}",
+        run.stderr
+    );
+    let v2 = s.current(0).expect("a release");
+    assert_ne!(v2, v1);
+    assert_eq!(s.current(2).as_deref(), Some(v2.as_str()));
+    s.fleet_mut().start_host(1);
+    // Switched before its sshd died; its lock and the missing record are what is left.
+    assert_eq!(s.current(1).as_deref(), Some(v2.as_str()));
+    let status = s.slipway(&["status", "test"]);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(lost.as_str()) && l.contains("locked by")),
+        "status shows the lock left on the lost host: {}",
+        status.all_output()
+    );
+    let owner = s.app_path(1, ".slipway/lock/owner.json");
+    let record = fs::read_to_string(&owner).expect("the lock is left on the lost host");
+    // As if that run had been on another machine (a CI runner): its process cannot be
+    // checked from here, only its record on the other hosts.
+    let mut info: serde_json::Value = serde_json::from_str(record.trim()).unwrap();
+    info["machine"] = "ci-runner-elsewhere".into();
+    fs::write(&owner, format!("{info}\n")).unwrap();
+
+    let merged = s.slipway(&["log", "test"]).ok();
+    assert!(
+        merged.stdout.contains(&format!("MISSING on {lost}")),
+        "the merged log says host 1 lacks the deploy's record: {}",
+        merged.stdout
+    );
+    s.app_file("index.html", "v3");
+    let next = s.deploy().ok();
+    assert!(
+        next.stderr.contains("taking over the deploy lock of")
+            && next.stderr.contains("that run has finished"),
+        "{}",
+        next.stderr
+    );
+    let v3 = next.release_id();
+    let record = s.audit(0).pop().expect("the deploy's record");
+    assert!(
+        record["took_over"]
+            .as_str()
+            .is_some_and(|t| t.contains(&lost) && t.contains("that run had finished")),
+        "the deploy's record says whose lock it took over: {record}"
+    );
+    s.assert_current_everywhere(&v3);
+    s.assert_no_partial_and_no_lock();
+    // Every host's chain is intact: the lost record is missing, not torn out.
+    s.slipway(&["log", "--verify", "test"]).ok();
+    print_table(
+        "the last step failing on one host",
+        &[Outcome {
+            fault: "sshd of host 2 killed before the last step".into(),
+            run: run.code,
+            status: status.code,
+            lock: "left on host 2",
+            recovery: "deploy (takes the finished run's lock over)".into(),
+        }],
+    );
 }

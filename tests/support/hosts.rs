@@ -861,3 +861,17 @@ fn write_atomically(path: &Path, text: &str) {
     drop(f);
     fs::rename(&tmp, path).expect("rename temp file");
 }
+
+/// The value of `SLIPWAY_FAULT` for a run that must stop at a fault point. The points
+/// exist only in builds with the `fault-injection` feature: without it this fails the
+/// test (with how to run it), rather than letting the run go by the point unnoticed.
+#[allow(dead_code)]
+pub fn fault(spec: &str) -> &str {
+    assert!(
+        spec.is_empty() || cfg!(feature = "fault-injection"),
+        "this test stops slipway at a fault point ({spec}), which only builds with the \
+         `fault-injection` feature have: run it with `cargo test --features fault-injection` \
+         (scripts/test does)"
+    );
+    spec
+}
