@@ -126,7 +126,7 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
         ("restore_release", restore_release(&layout, &id)),
         ("audit", audit(&layout, json)),
         ("read_audit", read_audit(&layout, Some(10_000))),
-        ("read_audit_all", read_audit(&layout, None)),
+        ("read_audit", read_audit(&layout, None)),
         ("write_rollout", write_rollout(&layout, json)),
         ("read_rollout", read_rollout(&layout)),
         ("sqlite", sqlite(&layout, "db/a'b $(c).sqlite3")),
