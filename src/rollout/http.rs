@@ -109,18 +109,23 @@ pub fn load_ca(path: &Path) -> Result<Vec<Certificate>, String> {
         .tls_certs_only(certs.clone())
         .build()
         .map_err(|e| {
+            // rustls words it for a peer's certificate ("invalid peer certificate: X").
+            let why = chain(&e);
+            let why = why.rsplit(": ").next().unwrap_or(&why).to_string();
             format!(
-                "{} holds a certificate that cannot be trusted as a CA: {}",
-                path.display(),
-                chain(&e)
+                "{} holds a certificate that cannot be used as a CA ({why})",
+                path.display()
             )
         })?;
     Ok(certs)
 }
 
+/// The clients built so far, by the extra CA they trust.
+type Clients = Mutex<Vec<(Option<PathBuf>, Client)>>;
+
 /// The process's client for `ca` (none: platform roots only), built once.
 fn client(ca: Option<&Path>) -> Result<Client, HttpError> {
-    static CLIENTS: OnceLock<Mutex<Vec<(Option<PathBuf>, Client)>>> = OnceLock::new();
+    static CLIENTS: OnceLock<Clients> = OnceLock::new();
     let clients = CLIENTS.get_or_init(|| Mutex::new(Vec::new()));
     let key = ca.map(Path::to_path_buf);
     let mut clients = clients
@@ -259,10 +264,9 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let mut heads = Vec::new();
-            let mut answers = answers.into_iter();
             let (mut s, _) = listener.accept().await.unwrap();
             let mut connections = 1;
-            while let Some(a) = answers.next() {
+            for a in answers {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
