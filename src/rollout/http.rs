@@ -41,7 +41,7 @@ impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HttpError::Connect(why) => write!(f, "cannot connect: {why}"),
-            HttpError::Tls(why) => write!(f, "TLS: {why}"),
+            HttpError::Tls(why) => write!(f, "TLS handshake failed: {why}"),
             HttpError::Timeout(t) => {
                 write!(f, "no answer within {}", humantime::format_duration(*t))
             }
@@ -238,7 +238,8 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut next = e.source();
     while let Some(cause) = next {
         let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
+        // hyper-util's wrapper ("client error (Connect)") says nothing the kind does not.
+        if !text.starts_with("client error (") && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         next = cause.source();
