@@ -245,6 +245,9 @@ pub(super) fn resolve_rollout(
     }
     if let Some((url, p)) = field!(s, t, at, "rollout", event) {
         rollout.event = Some(check_event_url(url).map_err(|m| (p, m))?);
+        // It may carry a token: masked in everything slipway shows (`slipway config`
+        // included), from the moment the file is read.
+        crate::redact::register(url);
     }
     if let Some((file, p)) = field!(s, t, at, "rollout", event_ca) {
         if rollout.event.is_none() {

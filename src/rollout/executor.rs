@@ -442,9 +442,8 @@ pub async fn send_event(fleet: &Fleet, state: &RolloutState, event: &str, step: 
     let Ok(url) = url::Url::parse(url) else {
         return;
     };
-    // The URL may carry a token: it is masked wherever it would be shown, and named
-    // by its host only.
-    crate::redact::register(url.as_str());
+    // The URL may carry a token (the config registered it with `redact`): warnings name
+    // it by scheme, host and port only.
     let shown = crate::redact::url(&url);
     let body = json!({
         "event": event,
