@@ -245,9 +245,9 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     if parts.is_empty() {
-        // No causes: reqwest's own words, which are about the request (and so may hold
-        // the URL): keep them off the output.
-        return "the request failed".into();
+        // No causes: reqwest's own words name the URL (which may hold a token), so they
+        // stay off the output.
+        return "no further detail".into();
     }
     parts.join(": ")
 }
