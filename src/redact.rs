@@ -44,6 +44,22 @@ pub fn scrub(text: &str) -> String {
     scrub_values(&scrub_urls(&out))
 }
 
+/// `url` as it may be shown: scheme, host and port, with the path and query (where
+/// webhooks carry their tokens) and any user-info masked:
+/// `https://hooks.example.com/services/T0/B0/x?k=v` → `https://hooks.example.com/***`.
+pub fn url(url: &url::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    if url.path() == "/" && url.query().is_none() && url.fragment().is_none() {
+        shown.push('/');
+    } else {
+        shown.push_str("/***");
+    }
+    shown
+}
+
 /// Every string in a JSON value, scrubbed.
 pub fn scrub_json(value: &mut serde_json::Value) {
     match value {
@@ -189,6 +205,20 @@ mod tests {
         ] {
             assert_eq!(scrub(text), text);
         }
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_path_query_or_credentials() {
+        let shown = |u: &str| url(&url::Url::parse(u).unwrap());
+        assert_eq!(
+            shown("https://hooks.example.com/services/T0/B0/Zq9?token=abc"),
+            "https://hooks.example.com/***"
+        );
+        assert_eq!(
+            shown("http://u:pw@127.0.0.1:9000/hook"),
+            "http://127.0.0.1:9000/***"
+        );
+        assert_eq!(shown("http://[::1]:8080/"), "http://[::1]:8080/");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! errors name the key (and the loader adds its line). What a host must show before the
 //! rollout goes on is `[health]` (`health.rs`).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -24,6 +25,7 @@ pub struct RolloutLayer {
     pub on_rollback: Option<Vec<String>>,
     pub traffic: Option<Vec<String>>,
     pub event: Option<String>,
+    pub event_ca: Option<String>,
 }
 
 /// `batch = 2` or `batch = "25%"`.
@@ -116,8 +118,10 @@ pub struct Rollout {
     pub on_rollback: Vec<String>,
     /// Blue-green: moves traffic to the pool in `SLIPWAY_POOL` (run on the deployer).
     pub traffic: Vec<String>,
-    /// `http://` URL that gets a JSON POST on every transition.
+    /// `http://` or `https://` URL that gets a JSON POST on every transition.
     pub event: Option<String>,
+    /// A PEM file of CAs trusted for the webhook besides the system's (checked on load).
+    pub event_ca: Option<PathBuf>,
 }
 
 impl Default for Rollout {
@@ -132,6 +136,7 @@ impl Default for Rollout {
             on_rollback: vec![],
             traffic: vec![],
             event: None,
+            event_ca: None,
         }
     }
 }
@@ -142,6 +147,7 @@ pub(super) fn resolve_rollout(
     stage: &Layer,
     top: &Layer,
     at: &KeyPath,
+    base: &Path,
 ) -> Result<Rollout, Invalid> {
     let (s, t) = (&stage.rollout, &top.rollout);
     let mut rollout = Rollout::default();
@@ -239,6 +245,18 @@ pub(super) fn resolve_rollout(
     }
     if let Some((url, p)) = field!(s, t, at, "rollout", event) {
         rollout.event = Some(check_event_url(url).map_err(|m| (p, m))?);
+        // It may carry a token: masked in everything slipway shows (`slipway config`
+        // included), from the moment the file is read.
+        crate::redact::register(url);
+    }
+    if let Some((file, p)) = field!(s, t, at, "rollout", event_ca) {
+        if rollout.event.is_none() {
+            return Err((
+                p,
+                "event_ca is the CA for the event webhook: set event = \"https://...\" too, or remove event_ca".into(),
+            ));
+        }
+        rollout.event_ca = Some(check_event_ca(file, base).map_err(|m| (p, m))?);
     }
     Ok(rollout)
 }
@@ -333,18 +351,32 @@ fn check_steps(steps: &[f64], at: &KeyPath) -> Result<Vec<f64>, Invalid> {
     Ok(steps.to_vec())
 }
 
-/// Event webhooks are plain `http://` POSTs (to a local relay or an internal endpoint):
-/// slipway carries no TLS stack of its own.
+/// Event webhooks are `http://` or `https://` POSTs. The URL may carry a token, so
+/// errors show it masked.
 fn check_event_url(url: &str) -> Result<String, String> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| format!("`{}` is not a URL: {e}", url.escape_debug()))?;
-    if parsed.scheme() != "http" || parsed.host_str().is_none() {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!(
-            "`{}`: the event webhook must be an http:// URL (slipway sends it without TLS; point it at a local relay for https endpoints)",
-            url.escape_debug()
+            "`{}`: the event webhook must be an http:// or https:// URL",
+            crate::redact::url(&parsed)
         ));
     }
     Ok(url.to_string())
+}
+
+/// `event_ca`, relative to the config file's directory: a readable PEM file of
+/// certificates usable as trust anchors.
+fn check_event_ca(file: &str, base: &Path) -> Result<PathBuf, String> {
+    if file.trim().is_empty() || file.contains('\0') {
+        return Err("must be the path of a PEM file of CA certificates".into());
+    }
+    let path = base.join(super::validate::expand_home(file));
+    crate::rollout::http::load_ca(&path).map_err(|e| {
+        format!(
+            "{e} (event_ca must name a PEM file of the CA that signed the webhook's certificate)"
+        )
+    })?;
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -449,8 +481,19 @@ mod tests {
         let e = error("[rollout]\nmax_parallel = 0\n");
         assert_eq!(e.key, "rollout.max_parallel");
 
-        let e = error("[rollout]\nevent = \"https://chat.example.com/x\"\n");
+        let e = error("[rollout]\nevent = \"ftp://chat.example.com/x?token=s3cret\"\n");
         assert_eq!(e.key, "rollout.event");
+        assert!(!e.message.contains("s3cret"), "{e}");
+
+        let e = error("[rollout]\nevent_ca = \"ca.pem\"\n");
+        assert_eq!(e.key, "rollout.event_ca");
+        assert!(e.message.contains("set event"), "{e}");
+
+        let e = error(
+            "[rollout]\nevent = \"https://hooks.example.com/x\"\nevent_ca = \"no-such-ca.pem\"\n",
+        );
+        assert_eq!(e.key, "rollout.event_ca");
+        assert!(e.message.contains("no-such-ca.pem"), "{e}");
 
         // serde: unknown keys are named too.
         let e = error("[rollout]\nstrategy = \"canary\"\nstep = [10]\n");

@@ -155,7 +155,7 @@ fn resolve_stage(
         &hosts,
         transport,
     )?;
-    let rollout = super::rollout::resolve_rollout(stage, top, at)?;
+    let rollout = super::rollout::resolve_rollout(stage, top, at, base)?;
     super::rollout::check_pools(&rollout, &hosts, at)?;
     let health = super::health::resolve_health(stage, top, at)?;
 
@@ -495,7 +495,7 @@ fn check_port(value: i64, at: &KeyPath) -> Result<u16, Invalid> {
         })
 }
 
-fn expand_home(path: &str) -> PathBuf {
+pub(super) fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),

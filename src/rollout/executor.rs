@@ -442,6 +442,9 @@ pub async fn send_event(fleet: &Fleet, state: &RolloutState, event: &str, step: 
     let Ok(url) = url::Url::parse(url) else {
         return;
     };
+    // The URL may carry a token (the config registered it with `redact`): warnings name
+    // it by scheme, host and port only.
+    let shown = crate::redact::url(&url);
     let body = json!({
         "event": event,
         "app": state.app,
@@ -457,14 +460,23 @@ pub async fn send_event(fleet: &Fleet, state: &RolloutState, event: &str, step: 
         "time": Utc::now(),
     })
     .to_string();
-    match http::post_json(&url, &body, Duration::from_secs(5)).await {
+    let ca = fleet.stage.rollout.event_ca.as_deref();
+    match http::post_json(&url, &body, ca, Duration::from_secs(5)).await {
         Ok(code) if (200..300).contains(&code) => {}
-        Ok(code) => fleet
-            .reporter
-            .warning(None, &format!("event webhook answered {code} to `{event}`")),
-        Err(e) => fleet
-            .reporter
-            .warning(None, &format!("event webhook failed for `{event}`: {e:?}")),
+        Ok(code) => fleet.reporter.warning(
+            None,
+            &format!("event webhook {shown} answered {code} to `{event}`"),
+        ),
+        Err(e @ http::HttpError::Tls(_)) => fleet.reporter.warning(
+            None,
+            &format!(
+                "event webhook {shown} failed for `{event}`: {e} (if its certificate is signed by an internal CA, set [rollout] event_ca to that CA's PEM file)"
+            ),
+        ),
+        Err(e) => fleet.reporter.warning(
+            None,
+            &format!("event webhook {shown} failed for `{event}`: {e}"),
+        ),
     }
 }
 

@@ -163,9 +163,13 @@ async fn sample(
                     *reached = None;
                     Sample::Unavailable(format!("the forward to {target}:{port} failed: {e}"))
                 }
-                Err(HttpError::Connect(e)) | Err(HttpError::NoAnswer(e)) => Sample::Unhealthy {
+                Err(HttpError::Timeout(t)) => Sample::Unhealthy {
+                    latency: t,
+                    why: HttpError::Timeout(t).to_string(),
+                },
+                Err(e) => Sample::Unhealthy {
                     latency: started.elapsed(),
-                    why: e,
+                    why: e.to_string(),
                 },
             }
         }

@@ -78,6 +78,26 @@ fn malformed_configs_exit_2_naming_key_and_line_without_connecting() {
             );
         }
     }
+    // A webhook CA that is missing, or not a certificate: the key and the file are named.
+    std::fs::write(
+        dir.path().join("not-a-ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty-ca.pem"), "").unwrap();
+    for file in ["missing-ca.pem", "not-a-ca.pem", "empty-ca.pem"] {
+        let text = format!(
+            "app = \"shop\"\ndeploy_to = \"/srv/shop\"\n[rollout]\nevent = \"https://hooks.example.com/x\"\nevent_ca = \"{file}\"\n{stage}"
+        );
+        let (code, err) = run(dir.path(), &text, &["deploy", "prod"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("rollout.event_ca")
+                && err.contains(&dir.path().join(file).display().to_string())
+                && err.contains("deploy.toml:5:"),
+            "{err}"
+        );
+    }
     // A stage that is not in the file.
     let (code, err) = run(dir.path(), &good, &["deploy", "staging"]);
     assert_eq!(code, 2);

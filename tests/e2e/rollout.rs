@@ -567,6 +567,286 @@ fn lifecycle_hooks_and_event_webhook() {
     }
 }
 
+/// An HTTPS endpoint on loopback with its own CA: `openssl` makes the CA and a server
+/// certificate for 127.0.0.1, /usr/bin/python3 serves it. Each POST's body is appended
+/// (one line) to `bodies`; the answer is 204. Stops when dropped.
+struct TlsSink {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+    bodies: std::path::PathBuf,
+}
+
+const TLS_SINK: &str = r#"import http.server, ssl, sys
+cert, key, bodies = sys.argv[1], sys.argv[2], sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length', '0')))
+        with open(bodies, 'ab') as f:
+            f.write(body.replace(b'\n', b' ') + b'\n')
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+impl TlsSink {
+    fn start(dir: &std::path::Path) -> TlsSink {
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs (scripts/test installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=slipway test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        fs::write(
+            dir.join("server.ext"),
+            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        fs::write(dir.join("sink.py"), TLS_SINK).unwrap();
+        let bodies = dir.join("bodies");
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(dir.join("sink.py"))
+            .arg(dir.join("server.pem"))
+            .arg(dir.join("server.key"))
+            .arg(&bodies)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 runs (Debian package python3)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line.trim().parse().expect("the sink prints its port");
+        TlsSink {
+            child,
+            port,
+            ca: dir.join("ca.pem"),
+            bodies,
+        }
+    }
+
+    /// The JSON bodies received so far, in order.
+    fn received(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(&self.bodies)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON body"))
+            .collect()
+    }
+}
+
+impl Drop for TlsSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_event_webhook_with_its_own_ca_gets_every_transition_and_without_it_only_warnings() {
+    let certs = tempfile::tempdir().unwrap();
+    let sink = TlsSink::start(certs.path());
+    let token = "Zq9tokenXk3";
+    let url = format!("https://127.0.0.1:{}/hooks/{token}?key={token}", sink.port);
+    let rollout = format!("strategy = \"canary\"\nsteps = [50, 100]\nevent = \"{url}\"");
+    let mut s = app_scenario(2, &rollout, HTTP_GATE);
+    // event_ca is relative to the config file.
+    fs::copy(&sink.ca, s.dir().join("internal-ca.pem")).unwrap();
+    let with_ca = format!("{rollout}\nevent_ca = \"internal-ca.pem\"");
+    s.extra = format!("\n[rollout]\n{with_ca}\n\n[health]\n{HTTP_GATE}\n");
+
+    let v1 = s.deploy_ok();
+    let got = sink.received();
+    let kinds: Vec<&str> = got.iter().map(|b| b["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "started",
+            "switched",
+            "gate-passed",
+            "switched",
+            "gate-passed",
+            "done"
+        ],
+        "{got:?}"
+    );
+    for b in &got {
+        assert_eq!(b["app"], "testapp", "{b}");
+        assert_eq!(b["stage"], "test", "{b}");
+        assert_eq!(b["release"], v1.as_str(), "{b}");
+        assert_eq!(b["strategy"], "canary", "{b}");
+        assert_eq!(b["steps"], 2, "{b}");
+    }
+    assert_eq!(got[1]["step"], 1);
+    assert_eq!(got[3]["step"], 2);
+    assert_eq!(got[5]["completed"], 2, "{}", got[5]);
+
+    // A failing release: rolled back, and the webhook hears it with the reason.
+    s.app_file("status", "500\n");
+    let failed = s.deploy().expect_code(1);
+    let got = sink.received();
+    let last = got.last().unwrap();
+    assert_eq!(last["event"], "rolled-back", "{got:?}");
+    assert_ne!(last["release"], v1.as_str(), "{last}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("consecutive failed checks")),
+        "{last}"
+    );
+    assert!(got[6..].iter().any(|b| b["event"] == "started"), "{got:?}");
+    assert!(
+        !failed.all_output().contains("webhook"),
+        "no webhook warning: {}",
+        failed.all_output()
+    );
+    s.assert_current_everywhere(&v1);
+
+    // Without event_ca the endpoint's certificate is not trusted: a warning per event,
+    // nothing received, and the deploy goes on as if there were no webhook.
+    s.app_file("status", "200\n");
+    s.extra = format!("\n[rollout]\n{rollout}\n\n[health]\n{HTTP_GATE}\n");
+    let before = sink.received().len();
+    let run = s.slipway(&["deploy", "test", "--json"]).ok();
+    let v3 = s.current(0).expect("a current release");
+    assert_ne!(v3, v1, "the third deploy went live");
+    s.assert_current_everywhere(&v3);
+    assert_eq!(
+        sink.received().len(),
+        before,
+        "an untrusted endpoint got a POST"
+    );
+    let out = run.all_output();
+    assert!(
+        out.contains("webhook https://127.0.0.1:") && out.contains("UnknownIssuer"),
+        "{out}"
+    );
+    assert!(
+        out.contains("event_ca"),
+        "the warning says how to fix it: {out}"
+    );
+    for i in 0..2 {
+        let audit = fs::read_to_string(s.app_path(i, ".slipway/log.jsonl")).unwrap();
+        assert!(
+            !audit.contains(token),
+            "host {i}'s audit log shows the token"
+        );
+    }
+    assert!(!out.contains(token), "the token is shown: {out}");
+}
+
+#[test]
+fn a_redirected_chunked_health_answer_is_followed_and_judged() {
+    // /healthz redirects to /ready/, which answers chunked with the status in `status`.
+    const REDIRECTING: &str = r#"import http.server, os, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+status = int(open('status').read().strip()) if os.path.exists('status') else 200
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        if self.path == '/healthz':
+            self.send_response(302)
+            self.send_header('Location', '/ready/')
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+        elif self.path == '/ready/':
+            self.send_response(status)
+            self.send_header('Transfer-Encoding', 'chunked')
+            self.end_headers()
+            for part in (b'all ', b'good\n'):
+                self.wfile.write(b'%x\r\n%s\r\n' % (len(part), part))
+            self.wfile.write(b'0\r\n\r\n')
+        else:
+            self.send_response(404)
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((addr, port), H).serve_forever()
+"#;
+    let s = app_scenario(1, "strategy = \"all-at-once\"", HTTP_GATE);
+    s.app_file("bin/serve.py", REDIRECTING);
+    // Followed: the final 200 passes the gate (a 302 would not: expect = 200).
+    let v1 = s.deploy_ok();
+    s.assert_current_everywhere(&v1);
+    // Judged on the final answer: a 500 behind the redirect fails the gate.
+    s.app_file("status", "500\n");
+    let run = s.deploy().expect_code(1);
+    assert!(
+        run.all_output().contains("status 500"),
+        "{}",
+        run.all_output()
+    );
+    s.assert_current_everywhere(&v1);
+}
+
 #[test]
 fn blue_green_moves_traffic_after_the_gate_never_on_a_failed_one_and_back_on_rollback() {
     let marks = tempfile::tempdir().unwrap();
