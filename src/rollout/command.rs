@@ -73,15 +73,42 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let result = async {
         let st = state::read(&fleet).await?;
         let states = probe(&fleet).await?;
-        Ok::<_, Error>((st, states))
+        // [traffic]: the split each host's proxy has in force, read from the hosts.
+        let traffic = match crate::traffic::Driver::new(&fleet, ctx.actor.clone(), String::new()) {
+            Some(d) => Some(d.read().await?),
+            None => None,
+        };
+        Ok::<_, Error>((st, states, traffic))
     }
     .await;
     fleet.close().await;
-    let (st, states) = result?;
+    let (st, states, traffic) = result?;
+    let traffic_lines = |human: &mut String| -> Vec<serde_json::Value> {
+        let Some(found) = &traffic else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (s, h) in states.iter().zip(found) {
+            let text = h
+                .split
+                .as_ref()
+                .map(|x| x.describe())
+                .unwrap_or_else(|| "no include in place".into());
+            human.push_str(&format!("  {:<24} traffic: {text}\n", s.host));
+            out.push(json!({
+                "host": s.host,
+                "split": h.split,
+                "slots": { "a": h.a.as_ref().map(|r| r.to_string()), "b": h.b.as_ref().map(|r| r.to_string()) },
+            }));
+        }
+        out
+    };
     let Some(st) = st else {
+        let mut human = format!("no rollout recorded on stage {}\n", stage.name);
+        let split = traffic_lines(&mut human);
         return Ok(Outcome {
-            human: format!("no rollout recorded on stage {}", stage.name),
-            data: json!({ "rollout": null }),
+            human: human.trim_end().to_string(),
+            data: json!({ "rollout": null, "traffic": split }),
         });
     };
     let step_of: BTreeMap<&str, usize> = st
@@ -156,6 +183,18 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             "locked": s.lock.is_some(),
         }));
     }
+    if let Some(t) = &st.traffic {
+        human.push_str(&format!(
+            "  users: new release in slot {}{}, {}% recorded as in force{}\n",
+            t.canary,
+            t.stable
+                .map(|s| format!(", stable in slot {s}"))
+                .unwrap_or_default(),
+            crate::traffic::split::trim(t.percent),
+            if t.promoted { " (promoted)" } else { "" }
+        ));
+    }
+    let split = traffic_lines(&mut human);
     if st.status == Status::Running && states.iter().all(|s| s.lock.is_none()) {
         human.push_str(&format!(
             "  no deployer holds the lock: the run that drove this rollout is gone. Go on with `slipway rollout resume {0}`, or go back with `slipway rollout abort {0}`\n",
@@ -169,7 +208,7 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     }
     Ok(Outcome {
         human: human.trim_end().to_string(),
-        data: json!({ "rollout": st, "hosts": hosts }),
+        data: json!({ "rollout": st, "hosts": hosts, "traffic": split }),
     })
 }
 
@@ -450,7 +489,7 @@ async fn aborted_by_hand(
     desired: &ReleaseId,
 ) -> Result<Steered> {
     let why = format!("aborted by {}", ctx.actor.name());
-    let result = abort(fleet, states, st, desired, &why).await;
+    let result = abort(fleet, states, st, desired, &why, ctx).await;
     if let Ok(Some(after)) = state::read(fleet).await {
         let env = vec![
             ("SLIPWAY_APP".to_string(), after.app.clone()),
@@ -486,6 +525,17 @@ async fn proceed(
     desired: &ReleaseId,
     mode: Mode,
 ) -> Result<Steered> {
+    let driver = if st.traffic.is_some() {
+        crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone())
+    } else {
+        None
+    };
+    if st.traffic.is_some() && driver.is_none() {
+        return Err(Error::Refused(format!(
+            "this rollout moves users between slots, but stage {} has no [traffic] table now: put it back to go on or abort",
+            fleet.stage.name
+        )));
+    }
     let switch = |i: usize| {
         let records = states[i].switch_records(desired, ReleaseState::Ready, None);
         script::switch(&fleet.layout, Some(desired), &nonce(), &records)
@@ -497,6 +547,7 @@ async fn proceed(
         persist: true,
         switch: &switch,
         interrupt: ctx.interrupt.clone(),
+        traffic: driver.as_ref(),
     };
     let total = exec.state.plan.steps.len();
     match exec.advance(mode).await {
@@ -531,7 +582,7 @@ async fn proceed(
             // Hosts are read again: the executor switched some since the lock's probe.
             let now = probe(fleet).await?;
             let st = exec.state.clone();
-            let result = abort(fleet, &now, st, desired, &reason).await;
+            let result = abort(fleet, &now, st, desired, &reason, ctx).await;
             exec.rolled_back(&reason).await;
             match result {
                 Ok(o) => Err(Error::Reverted(format!(
