@@ -26,6 +26,7 @@ pub struct TrafficLayer {
     pub reload: Option<String>,
     pub access_log: Option<String>,
     pub pid: Option<String>,
+    pub salt: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -135,6 +136,9 @@ pub struct Traffic {
     pub access_log: String,
     /// nginx's pid file: its old workers are what a drain waits for.
     pub pid: String,
+    /// A fixed salt (the same users first on every rollout); `None`: a fresh random
+    /// salt per rollout, recorded in its state.
+    pub salt: Option<String>,
 }
 
 impl Traffic {
@@ -364,6 +368,21 @@ pub(super) fn resolve_traffic(
         None => "/run/nginx.pid".to_string(),
         Some((v, p)) => absolute_path(v, "pid file path", &p)?,
     };
+    let salt = match field!(s, t, at, "traffic", salt) {
+        None => None,
+        Some((v, p)) => {
+            if v.len() > 64 || !proxy_safe(v) {
+                return Err((
+                    p,
+                    format!(
+                        "`{}` is not a usable salt: 1-64 characters without spaces, quotes, `;`, `{{}}`, `$`, `#` or `\\`",
+                        v.escape_debug()
+                    ),
+                ));
+            }
+            Some(v.clone())
+        }
+    };
     Ok(Some(Traffic {
         proxy,
         include,
@@ -378,6 +397,7 @@ pub(super) fn resolve_traffic(
         reload,
         access_log,
         pid,
+        salt,
     }))
 }
 

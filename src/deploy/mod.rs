@@ -639,7 +639,11 @@ async fn traffic_start(
         stable: stable.as_ref().map(|s| s.0),
         stable_release: stable.and_then(|s| s.1),
         percent: 0.0,
-        salt: crate::traffic::split::new_salt(),
+        salt: driver
+            .traffic
+            .salt
+            .clone()
+            .unwrap_or_else(crate::traffic::split::new_salt),
         promoted: false,
     })
 }

@@ -130,6 +130,7 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
                 "# it's\nupstream a { server 127.0.0.1:1; }\n$(x) `y`\n",
                 "nginx -t -p '/srv/a b'",
                 "nginx -s reload; echo \"$X\"",
+                "/run/it's.pid",
             ),
         ),
         (

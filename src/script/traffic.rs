@@ -13,8 +13,17 @@ pub const EXIT_PROXY_REFUSED: i32 = 77;
 /// Puts `content` in place as the include: write `INCLUDE.new`, keep the live one as
 /// `INCLUDE.prev`, rename the new one over it, run the validator (`test`); if it fails,
 /// the previous include goes back (or the new one away) and nginx's own message is
-/// printed, nothing reloaded (exit [`EXIT_PROXY_REFUSED`]). Then the graceful reload.
-pub fn install_include(include: &str, content: &str, test: &str, reload: &str) -> String {
+/// printed, nothing reloaded (exit [`EXIT_PROXY_REFUSED`]). Then the graceful reload,
+/// and a wait (at most 5 s) until the master in `pid` runs a worker that was not there
+/// before: `-s reload` only sends a signal, and the new split is in force once new
+/// workers run it.
+pub fn install_include(
+    include: &str,
+    content: &str,
+    test: &str,
+    reload: &str,
+    pid: &str,
+) -> String {
     format!(
         "{PRELUDE}trap '' HUP PIPE INT TERM\n\
          inc={inc}\n\
@@ -31,15 +40,27 @@ pub fn install_include(include: &str, content: &str, test: &str, reload: &str) -
          \x20 printf '%s\\n' \"$out\" | tail -n 4 >&2\n\
          \x20 exit {EXIT_PROXY_REFUSED}\n\
          fi\n\
+         pidf={pid}\n\
+         m=''\n\
+         before=''\n\
+         if [ -r \"$pidf\" ] && m=$(cat -- \"$pidf\") && [ -n \"$m\" ]; then before=\" $(pgrep -P \"$m\" | tr '\\n' ' ')\"; fi\n\
          if ! out=$(sh -c {reload} 2>&1 </dev/null); then\n\
          \x20 printf '%s\\n' \"$out\" | tail -n 4 >&2\n\
          \x20 echo {reload_failed} >&2\n\
          \x20 exit 1\n\
-         fi\n",
+         fi\n\
+         i=0\n\
+         while [ -n \"$m\" ] && [ \"$i\" -lt 50 ]; do\n\
+         \x20 for p in $(pgrep -P \"$m\"); do case \"$before \" in *\" $p \"*) ;; *) exit 0 ;; esac; done\n\
+         \x20 sleep 0.1\n\
+         \x20 i=$((i + 1))\n\
+         done\n\
+         [ -z \"$m\" ] || echo 'the proxy started no new worker within 5s of the reload' >&2\n",
         inc = quote(include),
         content = quote(content),
         test = quote(test),
         reload = quote(reload),
+        pid = quote(pid),
         refused = quote(&format!(
             "the proxy's validator (`{test}`) refused the configuration with the new include; the previous include is back and nothing was reloaded:"
         )),

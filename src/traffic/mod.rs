@@ -168,7 +168,7 @@ pub async fn rollback_to(
             .and_then(|r| ReleaseId::parse(&r).ok())
             .map(|r| (slot, r))
     });
-    let salt = split::new_salt();
+    let salt = driver.traffic.salt.clone().unwrap_or_else(split::new_salt);
     let moved = async {
         driver.link(free, target).await?;
         driver.run(false, free, target).await?;

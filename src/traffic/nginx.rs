@@ -118,6 +118,7 @@ mod tests {
             reload: "nginx -s reload".into(),
             access_log: "/var/log/nginx/slipway-shop.log".into(),
             pid: "/run/nginx.pid".into(),
+            salt: None,
         }
     }
 

@@ -34,7 +34,13 @@ impl Proxy for Nginx {
     }
 
     fn install(&self, traffic: &Traffic, content: &str) -> String {
-        script::install_include(&traffic.include, content, &traffic.test, &traffic.reload)
+        script::install_include(
+            &traffic.include,
+            content,
+            &traffic.test,
+            &traffic.reload,
+            &traffic.pid,
+        )
     }
 
     fn drain(&self, traffic: &Traffic, endpoint: Option<&Endpoint>, address: &str) -> String {

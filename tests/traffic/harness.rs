@@ -24,7 +24,9 @@ pub fn nginx_binary() -> &'static str {
             return p;
         }
     }
-    panic!("nginx is not installed: the traffic tests need a real nginx (Debian/Ubuntu: apt-get install nginx-light, or run scripts/test)");
+    panic!(
+        "nginx is not installed: the traffic tests need a real nginx (Debian/Ubuntu: apt-get install nginx-light, or run scripts/test)"
+    );
 }
 
 pub struct Traffic {
@@ -32,6 +34,8 @@ pub struct Traffic {
     pub dir: tempfile::TempDir,
     /// Raw TOML for the top level after the generated part (rollout, health, traffic).
     pub extra: String,
+    /// Top-level keys (before any table), e.g. `recipe = "static-site"`.
+    pub top: String,
 }
 
 pub struct Run {
@@ -150,6 +154,7 @@ impl Traffic {
             fleet,
             dir,
             extra: String::new(),
+            top: String::new(),
         };
         for i in 0..n {
             let srv = t.fleet.host(i).srv();
@@ -161,8 +166,10 @@ impl Traffic {
                 "user root;\nworker_processes 1;\npid /srv/nginx/nginx.pid;\nerror_log /srv/nginx/logs/error.log;\nevents { worker_connections 1024; }\nhttp {\n  client_body_temp_path /srv/nginx/tmp/body;\n  proxy_temp_path /srv/nginx/tmp/proxy;\n  fastcgi_temp_path /srv/nginx/tmp/fastcgi;\n  uwsgi_temp_path /srv/nginx/tmp/uwsgi;\n  scgi_temp_path /srv/nginx/tmp/scgi;\n  include /srv/nginx/conf.d/*.conf;\n  include /srv/nginx/sites/*.conf;\n}\n",
             )
             .expect("write nginx.conf");
-            t.fleet
-                .ssh_ok(i, &format!("{nginx} -p /srv/nginx/ -c /srv/nginx/nginx.conf"));
+            t.fleet.ssh_ok(
+                i,
+                &format!("{nginx} -p /srv/nginx/ -c /srv/nginx/nginx.conf"),
+            );
         }
         t.write_app("v1", None);
         t
@@ -184,7 +191,10 @@ impl Traffic {
     pub fn reload(&self, i: usize) {
         self.fleet.ssh_ok(
             i,
-            &format!("{} -p /srv/nginx/ -c /srv/nginx/nginx.conf -s reload", nginx_binary()),
+            &format!(
+                "{} -p /srv/nginx/ -c /srv/nginx/nginx.conf -s reload",
+                nginx_binary()
+            ),
         );
         // nginx reloads asynchronously: wait until the new workers answer.
         std::thread::sleep(Duration::from_millis(300));
@@ -221,7 +231,8 @@ impl Traffic {
             })
             .collect();
         format!(
-            "app = \"{APP}\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 5\n\n[source]\npath = \"app\"\n\n[ssh]\nconfig_file = \"{}\"\nconnect_timeout = \"5s\"\n{}\n[stages.test]\nhosts = [\n{}\n]\n",
+            "app = \"{APP}\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 5\n{}\n[source]\npath = \"app\"\n\n[ssh]\nconfig_file = \"{}\"\nconnect_timeout = \"5s\"\n{}\n[stages.test]\nhosts = [\n{}\n]\n",
+            self.top,
             self.fleet.ssh_config().display(),
             self.extra,
             hosts.join("\n")

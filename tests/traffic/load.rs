@@ -3,8 +3,8 @@
 //! requests finished.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,10 +70,18 @@ impl Load {
 }
 
 /// A slow request pinned to a slot, started now, answered later.
-fn slow(addr: &str, pin: &'static str, seconds: u32) -> JoinHandle<(Result<(u16, String), String>, Instant)> {
+fn slow(
+    addr: &str,
+    pin: &'static str,
+    seconds: u32,
+) -> JoinHandle<(Result<(u16, String), String>, Instant)> {
     let addr = addr.to_string();
     std::thread::spawn(move || {
-        let r = get(&addr, &format!("/slow?s={seconds}"), &[("X-Slipway-Slot", pin)]);
+        let r = get(
+            &addr,
+            &format!("/slow?s={seconds}"),
+            &[("X-Slipway-Slot", pin)],
+        );
         (r, Instant::now())
     })
 }
@@ -111,14 +119,22 @@ fn a_rollout_its_promotion_and_an_abort_fail_no_request() {
     let promoted = Instant::now();
     assert!(done.stdout.contains("done"), "{}", done.all());
     let (answer, answered) = in_flight.join().expect("slow request");
-    assert_eq!(answer, Ok((200, "v1".to_string())), "the in-flight request to the old slot");
+    assert_eq!(
+        answer,
+        Ok((200, "v1".to_string())),
+        "the in-flight request to the old slot"
+    );
     assert!(
         answered <= promoted,
         "promotion returned {:?} after it started, before the old slot's in-flight request ended",
         promoted - promoting
     );
-    assert!(!t.slot_running(0, "a"), "the old slot's instance is stopped");
-    let stops = std::fs::read_to_string(t.fleet.host(0).path("/srv/app/slots/a.stops")).unwrap_or_default();
+    assert!(
+        !t.slot_running(0, "a"),
+        "the old slot's instance is stopped"
+    );
+    let stops =
+        std::fs::read_to_string(t.fleet.host(0).path("/srv/app/slots/a.stops")).unwrap_or_default();
     assert_eq!(stops.lines().count(), 1, "slot a stopped once: {stops}");
     std::thread::sleep(Duration::from_millis(300));
     let (sent, failures) = load.finish();
@@ -137,13 +153,24 @@ fn a_rollout_its_promotion_and_an_abort_fail_no_request() {
     let aborted = t.ok(&["rollout", "abort", "test"]);
     let aborted_at = Instant::now();
     let (answer, answered) = in_flight.join().expect("slow request");
-    assert_eq!(answer, Ok((200, "v3".to_string())), "the in-flight request to the canary");
-    assert!(answered <= aborted_at, "abort returned before the canary's in-flight request ended: {}", aborted.all());
+    assert_eq!(
+        answer,
+        Ok((200, "v3".to_string())),
+        "the in-flight request to the canary"
+    );
+    assert!(
+        answered <= aborted_at,
+        "abort returned before the canary's in-flight request ended: {}",
+        aborted.all()
+    );
     assert!(!t.slot_running(0, "a"), "the canary's instance is stopped");
     assert!(t.slot_running(0, "b"));
     std::thread::sleep(Duration::from_millis(300));
     let (sent, failures) = load.finish();
     assert_no_failures("abort", sent, &failures);
     assert_eq!(t.header_value(0, "canary").as_deref(), Some("-"));
-    assert_eq!(get(&addr, "/", &[("X-Slipway-Slot", "canary")]).map(|r| r.1), Ok("v2".to_string()));
+    assert_eq!(
+        get(&addr, "/", &[("X-Slipway-Slot", "canary")]).map(|r| r.1),
+        Ok("v2".to_string())
+    );
 }

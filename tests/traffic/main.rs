@@ -3,11 +3,11 @@
 //! (tests/support/hosts.rs), a real nginx per host, a tiny Python app per slot. Needs
 //! root, sshd and nginx: run with `scripts/test`, which installs them.
 
+#[allow(dead_code)]
+mod harness;
 #[path = "../support/hosts.rs"]
 #[allow(dead_code)]
 mod hosts;
-#[allow(dead_code)]
-mod harness;
 
 mod feed;
 mod input;

@@ -18,7 +18,11 @@ fn versions(t: &Traffic) -> Vec<i64> {
         .arg("SELECT version FROM _sqlx_migrations ORDER BY version")
         .output()
         .expect("sqlite3 is not installed (Debian/Ubuntu: apt-get install sqlite3, or run scripts/test)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().parse().ok())
@@ -52,15 +56,30 @@ fn a_new_slot_failing_its_gate_gets_no_user_stops_and_undoes_its_migrations() {
         app_config("0s")
     );
     fs::create_dir_all(t.fleet.host(0).path("/srv/app/shared/db")).unwrap();
-    migration(&t, "0001_users", "CREATE TABLE users (id INTEGER PRIMARY KEY);\n", "DROP TABLE users;\n");
+    migration(
+        &t,
+        "0001_users",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);\n",
+        "DROP TABLE users;\n",
+    );
     t.ok(&["deploy", "test"]);
     t.install_site(0, SITE);
     assert_eq!(versions(&t), vec![1]);
 
     // v2 migrates, starts, answers its first health check, then fails the gate.
     t.write_app("v2", Some(1));
-    migration(&t, "0001_users", "CREATE TABLE users (id INTEGER PRIMARY KEY);\n", "DROP TABLE users;\n");
-    migration(&t, "0002_tags", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n", "DROP TABLE tags;\n");
+    migration(
+        &t,
+        "0001_users",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);\n",
+        "DROP TABLE users;\n",
+    );
+    migration(
+        &t,
+        "0002_tags",
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n",
+        "DROP TABLE tags;\n",
+    );
     let run = t.slipway(&["--json", "deploy", "test"]);
     assert_eq!(run.code, 1, "{}", run.all());
     let events: Vec<serde_json::Value> = run
@@ -70,7 +89,10 @@ fn a_new_slot_failing_its_gate_gets_no_user_stops_and_undoes_its_migrations() {
         .collect();
     let result = events.last().expect("a result event");
     let message = result["message"].as_str().unwrap_or_default();
-    assert!(message.contains("health gate failed at step 1"), "{message}");
+    assert!(
+        message.contains("health gate failed at step 1"),
+        "{message}"
+    );
     assert!(
         message.contains("undoing the migrations this deploy had applied"),
         "the result names the schema undo: {message}"
@@ -80,7 +102,11 @@ fn a_new_slot_failing_its_gate_gets_no_user_stops_and_undoes_its_migrations() {
         .filter_map(|e| e["message"].as_str())
         .filter(|m| m.starts_with("traffic on "))
         .collect();
-    assert_eq!(traffic.len(), 2, "one move to 10 %, one move back: {traffic:?}");
+    assert_eq!(
+        traffic.len(),
+        2,
+        "one move to 10 %, one move back: {traffic:?}"
+    );
     assert!(
         traffic[0].contains("slot b (canary") && traffic[0].contains(" 10%"),
         "{traffic:?}"
@@ -90,19 +116,41 @@ fn a_new_slot_failing_its_gate_gets_no_user_stops_and_undoes_its_migrations() {
     // One reload later nobody is on slot b; its instance is stopped.
     assert_eq!(t.header_value(0, "canary").as_deref(), Some("-"));
     assert_eq!(slots_of(&t, 500), BTreeSet::from(["a".to_string()]));
-    assert_eq!(get(&t.address(0), "/", &[("X-Slipway-Slot", "canary")]).map(|r| r.1), Ok("v1".into()));
-    assert!(!t.slot_running(0, "b"), "the failed slot's instance is stopped");
+    assert_eq!(
+        get(&t.address(0), "/", &[("X-Slipway-Slot", "canary")]).map(|r| r.1),
+        Ok("v1".into())
+    );
+    assert!(
+        !t.slot_running(0, "b"),
+        "the failed slot's instance is stopped"
+    );
     assert!(t.slot_running(0, "a"));
     assert_eq!(versions(&t), vec![1], "the deploy's migrations were undone");
 
     // The audit log: both traffic changes, and the deploy that was reverted, with why.
     let audit = t.audit(0);
-    let moves: Vec<&serde_json::Value> = audit.iter().filter(|r| r["action"] == "traffic").collect();
+    let moves: Vec<&serde_json::Value> =
+        audit.iter().filter(|r| r["action"] == "traffic").collect();
     assert!(moves.len() >= 3, "first deploy, 10 %, back: {audit:?}");
-    assert!(moves[moves.len() - 1]["reason"].as_str().unwrap_or_default().contains("all users on slot a"));
-    let deploy = audit.iter().rev().find(|r| r["action"] == "deploy").expect("a deploy record");
+    assert!(
+        moves[moves.len() - 1]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("all users on slot a")
+    );
+    let deploy = audit
+        .iter()
+        .rev()
+        .find(|r| r["action"] == "deploy")
+        .expect("a deploy record");
     assert_eq!(deploy["result"], "failed", "{deploy}");
-    assert!(deploy["message"].as_str().unwrap_or_default().contains("health gate failed"), "{deploy}");
+    assert!(
+        deploy["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("health gate failed"),
+        "{deploy}"
+    );
 }
 
 #[test]
@@ -123,7 +171,10 @@ fn a_deployer_killed_mid_step_leaves_a_split_that_resume_and_abort_finish() {
     // Wait until the step's traffic is in force, then kill -9 the deployer.
     let started = Instant::now();
     while t.header_value(0, "percent").as_deref() != Some("10") {
-        assert!(started.elapsed() < Duration::from_secs(60), "the first step never applied");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first step never applied"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -132,7 +183,9 @@ fn a_deployer_killed_mid_step_leaves_a_split_that_resume_and_abort_finish() {
 
     let status = t.ok(&["rollout", "status", "test"]);
     assert!(
-        status.stdout.contains("slot a (stable") && status.stdout.contains("slot b (canary") && status.stdout.contains(" 10%"),
+        status.stdout.contains("slot a (stable")
+            && status.stdout.contains("slot b (canary")
+            && status.stdout.contains(" 10%"),
         "rollout status shows the split in force:\n{}",
         status.all()
     );
@@ -145,9 +198,12 @@ fn a_deployer_killed_mid_step_leaves_a_split_that_resume_and_abort_finish() {
         &fs::read_to_string(t.fleet.host(0).path("/srv/app/.slipway/rollout.json")).unwrap(),
     )
     .unwrap();
-    let recorded = state["traffic"]["percent"].as_f64().expect("percent recorded");
+    let recorded = state["traffic"]["percent"]
+        .as_f64()
+        .expect("percent recorded");
     assert_eq!(
-        t.header_value(0, "percent").and_then(|p| p.parse::<f64>().ok()),
+        t.header_value(0, "percent")
+            .and_then(|p| p.parse::<f64>().ok()),
         Some(recorded),
         "the include and the rollout state agree: {state}"
     );
@@ -161,5 +217,9 @@ fn a_deployer_killed_mid_step_leaves_a_split_that_resume_and_abort_finish() {
     assert!(!t.slot_running(0, "b"));
     let status = t.ok(&["rollout", "status", "test"]);
     assert!(status.stdout.contains("aborted"), "{}", status.all());
-    assert!(status.stdout.contains("all users on slot a"), "{}", status.all());
+    assert!(
+        status.stdout.contains("all users on slot a"),
+        "{}",
+        status.all()
+    );
 }

@@ -10,7 +10,10 @@ use crate::harness::{SITE, Traffic, app_config, get};
 /// Which of `keys` nginx sends to slot `canary` (asked through `/slot`, nginx's own answer).
 fn on_slot(t: &Traffic, keys: &[String], canary: &str) -> BTreeSet<String> {
     let addr = t.address(0);
-    let chunks: Vec<Vec<String>> = keys.chunks(keys.len().div_ceil(4)).map(|c| c.to_vec()).collect();
+    let chunks: Vec<Vec<String>> = keys
+        .chunks(keys.len().div_ceil(4))
+        .map(|c| c.to_vec())
+        .collect();
     let handles: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
@@ -66,6 +69,7 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
         );
         let on = on_slot(&t, &keys, &canary);
         let share = on.len() as f64 * 100.0 / keys.len() as f64;
+        eprintln!("step {step}: {share:.2}% of 10,000 users on the new slot");
         assert!(
             (share - percent).abs() <= 2.0,
             "step {step}: {share:.2}% of 10,000 users on the new slot, expected {percent}% ± 2"
@@ -76,7 +80,10 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
             .filter(|k| lands_on_canary(&salt, k, percent))
             .cloned()
             .collect();
-        assert_eq!(on, model, "nginx and slipway's MurmurHash2 model disagree at {percent}%");
+        assert_eq!(
+            on, model,
+            "nginx and slipway's MurmurHash2 model disagree at {percent}%"
+        );
         // Sticky: the users of the previous step are still there.
         assert!(
             previous.is_subset(&on),
@@ -85,19 +92,31 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
         );
         // Sticky across requests: a second round gives the same answer.
         let again = on_slot(&t, &keys[..2000], &canary);
-        let first: BTreeSet<String> = on.iter().filter(|k| keys[..2000].contains(k)).cloned().collect();
+        let first: BTreeSet<String> = on
+            .iter()
+            .filter(|k| keys[..2000].contains(k))
+            .cloned()
+            .collect();
         assert_eq!(again, first, "a user changed slot between two requests");
         // The proxied answer is the release of that slot.
         for k in on.iter().take(20) {
             let cookie = format!("uid={k}");
-            assert_eq!(get(&addr, "/", &[("Cookie", &cookie)]).map(|r| r.1), Ok("v2".to_string()));
+            assert_eq!(
+                get(&addr, "/", &[("Cookie", &cookie)]).map(|r| r.1),
+                Ok("v2".to_string())
+            );
         }
         previous = on;
     }
     // A pinned tester reaches the canary whatever its key; key-less requests spread by
     // address (here one address: all on one side, never an error).
     assert_eq!(
-        get(&addr, "/", &[("X-Slipway-Slot", "canary"), ("Cookie", "uid=nobody")]).map(|r| r.1),
+        get(
+            &addr,
+            "/",
+            &[("X-Slipway-Slot", "canary"), ("Cookie", "uid=nobody")]
+        )
+        .map(|r| r.1),
         Ok("v2".to_string())
     );
     assert_eq!(get(&addr, "/", &[]).map(|r| r.0), Ok(200));
@@ -116,6 +135,9 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
         slot_b.file_name(),
         "current follows the promoted slot"
     );
-    assert!(!t.slot_running(0, "a"), "the old slot's instance was stopped");
+    assert!(
+        !t.slot_running(0, "a"),
+        "the old slot's instance was stopped"
+    );
     assert!(t.slot_running(0, "b"));
 }
