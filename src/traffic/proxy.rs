@@ -52,7 +52,9 @@ impl Proxy for Nginx {
     }
 
     fn check(&self, traffic: &Traffic) -> String {
-        script::proxy_check("nginx", "nginx-light", &traffic.include, &traffic.test)
+        // The validator's program is the proxy as this host runs it (`nginx`, or a path).
+        let program = traffic.test.split_whitespace().next().unwrap_or("nginx");
+        script::proxy_check(program, "nginx-light", &traffic.include, &traffic.test)
     }
 }
 
