@@ -401,6 +401,27 @@ pub(super) fn resolve_traffic(
     }))
 }
 
+/// `[health] http` checks a slot on its port: a slot on a Unix socket has none.
+pub(super) fn check_health(
+    traffic: Option<&Traffic>,
+    health: Option<&super::Health>,
+    at: &KeyPath,
+) -> Result<(), Invalid> {
+    if let (Some(t), Some(h)) = (traffic, health)
+        && matches!(h.check, super::Check::Http { .. })
+        && t
+            .slots
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|e| matches!(e, Endpoint::Unix(_))))
+    {
+        return Err((
+            at.key("health").key("http"),
+            "a slot on a Unix socket has no port to check over http: use [health] command (e.g. curl --unix-socket)".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -462,6 +483,10 @@ mod tests {
         assert!(e.message.contains("only \"nginx\""), "{e}");
         let e = error("[rollout]\nstrategy = \"rolling\"\n[traffic]\n");
         assert!(e.message.contains("moves users"), "{e}");
+        let e = error(
+            "[health]\nhttp = { port = 80 }\n[traffic]\nslots = { a = 8001, b = \"unix:/run/b.sock\" }\n",
+        );
+        assert!(e.message.contains("Unix socket"), "{e}");
         let e = error("[traffic]\ndrain = \"soon\"\n");
         assert_eq!(e.key, "traffic.drain");
     }

@@ -159,6 +159,7 @@ fn resolve_stage(
     super::rollout::check_pools(&rollout, &hosts, at)?;
     let health = super::health::resolve_health(stage, top, at)?;
     let traffic = super::traffic::resolve_traffic(stage, top, at, app, &rollout.strategy)?;
+    super::traffic::check_health(traffic.as_ref(), health.as_ref(), at)?;
 
     Ok(Stage {
         name: name.to_string(),
