@@ -409,8 +409,7 @@ pub(super) fn check_health(
 ) -> Result<(), Invalid> {
     if let (Some(t), Some(h)) = (traffic, health)
         && matches!(h.check, super::Check::Http { .. })
-        && t
-            .slots
+        && t.slots
             .as_ref()
             .is_some_and(|s| s.iter().any(|e| matches!(e, Endpoint::Unix(_))))
     {

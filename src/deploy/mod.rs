@@ -607,9 +607,12 @@ async fn switch_back(
         );
     }
     if outcome.reverted() {
-        Error::Reverted(format!(
-            "deploy of {id} failed ({why}); every host was switched back to where it was"
-        ))
+        let back = if fleet.stage.traffic.is_some() {
+            "every user is back on the stable slot and the new slot's instance is stopped; `current` never moved"
+        } else {
+            "every host was switched back to where it was"
+        };
+        Error::Reverted(format!("deploy of {id} failed ({why}); {back}"))
     } else {
         let target = common_current(states)
             .map(|c| format!("slipway rollback {} --to {c}", fleet.stage.name))

@@ -6,7 +6,6 @@
 #[allow(dead_code)]
 mod harness;
 #[path = "../support/hosts.rs"]
-#[allow(dead_code)]
 mod hosts;
 
 mod feed;
