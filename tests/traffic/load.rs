@@ -69,12 +69,11 @@ impl Load {
     }
 }
 
+/// A response (or why there was none) and when it came.
+type Answered = (Result<(u16, String), String>, Instant);
+
 /// A slow request pinned to a slot, started now, answered later.
-fn slow(
-    addr: &str,
-    pin: &'static str,
-    seconds: u32,
-) -> JoinHandle<(Result<(u16, String), String>, Instant)> {
+fn slow(addr: &str, pin: &'static str, seconds: u32) -> JoinHandle<Answered> {
     let addr = addr.to_string();
     std::thread::spawn(move || {
         let r = get(
