@@ -8,6 +8,9 @@ mod harness;
 #[path = "../support/hosts.rs"]
 mod hosts;
 
+#[path = "../e2e/schema.rs"]
+mod schema;
+
 mod feed;
 mod input;
 mod load;

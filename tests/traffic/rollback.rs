@@ -87,6 +87,15 @@ fn a_new_slot_failing_its_gate_gets_no_user_stops_and_undoes_its_migrations() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/events.schema.json")).unwrap();
+    for e in &events {
+        let problems = crate::schema::validate(&schema, e);
+        assert!(
+            problems.is_empty(),
+            "{e} does not follow docs/events.schema.json: {problems:?}"
+        );
+    }
     let result = events.last().expect("a result event");
     let message = result["message"].as_str().unwrap_or_default();
     assert!(
