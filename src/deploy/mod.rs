@@ -134,7 +134,7 @@ async fn run_deploy(
     // With [traffic]: which slot the new release goes to, from what the proxies have.
     let driver = crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone());
     let traffic = match &driver {
-        Some(d) => match traffic_start(d).await {
+        Some(d) => match crate::traffic::start_state(d).await {
             Ok(t) => Some(t),
             Err(e) => return Err((None, from, e)),
         },
@@ -623,32 +623,6 @@ async fn switch_back(
             fleet.stage.name,
         ))
     }
-}
-
-/// With `[traffic]`: the slots of this deploy, from the split every host's proxy has
-/// now (refused when the hosts disagree), and a fresh salt.
-async fn traffic_start(
-    driver: &crate::traffic::Driver<'_>,
-) -> Result<crate::traffic::TrafficState> {
-    let found = driver.read().await?;
-    let named: Vec<(String, Option<crate::traffic::Split>)> = found
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (driver.fleet.name(i).to_string(), h.split.clone()))
-        .collect();
-    let (stable, canary) = crate::traffic::state::choose(&named).map_err(Error::Refused)?;
-    Ok(crate::traffic::TrafficState {
-        canary,
-        stable: stable.as_ref().map(|s| s.0),
-        stable_release: stable.and_then(|s| s.1),
-        percent: 0.0,
-        salt: driver
-            .traffic
-            .salt
-            .clone()
-            .unwrap_or_else(crate::traffic::split::new_salt),
-        promoted: false,
-    })
 }
 
 /// The rollout this deploy starts: the plan frozen over the stage's hosts as they are

@@ -25,6 +25,33 @@ use crate::switch::nonce;
 /// `rollout plan`: pure, from the configuration; no host is contacted.
 pub fn show_plan(stage: &Stage) -> Outcome {
     let names: Vec<String> = stage.hosts.iter().map(|h| h.name.clone()).collect();
+    if stage.traffic.is_some() {
+        let percents = match &stage.rollout.strategy {
+            crate::config::Strategy::Canary { steps } => steps.clone(),
+            _ => vec![100.0],
+        };
+        let p = crate::traffic::plan(&percents, &names, false);
+        let mut human = format!(
+            "Rollout plan of {} on stage {}: canary by users on all {} host(s) at once, behind the proxy ([traffic])\n  before step 1: the new release starts in the free slot and must pass its health check\n",
+            stage.app,
+            stage.name,
+            names.len()
+        );
+        for step in &p.steps {
+            human.push_str(&format!(
+                "  step {}: {}% of users on the new slot, then the gate on it\n",
+                step.number,
+                crate::traffic::split::trim(step.percent.unwrap_or(100.0))
+            ));
+        }
+        human.push_str(
+            "  then promotion: everyone on the new slot, `current` renamed, the old slot drained and stopped\n  (a first deploy has one step: everyone on slot a)",
+        );
+        return Outcome {
+            human,
+            data: json!({ "stage": stage.name, "plan": p, "traffic": true }),
+        };
+    }
     if stage.rollout.strategy == crate::config::Strategy::BlueGreen {
         let pools: Vec<(String, Option<String>)> = stage
             .hosts
@@ -68,7 +95,18 @@ pub fn show_plan(stage: &Stage) -> Outcome {
 }
 
 /// `rollout status`: the persisted state and where every host stands. Takes no lock.
-pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+pub async fn status(stage: &Stage, ctx: &Context, key: Option<&str>) -> Result<Outcome> {
+    if key.is_some() && stage.traffic.is_none() {
+        return Err(Error::Usage(format!(
+            "--key needs [traffic] in stage {}: it says which slot a user's key lands on",
+            stage.name
+        )));
+    }
+    if key.is_some_and(str::is_empty) {
+        return Err(Error::Usage(
+            "--key needs a value: a request without one is split by its client address".into(),
+        ));
+    }
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
     let result = async {
         let st = state::read(&fleet).await?;
@@ -95,10 +133,21 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
                 .map(|x| x.describe())
                 .unwrap_or_else(|| "no include in place".into());
             human.push_str(&format!("  {:<24} traffic: {text}\n", s.host));
+            let lands = key.and_then(|k| h.split.as_ref().map(|x| (k, x.slot_for(k))));
+            if let Some((k, slot)) = lands {
+                human.push_str(&format!(
+                    "  {:<24} key {k:?} lands on slot {slot} ({})\n",
+                    s.host,
+                    h.release_in(slot)
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "no release".into())
+                ));
+            }
             out.push(json!({
                 "host": s.host,
                 "split": h.split,
                 "slots": { "a": h.a.as_ref().map(|r| r.to_string()), "b": h.b.as_ref().map(|r| r.to_string()) },
+                "key_slot": lands.map(|(_, slot)| slot),
             }));
         }
         out
@@ -441,6 +490,14 @@ async fn locked(
                     .iter()
                     .map(|s| (s.host.clone(), s.current().map(|c| c.to_string())))
                     .collect();
+                // [traffic]: the slots are chosen again from what the proxies have now
+                // (a rollback since may have moved users to the other slot).
+                if st.traffic.is_some() {
+                    match retry_traffic(fleet, ctx).await {
+                        Ok(t) => st.traffic = Some(t),
+                        Err(e) => return (desired_text, Err(e)),
+                    }
+                }
                 st.completed = 0;
                 st.last_gate = None;
                 st.started_by = ctx.actor.name();
@@ -478,6 +535,18 @@ async fn locked(
         }
     };
     (desired_text, result)
+}
+
+/// The traffic part of a retried rollout: slots chosen from the proxies' includes now.
+async fn retry_traffic(fleet: &Fleet, ctx: &Context) -> Result<crate::traffic::TrafficState> {
+    let Some(driver) = crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone())
+    else {
+        return Err(Error::Refused(format!(
+            "this rollout moved users between slots, but stage {} has no [traffic] table now",
+            fleet.stage.name
+        )));
+    };
+    crate::traffic::start_state(&driver).await
 }
 
 /// `rollout abort`: back to the stable releases, then `on_rollback` and the event.

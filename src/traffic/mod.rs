@@ -59,6 +59,28 @@ pub fn plan(percents: &[f64], hosts: &[String], first: bool) -> RolloutPlan {
     }
 }
 
+/// The traffic state a new rollout starts from: the slot that is not serving gets the
+/// release, the serving one is stable (from the includes every host's proxy has now;
+/// refused when they disagree or a split is half-way), with a fresh salt (or the fixed
+/// `[traffic] salt`).
+pub async fn start_state(driver: &Driver<'_>) -> crate::error::Result<TrafficState> {
+    let found = driver.read().await?;
+    let named: Vec<(String, Option<Split>)> = found
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (driver.fleet.name(i).to_string(), h.split.clone()))
+        .collect();
+    let (stable, canary) = state::choose(&named).map_err(crate::error::Error::Refused)?;
+    Ok(TrafficState {
+        canary,
+        stable: stable.as_ref().map(|s| s.0),
+        stable_release: stable.and_then(|s| s.1),
+        percent: 0.0,
+        salt: driver.traffic.salt.clone().unwrap_or_else(split::new_salt),
+        promoted: false,
+    })
+}
+
 /// Before any user is sent there: the new slot's link points at the release, its
 /// instance is started and answers its health check on every host.
 pub async fn prepare(

@@ -112,6 +112,15 @@ impl Split {
         }
     }
 
+    /// The slot a request whose key is `key` lands on (no pin): the canary when
+    /// `salt + key` hashes into its share (see `murmur`), else the stable slot.
+    pub fn slot_for(&self, key: &str) -> Slot {
+        match self.canary {
+            Some(c) if super::murmur::lands_on_canary(&self.salt, key, self.percent) => c,
+            _ => self.stable,
+        }
+    }
+
     /// The include's first line: the split, readable back by [`Split::parse_header`].
     pub fn header(&self) -> String {
         let mut s = format!(
@@ -200,6 +209,12 @@ mod tests {
                 .contains("slot b (canary (20261124T050000Z)) 12.5%")
         );
         assert_eq!(trim(100.0), "100");
+        // Which slot a key lands on follows the model of nginx's split.
+        let on_b = (0..1000)
+            .filter(|i| s.slot_for(&format!("u{i}")) == Slot::B)
+            .count();
+        assert!((90..=160).contains(&on_b), "{on_b}");
+        assert_eq!(Split::only(Slot::A, None, "x").slot_for("anyone"), Slot::A);
         assert_eq!(trim(0.0), "0");
     }
 }

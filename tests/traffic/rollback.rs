@@ -99,6 +99,10 @@ fn a_new_slot_failing_its_gate_gets_no_user_stops_and_undoes_its_migrations() {
     let result = events.last().expect("a result event");
     let message = result["message"].as_str().unwrap_or_default();
     assert!(
+        message.contains("every user is back on the stable slot"),
+        "{message}"
+    );
+    assert!(
         message.contains("health gate failed at step 1"),
         "{message}"
     );
@@ -231,4 +235,22 @@ fn a_deployer_killed_mid_step_leaves_a_split_that_resume_and_abort_finish() {
         "{}",
         status.all()
     );
+    let status = t.ok(&["status", "test"]);
+    assert!(
+        status.stdout.contains("traffic: all users on slot a"),
+        "{}",
+        status.all()
+    );
+
+    // retry: the same release again from its first step (slots chosen from the
+    // proxies again), then through every step and promotion.
+    let retried = t.ok(&["rollout", "retry", "test"]);
+    assert!(retried.stdout.contains("paused"), "{}", retried.all());
+    assert_eq!(t.header_value(0, "canary").as_deref(), Some("b"));
+    assert_eq!(t.header_value(0, "percent").as_deref(), Some("10"));
+    t.ok(&["rollout", "promote", "test", "--full"]);
+    assert_eq!(t.header_value(0, "stable").as_deref(), Some("b"));
+    assert_eq!(slots_of(&t, 300), BTreeSet::from(["b".to_string()]));
+    assert_eq!(get(&t.address(0), "/", &[]).map(|r| r.1), Ok("v2".into()));
+    assert!(!t.slot_running(0, "a"));
 }

@@ -50,6 +50,12 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
     assert_eq!(get(&addr, "/", &[]).map(|r| r.1), Ok("v1".to_string()));
 
     t.write_app("v2", None);
+    let plan = t.ok(&["rollout", "plan", "test"]);
+    assert!(
+        plan.stdout.contains("step 1: 10% of users"),
+        "{}",
+        plan.all()
+    );
     let paused = t.ok(&["deploy", "test"]);
     assert!(paused.stdout.contains("10% of users"), "{}", paused.all());
     assert_eq!(t.header_value(0, "percent").as_deref(), Some("10"));
@@ -104,6 +110,21 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
             assert_eq!(
                 get(&addr, "/", &[("Cookie", &cookie)]).map(|r| r.1),
                 Ok("v2".to_string())
+            );
+        }
+        // `rollout status --key` says where a user lands, as nginx does.
+        for k in [
+            on.iter().next().unwrap(),
+            keys.iter().find(|k| !on.contains(*k)).unwrap(),
+        ] {
+            let status = t.ok(&["rollout", "status", "test", "--key", k]);
+            let want = if on.contains(k) { "b" } else { "a" };
+            assert!(
+                status
+                    .stdout
+                    .contains(&format!("key \"{k}\" lands on slot {want}")),
+                "{}",
+                status.all()
             );
         }
         previous = on;
