@@ -42,10 +42,12 @@ fn on_slot(t: &Traffic, keys: &[String], canary: &str) -> BTreeSet<String> {
 
 #[test]
 fn steps_by_cookie_are_shares_of_users_that_only_grow() {
-    let mut t = Traffic::start(1);
+    // Two hosts: every host at the same percentage, with the same salt.
+    let mut t = Traffic::start(2);
     t.extra = app_config("manual");
     t.ok(&["deploy", "test"]);
     t.install_site(0, SITE);
+    t.install_site(1, SITE);
     let addr = t.address(0);
     assert_eq!(get(&addr, "/", &[]).map(|r| r.1), Ok("v1".to_string()));
 
@@ -126,6 +128,14 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
                 "{}",
                 status.all()
             );
+        }
+        // The second host splits the same way (same percentage, same salt).
+        assert_eq!(t.include_header(1), t.include_header(0));
+        let second: Vec<String> = keys[..300].to_vec();
+        for k in &second {
+            let cookie = format!("uid={k}");
+            let (_, slot) = get(&t.address(1), "/slot", &[("Cookie", &cookie)]).unwrap();
+            assert_eq!(slot == canary, on.contains(k), "host2 disagrees on {k}");
         }
         previous = on;
     }
