@@ -31,7 +31,14 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     fleet.close().await;
     let states = states?;
     let rollout = rollout?;
-    let traffic = traffic.transpose()?;
+    // A split that cannot be read is a warning: status still says where hosts stand.
+    let traffic = traffic.and_then(|r| {
+        r.map_err(|e| {
+            ctx.reporter
+                .warning(None, &format!("cannot read the traffic split: {e}"))
+        })
+        .ok()
+    });
     let mut human = String::new();
     let mut data = Vec::new();
     let currents: std::collections::BTreeSet<_> = states.iter().map(|s| s.current()).collect();

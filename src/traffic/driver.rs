@@ -213,6 +213,7 @@ impl<'a> Driver<'a> {
         probe.max_consecutive_failures = u32::MAX;
         probe.failure_budget = None;
         probe.max_error_rate = 0.0;
+        probe.max_p95 = None;
         let deadline = Instant::now() + health.window.max(health.interval);
         let mut waiting: Vec<usize> = self.fleet.all();
         loop {
