@@ -1,6 +1,6 @@
 //! Zero failed requests under continuous load through a whole rollout and its
-//! promotion, and through an abort; the slot left is stopped only after its in-flight
-//! requests finished.
+//! promotion, through an abort and through a rollback; the slot left is stopped only
+//! after its in-flight requests finished.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -97,7 +97,7 @@ fn assert_no_failures(what: &str, sent: usize, failures: &[String]) {
 }
 
 #[test]
-fn a_rollout_its_promotion_and_an_abort_fail_no_request() {
+fn a_rollout_its_promotion_an_abort_and_a_rollback_fail_no_request() {
     let mut t = Traffic::start(1);
     t.extra = app_config("manual");
     t.ok(&["deploy", "test"]);
@@ -172,4 +172,25 @@ fn a_rollout_its_promotion_and_an_abort_fail_no_request() {
         get(&addr, "/", &[("X-Slipway-Slot", "canary")]).map(|r| r.1),
         Ok("v2".to_string())
     );
+
+    // `slipway rollback` under load: v1 starts in the free slot, takes everyone, v2's
+    // slot drains (a slow request on it finishes) and stops.
+    let load = Load::start(&addr, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let in_flight = slow(&addr, "stable", 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let back = t.ok(&["rollback", "test"]);
+    let (answer, _) = in_flight.join().expect("slow request");
+    assert_eq!(
+        answer,
+        Ok((200, "v2".to_string())),
+        "the in-flight request to the slot left"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (sent, failures) = load.finish();
+    assert_no_failures("rollback", sent, &failures);
+    assert!(back.stdout.contains("rolled back"), "{}", back.all());
+    assert_eq!(get(&addr, "/", &[]).map(|r| r.1), Ok("v1".to_string()));
+    assert!(t.slot_running(0, "a"));
+    assert!(!t.slot_running(0, "b"), "the slot left is stopped");
 }
