@@ -17,7 +17,6 @@ use crate::fleet::Fleet;
 use crate::layout::{Link, ReleaseId};
 use crate::rollout::gate;
 use crate::script;
-use crate::switch::nonce;
 
 /// What one host has: the split its include holds, and where its slot links point.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -122,23 +121,14 @@ impl<'a> Driver<'a> {
     /// Points `slot`'s link at `release` on every host (the switch engine's rename).
     pub async fn link(&self, slot: Slot, release: &ReleaseId) -> std::result::Result<(), String> {
         let fleet = self.fleet;
-        let results = fleet
-            .step_on(
-                &fleet.all(),
-                "slot-link",
-                |_| {
-                    script::switch_link(
-                        &fleet.layout,
-                        Link::Slot(slot.name()),
-                        Some(release),
-                        &nonce(),
-                        &[],
-                    )
-                },
-                None,
-                self.timeout(),
-            )
-            .await;
+        let results = crate::switch::point_link(
+            fleet,
+            "slot-link",
+            &fleet.all(),
+            Link::Slot(slot.name()),
+            release,
+        )
+        .await;
         first_error(fleet, "pointing slot link", &results)
     }
 
