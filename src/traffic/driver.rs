@@ -242,6 +242,7 @@ impl<'a> Driver<'a> {
     /// them back).
     pub async fn apply(&self, split: &Split) -> std::result::Result<(), String> {
         let fleet = self.fleet;
+        let started = Instant::now();
         let results = fleet
             .step_on(
                 &fleet.all(),
@@ -280,7 +281,7 @@ impl<'a> Driver<'a> {
             reason: Some(what),
             result: if result.is_ok() { "ok" } else { "failed" }.into(),
             message: result.as_ref().err().cloned(),
-            duration_ms: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
         };
         audit::append(fleet, &record).await;
         result

@@ -158,11 +158,22 @@ pub async fn promote(
         return Err(format!("{}: renaming current failed: {e}", fleet.name(*i)));
     }
     let mut warnings = Vec::new();
-    if let (Some(old), Some(old_release)) = (state.stable, state.stable_release.as_ref()) {
+    if let Some(old) = state.stable {
         warnings.extend(driver.drain(old).await);
-        let old_release = ReleaseId::parse(old_release).map_err(|e| e.to_string())?;
-        if let Err(e) = driver.run(true, old, &old_release).await {
-            warnings.push(e);
+        // `stop` runs in the old slot with its release's hook environment.
+        match state
+            .stable_release
+            .as_deref()
+            .map(ReleaseId::parse)
+        {
+            Some(Ok(old_release)) => {
+                if let Err(e) = driver.run(true, old, &old_release).await {
+                    warnings.push(e);
+                }
+            }
+            _ => warnings.push(format!(
+                "slot {old}: its release is not recorded, so its instance was not stopped (stop it by hand)"
+            )),
         }
     }
     Ok(warnings)
