@@ -65,6 +65,17 @@ fn a_phased_update_feed_by_machine_id_and_its_rollback() {
     assert_eq!(getting(&t, &ids, "1.0").len(), 1000);
 
     feed(&t, "1.1");
+    let plan = t.ok(&["--dry-run", "deploy", "test"]);
+    assert!(
+        plan.stdout.contains("move users to it (10%, 100%)"),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(
+        getting(&t, &ids[..50], "1.1").len(),
+        0,
+        "a dry run moves nobody"
+    );
     t.ok(&["deploy", "test"]);
     let new = getting(&t, &ids, "1.1");
     assert_eq!(getting(&t, &ids, "1.1"), new);
