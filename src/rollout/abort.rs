@@ -83,8 +83,10 @@ pub(super) async fn abort(
         })
         .collect();
     // [traffic]: users go back to the stable slot first (one reload), the new slot's
-    // instance stops; `current` never left the stable release before promotion.
-    if let Some(mut t) = st.traffic.clone().filter(|t| !t.promoted) {
+    // instance stops; `current` left the stable release only if a promotion failed
+    // half-way (the switch-back below puts it back). A by-hand abort of a promoted
+    // rollout is refused before this (`rollout::command`).
+    if let Some(mut t) = st.traffic.clone() {
         let Some(driver) =
             crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone())
         else {

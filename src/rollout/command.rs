@@ -557,6 +557,12 @@ async fn aborted_by_hand(
     st: RolloutState,
     desired: &ReleaseId,
 ) -> Result<Steered> {
+    if st.traffic.as_ref().is_some_and(|t| t.promoted) {
+        return Err(Error::Refused(format!(
+            "the rollout of {desired} was promoted (every user is on it and `current` moved): finish it with `slipway rollout resume {0}`, then go back with `slipway rollback {0}`",
+            fleet.stage.name
+        )));
+    }
     let why = format!("aborted by {}", ctx.actor.name());
     let result = abort(fleet, states, st, desired, &why, ctx).await;
     if let Ok(Some(after)) = state::read(fleet).await {

@@ -284,25 +284,28 @@ impl<'a> Executor<'a> {
             }
             self.save().await;
         }
-        if let (Some(driver), Some(mut t)) = (self.traffic, self.state.traffic.clone())
-            && !t.promoted
-        {
-            // Everyone is on the new slot: it becomes the stable one, `current` follows,
-            // the old slot drains and stops.
-            match crate::traffic::promote(driver, &mut t, &self.release, self.switch, fleet).await {
-                Ok(warnings) => {
-                    for w in warnings {
-                        fleet.reporter.warning(None, &w);
-                    }
-                }
-                Err(reason) => {
-                    self.state.traffic = Some(t);
+        if let (Some(driver), Some(mut t)) = (self.traffic, self.state.traffic.clone()) {
+            // Everyone is on the new slot: it becomes the stable one and `current`
+            // follows; recorded before the old slot is touched, so a deployer killed
+            // from here on leaves a rollout that `resume` finishes (abort refuses it).
+            if !t.promoted {
+                let promoted =
+                    crate::traffic::promote(driver, &mut t, &self.release, self.switch, fleet)
+                        .await;
+                self.state.traffic = Some(t.clone());
+                if let Err(reason) = promoted {
                     let all = fleet.all();
                     return Err(self.fail(all, reason).await);
                 }
+                self.save().await;
+                self.event("traffic", None).await;
             }
-            self.state.traffic = Some(t);
-            self.event("traffic", None).await;
+            // A test hook: promoted and recorded, the old slot not yet retired.
+            let _ = crate::fault::point("traffic.after-promote").await;
+            // Then the old slot drains and stops (again, harmlessly, on a resume).
+            for w in crate::traffic::retire(driver, &t).await {
+                fleet.reporter.warning(None, &w);
+            }
         }
         if let Some(pool) = self.state.pool.clone() {
             // Blue-green: the idle pool passed its gate; move traffic to it. The other

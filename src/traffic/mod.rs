@@ -16,8 +16,8 @@
 //!
 //! The flow of a deploy (driven by `rollout::executor`): [`prepare`] the new slot (link,
 //! start, ready) before any traffic; each step applies its percentage, then the gate
-//! checks the new slot; [`promote`] moves everyone, renames `current`, drains and stops
-//! the old slot; [`back`] (failed gate, abort) moves everyone back at once and stops the
+//! checks the new slot; [`promote`] moves everyone and renames `current`, [`retire`]
+//! drains and stops the old slot; [`back`] (failed gate, abort) moves everyone back at once and stops the
 //! new slot.
 
 pub mod driver;
@@ -131,16 +131,14 @@ pub async fn back(
 }
 
 /// After the last step: the new slot becomes the stable one in the include (everyone on
-/// it), `switch` renames `current` on every host, the old slot drains and its instance
-/// is stopped. Returns warnings (a slot that did not drain in time, a stop that failed):
-/// the release is live either way.
+/// it) and `switch` renames `current` on every host. The old slot is left to [`retire`].
 pub async fn promote(
     driver: &Driver<'_>,
     state: &mut TrafficState,
     release: &ReleaseId,
     switch: &(dyn Fn(usize) -> String + Send + Sync),
     fleet: &Fleet,
-) -> Result<Vec<String>, String> {
+) -> Result<(), String> {
     let all = Split::only(state.canary, Some(release.to_string()), &state.salt);
     driver.apply(&all).await?;
     state.promoted = true;
@@ -157,15 +155,18 @@ pub async fn promote(
     if let Some((i, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
         return Err(format!("{}: renaming current failed: {e}", fleet.name(*i)));
     }
+    Ok(())
+}
+
+/// After promotion: the old slot drains (its in-flight requests finish, at most
+/// `[traffic] drain`) and its instance is stopped. Returns warnings (a slot that did not
+/// drain in time, a stop that failed): the release is live either way.
+pub async fn retire(driver: &Driver<'_>, state: &TrafficState) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Some(old) = state.stable {
         warnings.extend(driver.drain(old).await);
         // `stop` runs in the old slot with its release's hook environment.
-        match state
-            .stable_release
-            .as_deref()
-            .map(ReleaseId::parse)
-        {
+        match state.stable_release.as_deref().map(ReleaseId::parse) {
             Some(Ok(old_release)) => {
                 if let Err(e) = driver.run(true, old, &old_release).await {
                     warnings.push(e);
@@ -176,7 +177,7 @@ pub async fn promote(
             )),
         }
     }
-    Ok(warnings)
+    warnings
 }
 
 /// `slipway rollback` with `[traffic]`: `target` is linked into the slot that is not

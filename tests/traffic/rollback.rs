@@ -254,3 +254,55 @@ fn a_deployer_killed_mid_step_leaves_a_split_that_resume_and_abort_finish() {
     assert_eq!(get(&t.address(0), "/", &[]).map(|r| r.1), Ok("v2".into()));
     assert!(!t.slot_running(0, "a"));
 }
+
+#[test]
+fn a_deployer_killed_after_promotion_is_finished_by_resume_not_undone_by_abort() {
+    let mut t = Traffic::start(1);
+    t.extra = app_config("0s");
+    t.ok(&["deploy", "test"]);
+    t.install_site(0, SITE);
+
+    t.write_app("v2", None);
+    let mut child = t
+        .command(&["deploy", "test"])
+        .env("SLIPWAY_FAULT", "traffic.after-promote:pause")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn slipway");
+    let state = t.fleet.host(0).path("/srv/app/.slipway/rollout.json");
+    let started = Instant::now();
+    // The first deploy's state was promoted too (and done): wait for this one's.
+    let promoted_now = || {
+        let text = fs::read_to_string(&state).unwrap_or_default();
+        text.contains("\"promoted\":true") && text.contains("\"status\":\"running\"")
+    };
+    while !promoted_now() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never promoted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().expect("SIGKILL the deployer");
+    child.wait().unwrap();
+    // Everyone is on v2 already; the old slot still runs (not retired).
+    assert_eq!(t.header_value(0, "stable").as_deref(), Some("b"));
+    assert!(t.slot_running(0, "a"));
+
+    let abort = t.slipway(&["rollout", "abort", "test"]);
+    assert_eq!(abort.code, 1, "{}", abort.all());
+    assert!(abort.all().contains("was promoted"), "{}", abort.all());
+    assert_eq!(
+        t.header_value(0, "stable").as_deref(),
+        Some("b"),
+        "abort moved nobody"
+    );
+
+    let resumed = t.ok(&["rollout", "resume", "test"]);
+    assert!(resumed.stdout.contains("done"), "{}", resumed.all());
+    assert!(!t.slot_running(0, "a"), "resume retired the old slot");
+    assert_eq!(slots_of(&t, 200), BTreeSet::from(["b".to_string()]));
+    assert_eq!(get(&t.address(0), "/", &[]).map(|r| r.1), Ok("v2".into()));
+}
