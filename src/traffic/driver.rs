@@ -14,7 +14,7 @@ use crate::audit::{self, Actor, Record};
 use crate::config::{Check, Endpoint, Health, Traffic};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
-use crate::layout::{Link, ReleaseId};
+use crate::layout::{Link, ReleaseId, quote};
 use crate::rollout::gate;
 use crate::script;
 
@@ -178,14 +178,30 @@ impl<'a> Driver<'a> {
     }
 
     /// `[health]` as it applies to `slot`: an HTTP check goes to the slot's port at the
-    /// slots' address.
+    /// slots' address; a command check runs with SLIPWAY_SLOT and SLIPWAY_PORT (and
+    /// SLIPWAY_ADDRESS unless it is the host's own) exported.
     pub fn slot_health(&self, health: &Health, slot: Slot) -> Health {
         let mut h = health.clone();
-        if let Check::Http { address, port, .. } = &mut h.check
-            && let Some(Endpoint::Port(p)) = self.endpoint(slot)
-        {
-            *port = *p;
-            *address = Some(self.traffic.address.clone());
+        match &mut h.check {
+            Check::Http { address, port, .. } => {
+                if let Some(Endpoint::Port(p)) = self.endpoint(slot) {
+                    *port = *p;
+                    *address = Some(self.traffic.address.clone());
+                }
+            }
+            Check::Command(command) => {
+                let mut env = format!("export SLIPWAY_SLOT={}", quote(slot.name()));
+                if let Some(e) = self.endpoint(slot) {
+                    env.push_str(&format!(" SLIPWAY_PORT={}", quote(&e.env_value())));
+                }
+                if self.traffic.address != "{host}" {
+                    env.push_str(&format!(
+                        " SLIPWAY_ADDRESS={}",
+                        quote(&self.traffic.address)
+                    ));
+                }
+                *command = format!("{env}\n{command}");
+            }
         }
         h
     }

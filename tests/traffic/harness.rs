@@ -80,7 +80,19 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer((os.environ['SLIPWAY_ADDRESS'], int(os.environ['SLIPWAY_PORT'])), H).serve_forever()
+port = os.environ['SLIPWAY_PORT']
+if port.startswith('/'):
+    # A slot on a Unix socket ([traffic] slots = { a = "unix:/path" }).
+    import socketserver
+    class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+    class UH(H):
+        def address_string(self):
+            return 'unix'
+    if os.path.exists(port):
+        os.unlink(port)
+    UnixServer(port, UH).serve_forever()
+ThreadingHTTPServer((os.environ['SLIPWAY_ADDRESS'], int(port)), H).serve_forever()
 "#;
 
 const START: &str = r#"#!/bin/sh
@@ -91,7 +103,15 @@ setsid /usr/bin/python3 app.py </dev/null >>"$SLIPWAY_DEPLOY_TO/slots/$SLIPWAY_S
 echo $! > "$pidf"
 i=0
 while [ $i -lt 100 ]; do
-  /usr/bin/python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()' "$SLIPWAY_ADDRESS" "$SLIPWAY_PORT" 2>/dev/null && exit 0
+  /usr/bin/python3 -c '
+import socket, sys
+if sys.argv[2].startswith("/"):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(0.5)
+    s.connect(sys.argv[2])
+else:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()
+' "$SLIPWAY_ADDRESS" "$SLIPWAY_PORT" 2>/dev/null && exit 0
   sleep 0.05
   i=$((i+1))
 done

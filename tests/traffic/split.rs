@@ -172,3 +172,44 @@ fn steps_by_cookie_are_shares_of_users_that_only_grow() {
     );
     assert!(t.slot_running(0, "b"));
 }
+
+#[test]
+fn slots_on_unix_sockets() {
+    let mut t = Traffic::start(1);
+    t.extra = app_config("manual")
+        .replace(
+            "slots = { a = 18001, b = 18002 }",
+            "slots = { a = \"unix:/srv/app/slots/a.sock\", b = \"unix:/srv/app/slots/b.sock\" }",
+        )
+        // No port to check over http: the health check is a command on the host, given
+        // the slot's socket in SLIPWAY_PORT.
+        .replace(
+            "http = { port = 18001, path = \"/healthz\" }",
+            "command = \"python3 -c 'import socket,os; s=socket.socket(socket.AF_UNIX); s.connect(os.environ[\\\"SLIPWAY_PORT\\\"])'\"",
+        );
+    t.ok(&["deploy", "test"]);
+    t.install_site(0, SITE);
+    assert_eq!(
+        get(&t.address(0), "/", &[]).map(|r| r.1),
+        Ok("v1".to_string())
+    );
+    t.write_app("v2", None);
+    t.ok(&["deploy", "test"]);
+    let keys: Vec<String> = (0..2000).map(|i| format!("sock-{i}")).collect();
+    let on = on_slot(&t, &keys, "b");
+    let share = on.len() as f64 / 20.0;
+    assert!((7.0..=13.0).contains(&share), "{share}% on the new slot");
+    for k in on.iter().take(10) {
+        let cookie = format!("uid={k}");
+        assert_eq!(
+            get(&t.address(0), "/", &[("Cookie", &cookie)]).map(|r| r.1),
+            Ok("v2".to_string())
+        );
+    }
+    t.ok(&["rollout", "promote", "test", "--full"]);
+    assert_eq!(
+        get(&t.address(0), "/", &[]).map(|r| r.1),
+        Ok("v2".to_string())
+    );
+    assert!(!t.slot_running(0, "a"));
+}
