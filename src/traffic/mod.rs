@@ -17,8 +17,8 @@
 //! The flow of a deploy (driven by `rollout::executor`): [`prepare`] the new slot (link,
 //! start, ready) before any traffic; each step applies its percentage, then the gate
 //! checks the new slot; [`promote`] moves everyone and renames `current`, [`retire`]
-//! drains and stops the old slot; [`back`] (failed gate, abort) moves everyone back at once and stops the
-//! new slot.
+//! drains and stops the old slot; [`back`] (failed gate, abort) moves everyone back at
+//! once and stops the new slot; [`rollback_to`] is `slipway rollback`'s part.
 
 pub mod driver;
 pub mod murmur;
@@ -59,18 +59,24 @@ pub fn plan(percents: &[f64], hosts: &[String], first: bool) -> RolloutPlan {
     }
 }
 
-/// The traffic state a new rollout starts from: the slot that is not serving gets the
-/// release, the serving one is stable (from the includes every host's proxy has now;
-/// refused when they disagree or a split is half-way), with a fresh salt (or the fixed
-/// `[traffic] salt`).
-pub async fn start_state(driver: &Driver<'_>) -> crate::error::Result<TrafficState> {
+/// The slot serving users on every host (and its release), and the free one, from the
+/// includes the hosts' proxies have now (see [`state::choose`]).
+async fn serving(driver: &Driver<'_>) -> crate::error::Result<(Option<state::Serving>, Slot)> {
     let found = driver.read().await?;
     let named: Vec<(String, Option<Split>)> = found
         .iter()
         .enumerate()
         .map(|(i, h)| (driver.fleet.name(i).to_string(), h.split.clone()))
         .collect();
-    let (stable, canary) = state::choose(&named).map_err(crate::error::Error::Refused)?;
+    state::choose(&named).map_err(crate::error::Error::Refused)
+}
+
+/// The traffic state a new rollout starts from: the slot that is not serving gets the
+/// release, the serving one is stable (from the includes every host's proxy has now;
+/// refused when they disagree or a split is half-way), with a fresh salt (or the fixed
+/// `[traffic] salt`).
+pub async fn start_state(driver: &Driver<'_>) -> crate::error::Result<TrafficState> {
+    let (stable, canary) = serving(driver).await?;
     Ok(TrafficState {
         canary,
         stable: stable.as_ref().map(|s| s.0),
@@ -190,13 +196,7 @@ pub async fn rollback_to(
     target: &ReleaseId,
 ) -> crate::error::Result<Option<(Slot, ReleaseId)>> {
     use crate::error::Error;
-    let found = driver.read().await?;
-    let named: Vec<(String, Option<Split>)> = found
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (driver.fleet.name(i).to_string(), h.split.clone()))
-        .collect();
-    let (serving, free) = state::choose(&named).map_err(Error::Refused)?;
+    let (serving, free) = serving(driver).await?;
     let left = serving.and_then(|(slot, release)| {
         release
             .and_then(|r| ReleaseId::parse(&r).ok())
