@@ -349,3 +349,28 @@ fn first_error(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_read_script_prints_parses() {
+        let out = "include: # slipway-traffic v1 stable=a canary=b percent=10 salt=s: stable_release=20261124T040512Z canary_release=20261124T050000Z\na: ../releases/20261124T040512Z\nb: ../releases/20261124T050000Z\n";
+        let h = HostTraffic::parse(out);
+        let split = h.split.clone().expect("a split");
+        assert_eq!(
+            (split.stable, split.canary, split.percent),
+            (Slot::A, Some(Slot::B), 10.0)
+        );
+        assert_eq!(
+            h.release_in(Slot::B).map(|r| r.as_str()),
+            Some("20261124T050000Z")
+        );
+        // Nothing in place: no split, no releases; a foreign first line is no split.
+        let none = HostTraffic::parse("include:\na: \nb: \n");
+        assert_eq!(none, HostTraffic::default());
+        let foreign = HostTraffic::parse("include: upstream x {}\na: ../releases/not-an-id\n");
+        assert_eq!(foreign, HostTraffic::default());
+    }
+}
