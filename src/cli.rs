@@ -160,7 +160,13 @@ pub enum RolloutCommand {
     /// Which hosts go in which step, and the worst-case promotion and rollback time (from the config; no host is contacted).
     Plan { stage: String },
     /// The rollout in progress (or the last one): step, status, last gate, every host's release.
-    Status { stage: String },
+    Status {
+        stage: String,
+        /// With [traffic]: which slot a request with this key value (the cookie, header
+        /// or query value of [traffic] key) lands on, on each host.
+        #[arg(long, value_name = "VALUE")]
+        key: Option<String>,
+    },
     /// Stop the rollout at its next step boundary (the deployer driving it exits "paused").
     Pause { stage: String },
     /// Go on with a paused rollout, or one whose deployer died, from where it stands.

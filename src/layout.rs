@@ -146,6 +146,31 @@ impl Layout {
     pub fn shared(&self) -> String {
         self.join("shared")
     }
+    /// `slots/`: with `[traffic]`, the links `a` and `b` to the releases live in each slot.
+    pub fn slots(&self) -> String {
+        self.join("slots")
+    }
+    /// The path of a link the switch moves: `current`, or `slots/a` and `slots/b`.
+    pub fn link(&self, link: Link) -> String {
+        match link {
+            Link::Current => self.current(),
+            Link::Slot(name) => self.join(&format!("slots/{name}")),
+        }
+    }
+    /// What `link` holds for release `id` (relative, like `current`'s).
+    pub fn link_target(link: Link, id: &ReleaseId) -> String {
+        match link {
+            Link::Current => Layout::current_target(id),
+            Link::Slot(_) => format!("../releases/{id}"),
+        }
+    }
+    /// The uniquely named temporary link renamed over `link` (see [`Layout::current_tmp`]).
+    pub fn link_tmp(&self, link: Link, id: &ReleaseId, nonce: &str) -> String {
+        match link {
+            Link::Current => self.current_tmp(id, nonce),
+            Link::Slot(name) => self.join(&format!("slots/.{name}.tmp.{id}.{nonce}")),
+        }
+    }
     pub fn shared_path(&self, relative: &str) -> String {
         self.join(&format!("shared/{relative}"))
     }
@@ -176,6 +201,14 @@ impl Layout {
     pub fn db_snapshot(&self, name: &str) -> String {
         self.join(&format!("backups/db/{name}"))
     }
+}
+
+/// A link the switch engine moves by rename(2): `current`, or a traffic slot (`"a"`,
+/// `"b"`: the only names there are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Current,
+    Slot(&'static str),
 }
 
 /// Inside a release directory: files slipway writes.

@@ -35,6 +35,7 @@ pub mod rollout;
 pub mod run;
 pub mod script;
 pub mod switch;
+pub mod traffic;
 pub mod transport;
 
 pub use error::{Error, ExitClass, Result};

@@ -162,8 +162,8 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<Outcome, Error> {
         Command::Rollout(RolloutCommand::Plan { stage }) => {
             Ok(rollout::show_plan(config.stage(stage)?))
         }
-        Command::Rollout(RolloutCommand::Status { stage }) => {
-            rollout::status(config.stage(stage)?, &ctx).await
+        Command::Rollout(RolloutCommand::Status { stage, key }) => {
+            rollout::status(config.stage(stage)?, &ctx, key.as_deref()).await
         }
         Command::Rollout(RolloutCommand::Pause { stage }) => {
             rollout::pause(config.stage(stage)?, &ctx).await

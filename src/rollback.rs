@@ -47,7 +47,7 @@ pub async fn rollback(stage: &Stage, ctx: &Context, request: &Request) -> Result
         };
         operation::with_lock(&fleet, ctx, spec, async |states| {
             let (from, to, result) = match restore_archived(&fleet, request, states).await {
-                Ok(states) => run_rollback(&fleet, request, &states).await,
+                Ok(states) => run_rollback(&fleet, ctx, request, &states).await,
                 Err(e) => (common_current(states), request.to.clone(), Err(e)),
             };
             Acted {
@@ -208,6 +208,7 @@ async fn restore_archived(
 
 async fn run_rollback(
     fleet: &Fleet,
+    ctx: &Context,
     request: &Request,
     states: &[HostState],
 ) -> (Option<String>, Option<ReleaseId>, Result<Outcome>) {
@@ -327,6 +328,16 @@ async fn run_rollback(
             }),
         );
     }
+    // [traffic]: the target starts in the slot that is not serving and takes every user
+    // before `current` moves; the slot left drains and stops after.
+    let driver = crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone());
+    let mut left_slot = None;
+    if let Some(d) = &driver {
+        match crate::traffic::rollback_to(d, &target).await {
+            Ok(left) => left_slot = left,
+            Err(e) => return (from, Some(target), Err(e)),
+        }
+    }
     let moves: Vec<Transition> = all
         .iter()
         .map(|&i| Transition {
@@ -398,7 +409,14 @@ async fn run_rollback(
     }
     let switched_at = std::time::Instant::now();
     let _ = fault::point("rollback.after-switch").await;
-    if !fleet.stage.restart_hooks.is_empty() {
+    if let (Some(d), Some((slot, release))) = (&driver, &left_slot) {
+        d.drain(*slot).await;
+        if let Err(m) = d.run(true, *slot, release).await {
+            fleet.reporter.warning(None, &m);
+        }
+    }
+    // With [traffic], `start` and `stop` run the slots' instances instead of restart hooks.
+    if !fleet.stage.restart_hooks.is_empty() && driver.is_none() {
         let results = run_restart(fleet, &all, &target).await;
         let bad: Vec<String> = results
             .iter()

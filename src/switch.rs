@@ -53,6 +53,28 @@ pub async fn apply(fleet: &Fleet, step: &str, moves: &[Transition]) -> Vec<(usiz
         .await
 }
 
+/// Points another link the engine owns (a `[traffic]` slot: `slots/a`, `slots/b`) at
+/// release `to` on the hosts `which`, in parallel, as step `step`: the same rename under
+/// the same per-host lock as `current`, no records written (a slot's release is not
+/// live until promotion renames `current`).
+pub async fn point_link(
+    fleet: &Fleet,
+    step: &str,
+    which: &[usize],
+    link: crate::layout::Link,
+    to: &ReleaseId,
+) -> Vec<(usize, StepResult)> {
+    fleet
+        .step_on(
+            which,
+            step,
+            |_| script::switch_link(&fleet.layout, link, Some(to), &nonce(), &[]),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await
+}
+
 /// Runs the restart hooks of release `id` on the hosts `which`, in parallel.
 pub async fn restart(fleet: &Fleet, which: &[usize], id: &ReleaseId) -> Vec<(usize, StepResult)> {
     let stage = &fleet.stage;

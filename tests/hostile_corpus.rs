@@ -287,6 +287,39 @@ fn fifty_hostile_configs_and_command_lines_exit_2_naming_the_problem() {
             "rollout",
             0,
         ),
+        // [traffic]: values that would change the meaning of nginx's configuration.
+        case(
+            "[traffic]\ninclude = \"/etc/nginx/x.conf; include /etc/passwd\"\n",
+            "traffic.include",
+            n + 2,
+        ),
+        case(
+            "[traffic]\naccess_log = \"/var/log/x.log }\"\n",
+            "traffic.access_log",
+            n + 2,
+        ),
+        case("[traffic]\nkey = \"cookie:a$b\"\n", "traffic.key", n + 2),
+        case("[traffic]\nkey = \"header:\"\n", "traffic.key", n + 2),
+        case("[traffic]\npin = \"query:x\"\n", "traffic.pin", n + 2),
+        case("[traffic]\nsalt = \"a'b\"\n", "traffic.salt", n + 2),
+        case(
+            "[traffic]\nslots = { a = \"unix:relative.sock\", b = 2 }\n",
+            "traffic.slots.a",
+            n + 2,
+        ),
+        case(
+            "[traffic]\nslots = { a = 0, b = 2 }\n",
+            "traffic.slots.a",
+            n + 2,
+        ),
+        case(
+            "[traffic]\naddress = \"-oProxy\"\n",
+            "traffic.address",
+            n + 2,
+        ),
+        case("[traffic]\nproxy = \"caddy\"\n", "traffic.proxy", n + 2),
+        case("[traffic]\nreload = \"\"\n", "traffic.reload", n + 2),
+        case("[traffic]\nstop = [\"x\"]\n", "traffic.stop", n + 2),
     ];
     assert!(cases.len() >= 50, "{} cases", cases.len());
     let mut failures = Vec::new();

@@ -179,6 +179,44 @@ pub async fn check(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         Some(config) => crate::db::status::check(&fleet, config).await,
         None => Vec::new(),
     };
+    let proxy_findings = match &stage.traffic {
+        Some(traffic) => {
+            let proxy = crate::traffic::proxy::for_config(traffic);
+            let text = proxy.check(traffic);
+            let results = fleet
+                .step_on_each(
+                    &fleet.all(),
+                    "check",
+                    |_| text.clone(),
+                    |_| None,
+                    stage.timeouts.command,
+                )
+                .await;
+            results
+                .into_iter()
+                .map(|(i, r)| {
+                    let (ok, what) = match r {
+                        Ok(out) if out.success() => (
+                            true,
+                            format!(
+                                "{}: installed, its validator passes, {} writable",
+                                proxy.name(),
+                                traffic.include
+                            ),
+                        ),
+                        Ok(out) => (false, format!("[traffic] proxy: {}", out.message())),
+                        Err(e) => (false, format!("[traffic] proxy: the check failed: {e}")),
+                    };
+                    Finding {
+                        host: fleet.name(i).into(),
+                        ok,
+                        what,
+                    }
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
     fleet.close().await;
     let local_clock = Utc::now().timestamp();
     let mut findings = Vec::new();
@@ -192,6 +230,7 @@ pub async fn check(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             }),
         }
     }
+    findings.extend(proxy_findings);
     findings.extend(
         db_findings
             .into_iter()

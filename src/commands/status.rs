@@ -67,9 +67,22 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     } else {
         crate::rollout::state::read(&fleet).await
     };
+    // [traffic]: the split each host's proxy has in force.
+    let traffic = match crate::traffic::Driver::new(&fleet, ctx.actor.clone(), String::new()) {
+        Some(d) if !fleet.is_empty() => Some(d.read().await),
+        _ => None,
+    };
     fleet.close().await;
     let states = states?;
     let rollout = rollout?;
+    // A split that cannot be read is a warning: status still says where hosts stand.
+    let traffic = traffic.and_then(|r| {
+        r.map_err(|e| {
+            ctx.reporter
+                .warning(None, &format!("cannot read the traffic split: {e}"))
+        })
+        .ok()
+    });
     let mut human = String::new();
     let mut data = Vec::new();
     let currents: std::collections::BTreeSet<_> = states.iter().map(|s| s.current()).collect();
@@ -103,8 +116,17 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             ),
             None => (None, None),
         };
+        let split = traffic
+            .as_ref()
+            .and_then(|t| {
+                states
+                    .iter()
+                    .position(|x| x.host == s.host)
+                    .and_then(|i| t.get(i))
+            })
+            .map(|h| h.split.clone());
         human.push_str(&format!(
-            "{:<24} {current}  previous: {}{}{}{lock}\n",
+            "{:<24} {current}  previous: {}{}{}{}{lock}\n",
             s.host,
             previous.as_deref().unwrap_or("-"),
             step.as_ref()
@@ -113,8 +135,13 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             gate.as_ref()
                 .map(|g| format!("  gate: {g}"))
                 .unwrap_or_default(),
+            match &split {
+                Some(Some(x)) => format!("  traffic: {}", x.describe()),
+                Some(None) => "  traffic: no include in place".to_string(),
+                None => String::new(),
+            },
         ));
-        data.push(json!({ "host": s.host, "current": s.current().map(|c| c.to_string()), "previous": previous, "rollout_step": step, "gate": gate, "locked": s.lock.is_some() }));
+        data.push(json!({ "host": s.host, "current": s.current().map(|c| c.to_string()), "previous": previous, "rollout_step": step, "gate": gate, "locked": s.lock.is_some(), "traffic": split.flatten() }));
     }
     let summary = rollout.as_ref().map(rollout_summary);
     if let Some(r) = rollout.as_ref().filter(|r| r.in_progress()) {
@@ -185,6 +212,7 @@ mod tests {
             pool: None,
             live_pool: None,
             previous_pool: None,
+            traffic: None,
             started_by: "ci@runner".into(),
             started_at: now,
             updated_at: now,

@@ -13,11 +13,13 @@ mod keys;
 mod layers;
 mod locate;
 mod rollout;
+mod traffic;
 mod validate;
 
 pub use database::{Database, DbCommands, DbDriver, Framework, FrameworkMigrator};
 pub use health::{Check, Health, HealthLayer, OnInconclusive};
 pub use rollout::{Batch, Pause, Rollout, RolloutLayer, Strategy};
+pub use traffic::{Endpoint, ProxyKind, SlotsLayer, SplitKey, Traffic, TrafficLayer, parse_key};
 
 pub use field::parse_duration;
 pub use keys::accepted_keys;
@@ -84,6 +86,7 @@ pub struct Layer {
     pub database: Option<DatabaseLayer>,
     pub rollout: Option<RolloutLayer>,
     pub health: Option<HealthLayer>,
+    pub traffic: Option<TrafficLayer>,
     /// Only in a stage.
     #[serde(default, deserialize_with = "host_entry::list")]
     pub hosts: Option<Vec<HostLayer>>,
@@ -291,6 +294,8 @@ pub struct Stage {
     pub rollout: Rollout,
     /// `[health]`: the gate after each step, when there is one.
     pub health: Option<Health>,
+    /// `[traffic]`: two releases live per host behind a proxy; steps are users.
+    pub traffic: Option<Traffic>,
 }
 
 impl Stage {

@@ -158,6 +158,8 @@ fn resolve_stage(
     let rollout = super::rollout::resolve_rollout(stage, top, at, base)?;
     super::rollout::check_pools(&rollout, &hosts, at)?;
     let health = super::health::resolve_health(stage, top, at)?;
+    let traffic = super::traffic::resolve_traffic(stage, top, at, app, &rollout.strategy)?;
+    super::traffic::check_health(traffic.as_ref(), health.as_ref(), at)?;
 
     Ok(Stage {
         name: name.to_string(),
@@ -181,6 +183,7 @@ fn resolve_stage(
         database,
         rollout,
         health,
+        traffic,
     })
 }
 

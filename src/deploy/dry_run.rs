@@ -153,6 +153,25 @@ pub(super) fn switch_detail(stage: &crate::config::Stage) -> String {
     } else {
         ""
     };
+    if stage.traffic.is_some() {
+        let steps = match &stage.rollout.strategy {
+            crate::config::Strategy::Canary { steps } => steps
+                .iter()
+                .map(|p| format!("{}%", crate::traffic::split::trim(*p)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => "100%".into(),
+        };
+        return format!(
+            "start the new release in the free slot on every host, then move users to it ({steps}){}, then promote: current renamed, the old slot drained and stopped (see `slipway rollout plan {}`)",
+            if stage.health.is_some() {
+                ", each step health-gated on the new slot"
+            } else {
+                ""
+            },
+            stage.name
+        );
+    }
     match &stage.rollout.strategy {
         crate::config::Strategy::AllAtOnce => format!(
             "point current at the new release on every host at once (rename of a new link){gate}"

@@ -131,6 +131,15 @@ async fn run_deploy(
     if let Err(e) = rollout::state::refuse_if_in_progress(prior.as_ref()) {
         return Err((None, from, e));
     }
+    // With [traffic]: which slot the new release goes to, from what the proxies have.
+    let driver = crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone());
+    let traffic = match &driver {
+        Some(d) => match crate::traffic::start_state(d).await {
+            Ok(t) => Some(t),
+            Err(e) => return Err((None, from, e)),
+        },
+        None => None,
+    };
     let meta = new_release_meta(
         stage,
         &archive,
@@ -331,13 +340,16 @@ async fn run_deploy(
     let mut exec = rollout::executor::Executor {
         fleet,
         release: id.clone(),
-        state: rollout_state(fleet, ctx, states, &id, prior.as_ref()),
+        state: rollout_state(fleet, ctx, states, &id, prior.as_ref(), traffic),
         persist: false,
         switch: &switch,
         interrupt: ctx.interrupt.clone(),
+        traffic: driver.as_ref(),
     };
-    exec.persist =
-        exec.state.plan.steps.len() > 1 || stage.health.is_some() || exec.state.pool.is_some();
+    exec.persist = exec.state.plan.steps.len() > 1
+        || stage.health.is_some()
+        || exec.state.pool.is_some()
+        || exec.state.traffic.is_some();
     if exec.persist && (meta.schema_version.is_some() || meta.schema.is_some()) {
         // Hosts switched by a later invocation (`rollout promote`) take the release's
         // record from disk: it must carry the schema version now, not only once switched.
@@ -360,11 +372,17 @@ async fn run_deploy(
         Ok(Progress::Done) => {}
         Ok(Progress::Paused(why)) => {
             let on = exec.state.hosts_through(exec.state.completed).len();
+            let live = match &exec.state.traffic {
+                Some(t) => format!(
+                    "{id} serves {}% of users on every host",
+                    crate::traffic::split::trim(t.percent)
+                ),
+                None => format!("{id} is live on {on} of {} host(s)", fleet.len()),
+            };
             let human = format!(
-                "rollout of {} to {} paused: {id} is live on {on} of {} host(s) ({why}). Go on with `slipway rollout promote {stage}`, or go back with `slipway rollout abort {stage}`",
+                "rollout of {} to {} paused: {live} ({why}). Go on with `slipway rollout promote {stage}`, or go back with `slipway rollout abort {stage}`",
                 stage.app,
                 stage.name,
-                fleet.len(),
                 stage = stage.name,
             );
             let data = json!({
@@ -384,6 +402,15 @@ async fn run_deploy(
             });
         }
         Err(failure) => {
+            if let (Some(d), Some(t)) = (&driver, exec.state.traffic.as_mut()) {
+                // Users first: everyone back on the stable slot at once, the new one stopped.
+                if let Err(m) = crate::traffic::back(d, t, &id).await {
+                    fleet
+                        .reporter
+                        .warning(None, &format!("moving traffic back failed: {m}"));
+                }
+                exec.save().await;
+            }
             let error = switch_back(
                 fleet,
                 states,
@@ -580,9 +607,12 @@ async fn switch_back(
         );
     }
     if outcome.reverted() {
-        Error::Reverted(format!(
-            "deploy of {id} failed ({why}); every host was switched back to where it was"
-        ))
+        let back = if fleet.stage.traffic.is_some() {
+            "every user is back on the stable slot and the new slot's instance is stopped; `current` never moved"
+        } else {
+            "every host was switched back to where it was"
+        };
+        Error::Reverted(format!("deploy of {id} failed ({why}); {back}"))
     } else {
         let target = common_current(states)
             .map(|c| format!("slipway rollback {} --to {c}", fleet.stage.name))
@@ -603,6 +633,7 @@ fn rollout_state(
     states: &[HostState],
     id: &ReleaseId,
     prior: Option<&RolloutState>,
+    traffic: Option<crate::traffic::TrafficState>,
 ) -> RolloutState {
     let stage = &fleet.stage;
     let names: Vec<String> = fleet
@@ -612,7 +643,16 @@ fn rollout_state(
         .collect();
     let now = Utc::now();
     // Blue-green switches only the pool without traffic.
-    let (plan, pool) = if stage.rollout.strategy == crate::config::Strategy::BlueGreen {
+    let (plan, pool) = if let Some(t) = &traffic {
+        let percents = match &stage.rollout.strategy {
+            crate::config::Strategy::Canary { steps } => steps.clone(),
+            _ => vec![100.0],
+        };
+        (
+            crate::traffic::plan(&percents, &names, t.stable.is_none()),
+            None,
+        )
+    } else if stage.rollout.strategy == crate::config::Strategy::BlueGreen {
         let pool = rollout::state::idle_pool(prior);
         let pools: Vec<(String, Option<String>)> = stage
             .hosts
@@ -644,6 +684,7 @@ fn rollout_state(
         migrated: stage.database.is_some(),
         last_gate: None,
         previous_pool: prior.and_then(|p| p.previous_pool.clone()),
+        traffic,
         live_pool: prior.and_then(|p| p.live_pool.clone()),
         pool,
         started_by: ctx.actor.name(),

@@ -22,6 +22,7 @@ pub(super) async fn abort(
     mut st: RolloutState,
     desired: &ReleaseId,
     why: &str,
+    ctx: &crate::run::Context,
 ) -> Result<Outcome> {
     let on_desired: Vec<usize> = fleet
         .all()
@@ -81,6 +82,30 @@ pub(super) async fn abort(
             }
         })
         .collect();
+    // [traffic]: users go back to the stable slot first (one reload), the new slot's
+    // instance stops; `current` left the stable release only if a promotion failed
+    // half-way (the switch-back below puts it back). A by-hand abort of a promoted
+    // rollout is refused before this (`rollout::command`).
+    if let Some(mut t) = st.traffic.clone() {
+        let Some(driver) =
+            crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone())
+        else {
+            return Err(Error::Refused(format!(
+                "this rollout moves users between slots, but stage {} has no [traffic] table now: put it back, then abort",
+                fleet.stage.name
+            )));
+        };
+        let result = crate::traffic::back(&driver, &mut t, desired).await;
+        st.traffic = Some(t);
+        if let Err(m) = result {
+            st.reason = Some(format!("{why}; moving users back failed: {m}"));
+            state::write(fleet, &mut st).await;
+            return Err(Error::Diverged(format!(
+                "moving users back to the stable slot failed: {m}. Check with `slipway rollout status {0}`, fix the proxy, then run `slipway rollout abort {0}` again",
+                fleet.stage.name
+            )));
+        }
+    }
     let switched = switch::switch_back(fleet, &moves).await;
     let stuck = switched.stuck_names(fleet);
     // Mark the release rolled-back where it was never switched to, so no rollback picks it.

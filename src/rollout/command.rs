@@ -25,6 +25,33 @@ use crate::switch::nonce;
 /// `rollout plan`: pure, from the configuration; no host is contacted.
 pub fn show_plan(stage: &Stage) -> Outcome {
     let names: Vec<String> = stage.hosts.iter().map(|h| h.name.clone()).collect();
+    if stage.traffic.is_some() {
+        let percents = match &stage.rollout.strategy {
+            crate::config::Strategy::Canary { steps } => steps.clone(),
+            _ => vec![100.0],
+        };
+        let p = crate::traffic::plan(&percents, &names, false);
+        let mut human = format!(
+            "Rollout plan of {} on stage {}: canary by users on all {} host(s) at once, behind the proxy ([traffic])\n  before step 1: the new release starts in the free slot and must pass its health check\n",
+            stage.app,
+            stage.name,
+            names.len()
+        );
+        for step in &p.steps {
+            human.push_str(&format!(
+                "  step {}: {}% of users on the new slot, then the gate on it\n",
+                step.number,
+                crate::traffic::split::trim(step.percent.unwrap_or(100.0))
+            ));
+        }
+        human.push_str(
+            "  then promotion: everyone on the new slot, `current` renamed, the old slot drained and stopped\n  (a first deploy has one step: everyone on slot a)",
+        );
+        return Outcome {
+            human,
+            data: json!({ "stage": stage.name, "plan": p, "traffic": true }),
+        };
+    }
     if stage.rollout.strategy == crate::config::Strategy::BlueGreen {
         let pools: Vec<(String, Option<String>)> = stage
             .hosts
@@ -68,20 +95,69 @@ pub fn show_plan(stage: &Stage) -> Outcome {
 }
 
 /// `rollout status`: the persisted state and where every host stands. Takes no lock.
-pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
+pub async fn status(stage: &Stage, ctx: &Context, key: Option<&str>) -> Result<Outcome> {
+    if key.is_some() && stage.traffic.is_none() {
+        return Err(Error::Usage(format!(
+            "--key needs [traffic] in stage {}: it says which slot a user's key lands on",
+            stage.name
+        )));
+    }
+    if key.is_some_and(str::is_empty) {
+        return Err(Error::Usage(
+            "--key needs a value: a request without one is split by its client address".into(),
+        ));
+    }
     let fleet = Fleet::connect(stage, ctx.reporter.clone()).await?;
     let result = async {
         let st = state::read(&fleet).await?;
         let states = probe(&fleet).await?;
-        Ok::<_, Error>((st, states))
+        // [traffic]: the split each host's proxy has in force, read from the hosts.
+        let traffic = match crate::traffic::Driver::new(&fleet, ctx.actor.clone(), String::new()) {
+            Some(d) => Some(d.read().await?),
+            None => None,
+        };
+        Ok::<_, Error>((st, states, traffic))
     }
     .await;
     fleet.close().await;
-    let (st, states) = result?;
+    let (st, states, traffic) = result?;
+    let traffic_lines = |human: &mut String| -> Vec<serde_json::Value> {
+        let Some(found) = &traffic else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (s, h) in states.iter().zip(found) {
+            let text = h
+                .split
+                .as_ref()
+                .map(|x| x.describe())
+                .unwrap_or_else(|| "no include in place".into());
+            human.push_str(&format!("  {:<24} traffic: {text}\n", s.host));
+            let lands = key.and_then(|k| h.split.as_ref().map(|x| (k, x.slot_for(k))));
+            if let Some((k, slot)) = lands {
+                human.push_str(&format!(
+                    "  {:<24} key {k:?} lands on slot {slot} ({})\n",
+                    s.host,
+                    h.release_in(slot)
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "no release".into())
+                ));
+            }
+            out.push(json!({
+                "host": s.host,
+                "split": h.split,
+                "slots": { "a": h.a.as_ref().map(|r| r.to_string()), "b": h.b.as_ref().map(|r| r.to_string()) },
+                "key_slot": lands.map(|(_, slot)| slot),
+            }));
+        }
+        out
+    };
     let Some(st) = st else {
+        let mut human = format!("no rollout recorded on stage {}\n", stage.name);
+        let split = traffic_lines(&mut human);
         return Ok(Outcome {
-            human: format!("no rollout recorded on stage {}", stage.name),
-            data: json!({ "rollout": null }),
+            human: human.trim_end().to_string(),
+            data: json!({ "rollout": null, "traffic": split }),
         });
     };
     let step_of: BTreeMap<&str, usize> = st
@@ -156,6 +232,18 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
             "locked": s.lock.is_some(),
         }));
     }
+    if let Some(t) = &st.traffic {
+        human.push_str(&format!(
+            "  users: new release in slot {}{}, {}% recorded as in force{}\n",
+            t.canary,
+            t.stable
+                .map(|s| format!(", stable in slot {s}"))
+                .unwrap_or_default(),
+            crate::traffic::split::trim(t.percent),
+            if t.promoted { " (promoted)" } else { "" }
+        ));
+    }
+    let split = traffic_lines(&mut human);
     if st.status == Status::Running && states.iter().all(|s| s.lock.is_none()) {
         human.push_str(&format!(
             "  no deployer holds the lock: the run that drove this rollout is gone. Go on with `slipway rollout resume {0}`, or go back with `slipway rollout abort {0}`\n",
@@ -169,7 +257,7 @@ pub async fn status(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     }
     Ok(Outcome {
         human: human.trim_end().to_string(),
-        data: json!({ "rollout": st, "hosts": hosts }),
+        data: json!({ "rollout": st, "hosts": hosts, "traffic": split }),
     })
 }
 
@@ -408,6 +496,14 @@ async fn locked(
                     .iter()
                     .map(|s| (s.host.clone(), s.current().map(|c| c.to_string())))
                     .collect();
+                // [traffic]: the slots are chosen again from what the proxies have now
+                // (a rollback since may have moved users to the other slot).
+                if st.traffic.is_some() {
+                    match retry_traffic(fleet, ctx).await {
+                        Ok(t) => st.traffic = Some(t),
+                        Err(e) => return (desired_text, Err(e)),
+                    }
+                }
                 st.completed = 0;
                 st.last_gate = None;
                 st.started_by = ctx.actor.name();
@@ -447,6 +543,18 @@ async fn locked(
     (desired_text, result)
 }
 
+/// The traffic part of a retried rollout: slots chosen from the proxies' includes now.
+async fn retry_traffic(fleet: &Fleet, ctx: &Context) -> Result<crate::traffic::TrafficState> {
+    let Some(driver) = crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone())
+    else {
+        return Err(Error::Refused(format!(
+            "this rollout moved users between slots, but stage {} has no [traffic] table now",
+            fleet.stage.name
+        )));
+    };
+    crate::traffic::start_state(&driver).await
+}
+
 /// `rollout abort`: back to the stable releases, then `on_rollback` and the event.
 async fn aborted_by_hand(
     fleet: &Fleet,
@@ -455,8 +563,14 @@ async fn aborted_by_hand(
     st: RolloutState,
     desired: &ReleaseId,
 ) -> Result<Steered> {
+    if st.traffic.as_ref().is_some_and(|t| t.promoted) {
+        return Err(Error::Refused(format!(
+            "the rollout of {desired} was promoted (every user is on it and `current` moved): finish it with `slipway rollout resume {0}`, then go back with `slipway rollback {0}`",
+            fleet.stage.name
+        )));
+    }
     let why = format!("aborted by {}", ctx.actor.name());
-    let result = abort(fleet, states, st, desired, &why).await;
+    let result = abort(fleet, states, st, desired, &why, ctx).await;
     if let Ok(Some(after)) = state::read(fleet).await {
         let env = vec![
             ("SLIPWAY_APP".to_string(), after.app.clone()),
@@ -492,6 +606,17 @@ async fn proceed(
     desired: &ReleaseId,
     mode: Mode,
 ) -> Result<Steered> {
+    let driver = if st.traffic.is_some() {
+        crate::traffic::Driver::new(fleet, ctx.actor.clone(), ctx.command.clone())
+    } else {
+        None
+    };
+    if st.traffic.is_some() && driver.is_none() {
+        return Err(Error::Refused(format!(
+            "this rollout moves users between slots, but stage {} has no [traffic] table now: put it back to go on or abort",
+            fleet.stage.name
+        )));
+    }
     let switch = |i: usize| {
         let records = states[i].switch_records(desired, ReleaseState::Ready, None);
         script::switch(&fleet.layout, Some(desired), &nonce(), &records)
@@ -503,6 +628,7 @@ async fn proceed(
         persist: true,
         switch: &switch,
         interrupt: ctx.interrupt.clone(),
+        traffic: driver.as_ref(),
     };
     let total = exec.state.plan.steps.len();
     match exec.advance(mode).await {
@@ -537,7 +663,7 @@ async fn proceed(
             // Hosts are read again: the executor switched some since the lock's probe.
             let now = probe(fleet).await?;
             let st = exec.state.clone();
-            let result = abort(fleet, &now, st, desired, &reason).await;
+            let result = abort(fleet, &now, st, desired, &reason, ctx).await;
             exec.rolled_back(&reason).await;
             match result {
                 Ok(o) => Err(Error::Reverted(format!(

@@ -52,6 +52,9 @@ pub struct Executor<'a> {
     /// Ctrl-C or SIGTERM: a switch under way finishes; a pause or a gate stops, and the
     /// rollout is left paused (resume re-gates the step).
     pub interrupt: Interrupt,
+    /// `[traffic]`: steps move users between the slots of every host instead of
+    /// switching hosts (the state's `traffic` says which slots).
+    pub traffic: Option<&'a crate::traffic::Driver<'a>>,
 }
 
 impl<'a> Executor<'a> {
@@ -136,12 +139,19 @@ impl<'a> Executor<'a> {
                 if !skip {
                     match rollout.pause {
                         Pause::Manual => {
-                            let why = format!(
-                                "manual pause after step {k} of {total} ({} of {} hosts on {})",
-                                self.state.plan.steps[k - 1].total,
-                                self.state.plan.host_count(),
-                                self.release
-                            );
+                            let why = match &self.state.traffic {
+                                Some(t) => format!(
+                                    "manual pause after step {k} of {total} ({}% of users on {})",
+                                    crate::traffic::split::trim(t.percent),
+                                    self.release
+                                ),
+                                None => format!(
+                                    "manual pause after step {k} of {total} ({} of {} hosts on {})",
+                                    self.state.plan.steps[k - 1].total,
+                                    self.state.plan.host_count(),
+                                    self.release
+                                ),
+                            };
                             return Ok(self.pause(why).await);
                         }
                         Pause::For(d) if !d.is_zero() => {
@@ -178,54 +188,16 @@ impl<'a> Executor<'a> {
                 }
             }
             let step = self.state.plan.steps[k].clone();
-            let new: Vec<usize> = step
-                .hosts
-                .iter()
-                .filter_map(|h| index.get(h.as_str()).copied())
-                .collect();
-            fleet.reporter.info(&format!(
-                "step {} of {total}: switching {} host(s) to {} ({} of {} in total): {}",
-                k + 1,
-                new.len(),
-                self.release,
-                step.total,
-                self.state.plan.host_count(),
-                step.hosts.join(", ")
-            ));
-            let before = self.switched_through(k);
-            let mut switched = before.clone();
-            for wave in new.chunks(rollout.max_parallel.max(1)) {
-                let results = fleet
-                    .step_on(wave, "switch", self.switch, None, stage.timeouts.command)
-                    .await;
-                let mut failed = None;
-                for (i, r) in &results {
-                    match r {
-                        Ok(_) => switched.push(*i),
-                        Err(m) => {
-                            // A failed switch may have happened half-way: send it back too.
-                            switched.push(*i);
-                            failed.get_or_insert(format!("{}: switch failed: {m}", fleet.name(*i)));
-                        }
-                    }
-                }
-                if let Some(reason) = failed {
-                    return Err(self.fail(switched, reason).await);
-                }
-            }
-            // A test hook: the moment between a step's switch and its restart.
-            if let Err(m) = crate::fault::point("deploy.after-switch").await {
-                return Err(self.fail(switched, m).await);
-            }
-            if !stage.restart_hooks.is_empty() {
-                for wave in new.chunks(rollout.max_parallel.max(1)) {
-                    let results = run_restart(fleet, wave, &self.release).await;
-                    if let Some((i, Err(m))) = results.iter().find(|(_, r)| r.is_err()) {
-                        let reason = format!("{}: restart failed: {m}", fleet.name(*i));
-                        return Err(self.fail(switched, reason).await);
-                    }
-                }
-            }
+            let switched = match self.traffic {
+                Some(driver) => match self.move_users(driver, k, step.percent).await {
+                    Ok(all) => all,
+                    Err(reason) => return Err(self.fail(vec![], reason).await),
+                },
+                None => match self.switch_hosts(&step, k, &index).await {
+                    Ok(switched) => switched,
+                    Err(failure) => return Err(failure),
+                },
+            };
             self.event("switched", Some(k + 1)).await;
             if let Some(health) = &stage.health {
                 fleet.reporter.info(&format!(
@@ -234,9 +206,14 @@ impl<'a> Executor<'a> {
                     switched.len(),
                     humantime::format_duration(health.window)
                 ));
+                // With [traffic], the gate checks the new slot's instance.
+                let gate_health = match (self.traffic, &self.state.traffic) {
+                    (Some(driver), Some(t)) => driver.slot_health(health, t.canary),
+                    _ => health.clone(),
+                };
                 let interrupt = self.interrupt.clone();
                 let outcome = tokio::select! {
-                    outcome = gate::run(fleet, &switched, health, &self.release) => outcome,
+                    outcome = gate::run(fleet, &switched, &gate_health, &self.release) => outcome,
                     signal = interrupt.wait() => {
                         let why = format!(
                             "{signal} received during the gate of step {}: its hosts are switched but not judged (`rollout resume` gates them again)",
@@ -307,6 +284,29 @@ impl<'a> Executor<'a> {
             }
             self.save().await;
         }
+        if let (Some(driver), Some(mut t)) = (self.traffic, self.state.traffic.clone()) {
+            // Everyone is on the new slot: it becomes the stable one and `current`
+            // follows; recorded before the old slot is touched, so a deployer killed
+            // from here on leaves a rollout that `resume` finishes (abort refuses it).
+            if !t.promoted {
+                let promoted =
+                    crate::traffic::promote(driver, &mut t, &self.release, self.switch, fleet)
+                        .await;
+                self.state.traffic = Some(t.clone());
+                if let Err(reason) = promoted {
+                    let all = fleet.all();
+                    return Err(self.fail(all, reason).await);
+                }
+                self.save().await;
+                self.event("traffic", None).await;
+            }
+            // A test hook: promoted and recorded, the old slot not yet retired.
+            let _ = crate::fault::point("traffic.after-promote").await;
+            // Then the old slot drains and stops (again, harmlessly, on a resume).
+            for w in crate::traffic::retire(driver, &t).await {
+                fleet.reporter.warning(None, &w);
+            }
+        }
         if let Some(pool) = self.state.pool.clone() {
             // Blue-green: the idle pool passed its gate; move traffic to it. The other
             // pool stays on its release, ready for `slipway rollback`.
@@ -340,6 +340,108 @@ impl<'a> Executor<'a> {
                 .warning(None, &format!("post_rollout: {why}"));
         }
         Ok(Progress::Done)
+    }
+
+    /// One host step: switch the step's hosts (in waves of `max_parallel`), then their
+    /// restart hooks. Returns every host switched so far, or the failure to roll back.
+    async fn switch_hosts(
+        &mut self,
+        step: &super::plan::Step,
+        k: usize,
+        index: &BTreeMap<&'a str, usize>,
+    ) -> Result<Vec<usize>, Failure> {
+        let fleet = self.fleet;
+        let stage = &fleet.stage;
+        let rollout = &stage.rollout;
+        let total = self.state.plan.steps.len();
+        let new: Vec<usize> = step
+            .hosts
+            .iter()
+            .filter_map(|h| index.get(h.as_str()).copied())
+            .collect();
+        fleet.reporter.info(&format!(
+            "step {} of {total}: switching {} host(s) to {} ({} of {} in total): {}",
+            k + 1,
+            new.len(),
+            self.release,
+            step.total,
+            self.state.plan.host_count(),
+            step.hosts.join(", ")
+        ));
+        let mut switched = self.switched_through(k);
+        for wave in new.chunks(rollout.max_parallel.max(1)) {
+            let results = fleet
+                .step_on(wave, "switch", self.switch, None, stage.timeouts.command)
+                .await;
+            let mut failed = None;
+            for (i, r) in &results {
+                match r {
+                    Ok(_) => switched.push(*i),
+                    Err(m) => {
+                        // A failed switch may have happened half-way: send it back too.
+                        switched.push(*i);
+                        failed.get_or_insert(format!("{}: switch failed: {m}", fleet.name(*i)));
+                    }
+                }
+            }
+            if let Some(reason) = failed {
+                return Err(self.fail(switched, reason).await);
+            }
+        }
+        // A test hook: the moment between a step's switch and its restart.
+        if let Err(m) = crate::fault::point("deploy.after-switch").await {
+            return Err(self.fail(switched, m).await);
+        }
+        if !stage.restart_hooks.is_empty() {
+            for wave in new.chunks(rollout.max_parallel.max(1)) {
+                let results = run_restart(fleet, wave, &self.release).await;
+                if let Some((i, Err(m))) = results.iter().find(|(_, r)| r.is_err()) {
+                    let reason = format!("{}: restart failed: {m}", fleet.name(*i));
+                    return Err(self.fail(switched, reason).await);
+                }
+            }
+        }
+        Ok(switched)
+    }
+
+    /// One user step (`[traffic]`): before the first, the new slot is prepared (linked,
+    /// started, healthy); then `percent` of users go to it on every host, and the state
+    /// records the split in force. Returns every host (all of them serve the step).
+    async fn move_users(
+        &mut self,
+        driver: &crate::traffic::Driver<'_>,
+        k: usize,
+        percent: Option<f64>,
+    ) -> Result<Vec<usize>, String> {
+        let fleet = self.fleet;
+        let total = self.state.plan.steps.len();
+        let Some(mut t) = self.state.traffic.clone() else {
+            return Err(
+                "the rollout state has no traffic record (was it started without [traffic]?)"
+                    .into(),
+            );
+        };
+        if k == 0 && !t.promoted {
+            crate::traffic::prepare(driver, &t, &self.release).await?;
+        }
+        let percent = percent.unwrap_or(100.0);
+        fleet.reporter.info(&format!(
+            "step {} of {total}: {}% of users to slot {} ({}) on {} host(s)",
+            k + 1,
+            crate::traffic::split::trim(percent),
+            t.canary,
+            self.release,
+            fleet.len()
+        ));
+        driver
+            .apply(&t.split(self.release.as_str(), percent))
+            .await?;
+        t.percent = percent;
+        self.state.traffic = Some(t);
+        self.save().await;
+        // A test hook: a step's traffic is in force, its gate not begun.
+        crate::fault::point("traffic.after-step").await?;
+        Ok(fleet.all())
     }
 
     /// The reason of a `rollout pause` recorded on the hosts since this run last wrote.

@@ -82,6 +82,10 @@ pub struct RolloutState {
     /// release, ready for `slipway rollback` to move traffic back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_pool: Option<String>,
+    /// `[traffic]`: the slots, the share of users in force and the salt (see
+    /// `traffic::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::traffic::TrafficState>,
     pub started_by: String,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -323,6 +327,7 @@ mod tests {
             pool: None,
             live_pool: None,
             previous_pool: None,
+            traffic: None,
             started_by: "ci@runner".into(),
             started_at: now,
             updated_at: now,

@@ -114,6 +114,55 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
         ),
         ("switch", switch(&layout, None, "n1", &[])),
         (
+            "switch_link",
+            switch_link(
+                &layout,
+                crate::layout::Link::Slot("b"),
+                Some(&id),
+                "n1'$(x)",
+                &[(id.clone(), json.into())],
+            ),
+        ),
+        (
+            "install_include",
+            install_include(
+                "/etc/nginx/it's $(x).conf",
+                "# it's\nupstream a { server 127.0.0.1:1; }\n$(x) `y`\n",
+                "nginx -t -p '/srv/a b'",
+                "nginx -s reload; echo \"$X\"",
+                "/run/it's.pid",
+            ),
+        ),
+        (
+            "slot_commands",
+            slot_commands(
+                "start",
+                &layout,
+                &env,
+                "a",
+                "unix:/run/it's.sock",
+                "{host}",
+                &hooks_run,
+            ),
+        ),
+        (
+            "slot_commands",
+            slot_commands("stop", &layout, &env, "b", "8002", "127.0.0.1", &hooks_run),
+        ),
+        (
+            "drain",
+            drain("/run/it's $(x).pid", Some(("::1", 8001)), 30),
+        ),
+        ("drain", drain("/run/nginx.pid", None, 0)),
+        (
+            "read_traffic",
+            read_traffic(&layout, "/etc/nginx/it's.conf"),
+        ),
+        (
+            "proxy_check",
+            proxy_check("nginx", "nginx-light", "/etc/nginx/it's.conf", "nginx -t"),
+        ),
+        (
             "remove_releases",
             remove_releases(&layout, &[id.clone(), prev.clone()]),
         ),

@@ -14,6 +14,7 @@
 //! - `prune`: removing, archiving and restoring releases.
 //! - `db`: database snapshots, restores, sqlite, migrations, migration commands.
 //! - `rollout`, `audit`: the state files beside the releases.
+//! - `traffic`: the proxy's include, the slots' instances, draining (`[traffic]`).
 //!
 //! Every public script function is rendered by [`all_for_check`] and checked by
 //! `sh -n` and shellcheck (see `check.rs`); a test fails when one is missing there.
@@ -28,6 +29,7 @@ mod probe;
 mod prune;
 mod rollout;
 mod switch;
+mod traffic;
 mod upload;
 mod verify;
 
@@ -45,7 +47,10 @@ pub use prune::{
     archive_and_remove, discard_release, remove_new_release, remove_releases, restore_release,
 };
 pub use rollout::{read_rollout, write_rollout};
-pub use switch::{switch, write_meta, write_meta_if_present};
+pub use switch::{switch, switch_link, write_meta, write_meta_if_present};
+pub use traffic::{
+    EXIT_PROXY_REFUSED, drain, install_include, proxy_check, read_traffic, slot_commands,
+};
 pub use upload::{
     BUILT_OVER, finalize, make_read_only, read_manifest, receive, remove_partial, upload,
 };

@@ -1,7 +1,7 @@
 //! Moving `current` and writing release records.
 
 use super::PRELUDE;
-use crate::layout::{Layout, RELEASE_META, ReleaseId, quote};
+use crate::layout::{Layout, Link, RELEASE_META, ReleaseId, quote};
 
 /// Writes a release's record atomically (a temporary file renamed over the old one).
 pub fn write_meta(layout: &Layout, id: &ReleaseId, meta_line: &str) -> String {
@@ -34,6 +34,18 @@ pub fn switch(
     nonce: &str,
     records: &[(ReleaseId, String)],
 ) -> String {
+    switch_link(layout, Link::Current, target, nonce, records)
+}
+
+/// [`switch`] for any link the engine moves: `current`, or a traffic slot's link
+/// (`slots/a`, `slots/b`), by the same rename under the same per-host lock.
+pub fn switch_link(
+    layout: &Layout,
+    link: Link,
+    target: Option<&ReleaseId>,
+    nonce: &str,
+    records: &[(ReleaseId, String)],
+) -> String {
     // Once begun, a switch runs to its end on the host even if the deployer dies (its
     // session closed): otherwise `current` could be renamed but the records not written
     // (found by tests/faults: a SIGKILL during the switch left `current` on a release
@@ -46,19 +58,26 @@ pub fn switch(
         "{PRELUDE}trap '' HUP PIPE INT TERM\nd={d}\nif [ -d \"$d/.slipway\" ] && command -v flock >/dev/null 2>&1; then exec 9>>\"$d/.slipway/switch.lock\" && flock -w 60 9; fi\n",
         d = quote(layout.deploy_to())
     );
+    let path = quote(&layout.link(link));
+    if let Link::Slot(_) = link {
+        s.push_str(&format!(
+            "mkdir -p -- {} || exit 1\n",
+            quote(&layout.slots())
+        ));
+    }
     match target {
         Some(id) => {
-            let tmp = quote(&layout.current_tmp(id, nonce));
+            let tmp = quote(&layout.link_tmp(link, id, nonce));
             s.push_str(&format!(
                 "[ -f {meta} ] || {{ echo \"release {id} is not complete on this host (no {RELEASE_META})\" >&2; exit 1; }}\n\
                  {{ [ ! -L {tmp} ] || rm -f -- {tmp}; }}\n\
                  ln -s -- {link} {tmp} || exit 1\n\
-                 mv -T -- {tmp} \"$d/current\" || {{ rm -f -- {tmp}; echo \"renaming the new link over $d/current failed\" >&2; exit 1; }}\n",
+                 mv -T -- {tmp} {path} || {{ rm -f -- {tmp}; echo \"renaming the new link over \"{path}\" failed\" >&2; exit 1; }}\n",
                 meta = quote(&format!("{}/{RELEASE_META}", layout.release(id))),
-                link = quote(&Layout::current_target(id)),
+                link = quote(&Layout::link_target(link, id)),
             ));
         }
-        None => s.push_str("rm -f -- \"$d/current\" || exit 1\n"),
+        None => s.push_str(&format!("rm -f -- {path} || exit 1\n")),
     }
     for (id, line) in records {
         s.push_str(&write_meta(layout, id, line));
