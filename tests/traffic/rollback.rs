@@ -176,7 +176,10 @@ fn a_deployer_killed_mid_step_leaves_a_split_that_resume_and_abort_finish() {
     t.write_app("v2", None);
     let mut child = t
         .command(&["deploy", "test"])
-        .env("SLIPWAY_FAULT", "traffic.after-step:pause")
+        .env(
+            "SLIPWAY_FAULT",
+            crate::hosts::fault("traffic.after-step:pause"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -265,7 +268,10 @@ fn a_deployer_killed_after_promotion_is_finished_by_resume_not_undone_by_abort()
     t.write_app("v2", None);
     let mut child = t
         .command(&["deploy", "test"])
-        .env("SLIPWAY_FAULT", "traffic.after-promote:pause")
+        .env(
+            "SLIPWAY_FAULT",
+            crate::hosts::fault("traffic.after-promote:pause"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
