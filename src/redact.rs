@@ -117,6 +117,11 @@ fn scrub_values(text: &str) -> String {
             continue;
         };
         let mut j = i + key.len();
+        // A file's name, not a key: `/etc/passwd: No such file` has no secret in it.
+        if i > 0 && matches!(bytes[i - 1], b'/' | b'.') {
+            i = j;
+            continue;
+        }
         // The rest of the key's word (`password_hash` is not a password).
         if j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
             i = j;
@@ -168,6 +173,14 @@ fn scrub_values(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_ending_in_a_key_word_is_not_a_secret() {
+        let text = "cannot open ../../etc/passwd: No such file or directory";
+        assert_eq!(scrub(text), text);
+        assert_eq!(scrub("~/.secret: missing"), "~/.secret: missing");
+        assert_eq!(scrub("DB_PASSWORD: hunter22"), "DB_PASSWORD: ***");
+    }
 
     #[test]
     fn masks_the_forms_frameworks_print() {
