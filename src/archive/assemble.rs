@@ -86,9 +86,7 @@ pub(super) fn assemble(
             }
             Body::Symlink { target } => {
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-                builder
-                    .append_link(&mut h, &path, &target)
-                    .map_err(tar_err)?;
+                append_symlink(&mut builder, &mut h, &path, target.as_bytes()).map_err(tar_err)?;
                 entry(
                     path.clone(),
                     EntryKind::Symlink,
@@ -210,6 +208,38 @@ impl<R: Read> Read for Hashing<R> {
             }
         }
     }
+}
+
+/// Appends a symlink whose target is written byte for byte. The tar crate's
+/// `append_link` normalises a target as a path (`/` became `//`, `a/./b` became `a/b`,
+/// `dir//x/` became `dir/x/`), and a symlink must arrive pointing exactly where it did;
+/// a target longer than the header's 100 bytes goes in a GNU long-link entry first, as
+/// GNU tar writes it.
+pub(super) fn append_symlink<W: io::Write>(
+    builder: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &str,
+    target: &[u8],
+) -> io::Result<()> {
+    const FIELD: usize = 100;
+    if target.len() > FIELD {
+        let mut long = tar::Header::new_gnu();
+        let name = b"././@LongLink";
+        if let Some(gnu) = long.as_gnu_mut() {
+            gnu.name[..name.len()].copy_from_slice(name);
+        }
+        long.set_entry_type(tar::EntryType::GNULongLink);
+        long.set_mode(0o644);
+        long.set_uid(0);
+        long.set_gid(0);
+        long.set_mtime(0);
+        // With its terminating NUL, as GNU tar writes it.
+        long.set_size(target.len() as u64 + 1);
+        long.set_cksum();
+        builder.append(&long, target.chain(&[0u8][..]))?;
+    }
+    h.set_link_name_literal(&target[..target.len().min(FIELD)])?;
+    builder.append_data(h, path, io::empty())
 }
 
 fn entry(
@@ -340,6 +370,15 @@ mod tests {
         let long = "d".repeat(120);
         write(dir.path(), &format!("{long}/{long}.txt"), "long path");
         symlink("t".repeat(150), dir.path().join("long-target")).unwrap();
+        // Targets the tar crate would normalise as paths: they arrive as written.
+        for (name, target) in [
+            ("root", "/".to_string()),
+            ("dots", "a/./b/../c".to_string()),
+            ("slashes", "dir//x/".to_string()),
+            ("long-slashes", format!("{}//end/", "s/".repeat(80))),
+        ] {
+            symlink(&target, dir.path().join(name)).unwrap();
+        }
         fs::create_dir(dir.path().join("empty")).unwrap();
         let archive = build(&dir_source(dir.path(), &[])).unwrap();
 
@@ -356,6 +395,14 @@ mod tests {
             "long path"
         );
         assert!(out.path().join("empty").is_dir());
+        for name in ["root", "dots", "slashes", "long-slashes", "long-target"] {
+            let entry = find(&archive, name);
+            assert_eq!(
+                fs::read_link(out.path().join(name)).unwrap().to_str(),
+                entry.target.as_deref(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
