@@ -269,6 +269,24 @@ mod tests {
     }
 
     #[test]
+    fn paths_up_to_4000_bytes_are_carried_and_longer_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // 15 names of 250 bytes and one of 235: 4,000 bytes with the slashes.
+        let parent = vec!["d".repeat(250); 15].join("/");
+        let fits = format!("{parent}/{}", "f".repeat(235));
+        assert_eq!(fits.len(), 4000);
+        write(dir.path(), &fits, "deep");
+        let archive = build(&dir_source(dir.path(), &[])).unwrap();
+        assert!(paths(&archive).contains(&fits.as_str()));
+
+        let long = format!("{parent}/{}", "g".repeat(236));
+        write(dir.path(), &long, "deeper");
+        let err = build(&dir_source(dir.path(), &[])).unwrap_err();
+        assert!(matches!(err, ArchiveError::PathTooLong { bytes: 4001, .. }), "{err}");
+        assert!(err.to_string().contains(&long), "{err}");
+    }
+
+    #[test]
     fn a_broken_gitignore_line_stops_the_build() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "app.rs", "x");

@@ -26,6 +26,10 @@ pub enum ArchiveError {
         "source: path {path:?} contains a newline or control character (rename it, or add it to [source] exclude)"
     )]
     ControlCharInPath { path: String },
+    #[error(
+        "source: path {path} is {bytes} bytes long, more than the 4000 a release path may have (hosts limit a whole path to 4095 bytes); shorten it, or add it to [source] exclude"
+    )]
+    PathTooLong { path: String, bytes: usize },
     /// `target` is shown escaped, like a path that is not UTF-8.
     #[error(
         "source: symlink {path} has an unusable target \"{target}\": {reason} (change the link, or add it to [source] exclude)"

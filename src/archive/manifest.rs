@@ -162,10 +162,22 @@ pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
     s
 }
 
+/// The longest path a release may hold, in bytes. Hosts limit a whole path to 4,095
+/// bytes (PATH_MAX); every command slipway runs there reaches a release's files by a
+/// path relative to a release directory (`../ID.partial/` and the like, under 30 bytes),
+/// so 4,000 leaves room on any host, whatever `deploy_to` is.
+pub const MAX_PATH_BYTES: usize = 4000;
+
 /// A manifest path: non-empty, relative, no `.`/`..`/empty segments, no control
 /// characters (they would break the JSON-lines file's readers and remote shell
-/// commands downstream).
+/// commands downstream), at most [`MAX_PATH_BYTES`].
 pub(super) fn check_path(path: &str) -> Result<(), ArchiveError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(ArchiveError::PathTooLong {
+            path: path.to_string(),
+            bytes: path.len(),
+        });
+    }
     if path.chars().any(char::is_control) {
         return Err(ArchiveError::ControlCharInPath {
             path: path.to_string(),

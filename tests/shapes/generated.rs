@@ -53,7 +53,12 @@ fn generated_release_shapes_deploy_byte_identical_or_are_refused_at_the_source()
             Via::Local => &local,
             Via::Ssh => &ssh,
         };
-        run_case(target, &shape, &mut stats.borrow_mut()).map_err(TestCaseError::fail)
+        let t = Instant::now();
+        let r = run_case(target, &shape, &mut stats.borrow_mut()).map_err(TestCaseError::fail);
+        if std::env::var_os("SLIPWAY_SHAPES_TRACE").is_some() {
+            eprintln!("{:>6.2}s {:?} {} items redeploy={} flaw={}", t.elapsed().as_secs_f64(), shape.via, shape.items.len(), shape.redeploy, shape.flaw.is_some());
+        }
+        r
     });
     let stats = stats.into_inner();
     println!(
