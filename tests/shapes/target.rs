@@ -70,6 +70,22 @@ impl Target {
         t
     }
 
+    /// A `local` stage whose `deploy_to` is `pad` bytes longer than usual (a release's
+    /// deepest path plus `deploy_to` then exceed PATH_MAX).
+    pub fn local_padded(keep_releases: usize, pad: usize) -> Target {
+        let mut t = Target::local(keep_releases);
+        let padding = vec!["p".repeat(50); pad.div_ceil(51)].join("/");
+        t.deploy_to = t.dir.path().join("h").join(padding).join("app").display().to_string();
+        t
+    }
+
+    /// Deploys the source directory of `other` (a symlink to it), not one of its own.
+    pub fn use_source_of(&self, other: &Target) {
+        let source = self.source();
+        fs::remove_dir_all(&source).expect("remove the source dir");
+        std::os::unix::fs::symlink(other.source(), &source).expect("link the source dir");
+    }
+
     /// An ssh stage on one new sshd test host, `deploy_to = "/srv/app"`.
     pub fn ssh(keep_releases: usize) -> Target {
         let t = Target {
