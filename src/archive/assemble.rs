@@ -77,9 +77,7 @@ pub(super) fn assemble(
                     .map_err(tar_err)?;
                 entry(path.clone(), EntryKind::Dir, 0o755, 0, None, None)
             }
-            Body::Disk { file, executable } => {
-                disk_entry(&mut builder, &path, &file, executable)?
-            }
+            Body::Disk { file, executable } => disk_entry(&mut builder, &path, &file, executable)?,
             Body::Bytes { data, executable } => {
                 let size = data.len() as u64;
                 file_entry(&mut builder, &path, &data[..], size, executable)?

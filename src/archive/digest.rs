@@ -65,7 +65,9 @@ fn sha256_hex(data: &[u8]) -> String {
 #[cfg(test)]
 fn blake2b_hex(data: &[u8]) -> String {
     use blake2::Digest;
-    hex(&blake2::Blake2b::<blake2::digest::consts::U32>::digest(data))
+    hex(&blake2::Blake2b::<blake2::digest::consts::U32>::digest(
+        data,
+    ))
 }
 
 #[cfg(test)]

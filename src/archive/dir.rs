@@ -22,10 +22,7 @@ use super::error::{ArchiveError, io_reason};
 use super::node::{Body, Node, symlink_target, utf8_path};
 use super::source::is_excluded;
 
-pub(super) fn walk_dir(
-    root: &Path,
-    excluded: &Gitignore,
-) -> Result<Vec<Node>, ArchiveError> {
+pub(super) fn walk_dir(root: &Path, excluded: &Gitignore) -> Result<Vec<Node>, ArchiveError> {
     let filter_root = root.to_path_buf();
     let filter_excluded = excluded.clone();
     let walker = ignore::WalkBuilder::new(root)
@@ -239,10 +236,16 @@ mod tests {
         assert_eq!(paths(&archive), ["app.rs", "tmp"]);
 
         let fifo = dir.path().join("tmp/queue");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         let err = build(&dir_source(dir.path(), &["*.sock"])).unwrap_err();
-        assert!(matches!(err, ArchiveError::SpecialFile { what: "fifo", .. }), "{err}");
+        assert!(
+            matches!(err, ArchiveError::SpecialFile { what: "fifo", .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("tmp/queue is a fifo"), "{err}");
     }
 
@@ -263,7 +266,10 @@ mod tests {
         fs::write(dir.path().join(name), "x").unwrap();
         let err = build(&dir_source(dir.path(), &[])).unwrap_err();
         assert!(matches!(err, ArchiveError::NonUtf8Path { .. }), "{err}");
-        assert!(err.to_string().contains(r#"path "caf\xe9.txt" is not"#), "{err}");
+        assert!(
+            err.to_string().contains(r#"path "caf\xe9.txt" is not"#),
+            "{err}"
+        );
         // ... and can be excluded.
         assert!(build(&dir_source(dir.path(), &["caf*.txt"])).is_ok());
     }
@@ -282,7 +288,10 @@ mod tests {
         let long = format!("{parent}/{}", "g".repeat(236));
         write(dir.path(), &long, "deeper");
         let err = build(&dir_source(dir.path(), &[])).unwrap_err();
-        assert!(matches!(err, ArchiveError::PathTooLong { bytes: 4001, .. }), "{err}");
+        assert!(
+            matches!(err, ArchiveError::PathTooLong { bytes: 4001, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains(&long), "{err}");
     }
 

@@ -100,7 +100,13 @@ mod tests {
     #[test]
     fn names_that_cannot_be_printed_are_escaped() {
         assert_eq!(escaped(b"caf\xe9.txt"), r"caf\xe9.txt");
-        assert_eq!(escaped(b"a\nb \"q\" \\ \xff\xfe"), r#"a\nb \"q\" \\ \xff\xfe"#);
-        assert_eq!(escaped("d\u{e9}j\u{e0}/\u{1F600}".as_bytes()), "d\u{e9}j\u{e0}/\u{1F600}");
+        assert_eq!(
+            escaped(b"a\nb \"q\" \\ \xff\xfe"),
+            r#"a\nb \"q\" \\ \xff\xfe"#
+        );
+        assert_eq!(
+            escaped("d\u{e9}j\u{e0}/\u{1F600}".as_bytes()),
+            "d\u{e9}j\u{e0}/\u{1F600}"
+        );
     }
 }

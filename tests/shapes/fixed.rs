@@ -80,7 +80,11 @@ fn a_3_gib_file_arrives_byte_identical_through_ssh() {
     let big = ssh.source().join("big.bin");
     let file = fs::File::create(&big).expect("create big.bin");
     file.set_len(SIZE).expect("size big.bin");
-    for (offset, bytes) in [(0, &b"start"[..]), (SIZE / 2 + 7, b"middle"), (SIZE - 4, b"end\n")] {
+    for (offset, bytes) in [
+        (0, &b"start"[..]),
+        (SIZE / 2 + 7, b"middle"),
+        (SIZE - 4, b"end\n"),
+    ] {
         file.write_all_at(bytes, offset).expect("write big.bin");
     }
     drop(file);
@@ -89,7 +93,8 @@ fn a_3_gib_file_arrives_byte_identical_through_ssh() {
     let started = Instant::now();
     deployed(ssh.deploy_within(Duration::from_secs(600)));
     let took = started.elapsed();
-    let on_host = ssh.on_host_sh("b2sum /srv/app/current/big.bin && stat -c '%s %a' /srv/app/current/big.bin");
+    let on_host = ssh
+        .on_host_sh("b2sum /srv/app/current/big.bin && stat -c '%s %a' /srv/app/current/big.bin");
     let mut lines = on_host.lines();
     let got = lines.next().and_then(|l| l.split_whitespace().next());
     assert_eq!(got, Some(want.as_str()), "b2sum on the host: {on_host}");
@@ -132,13 +137,19 @@ fn sockets_and_fifos_in_the_source_are_refused_naming_them() {
             .status()
             .expect("mkfifo");
         assert!(status.success());
-        refused(&target, "source: tmp/work queue is a fifo, which a release cannot carry");
+        refused(
+            &target,
+            "source: tmp/work queue is a fifo, which a release cannot carry",
+        );
 
         // The remedy the message names works.
         fs::write(source.join(".gitignore"), "/tmp/work queue\n").unwrap();
         deployed(target.deploy());
         let release = target.current_release().unwrap();
-        assert_eq!(fs::read_to_string(release.join("index.html")).unwrap(), "v2\n");
+        assert_eq!(
+            fs::read_to_string(release.join("index.html")).unwrap(),
+            "v2\n"
+        );
         assert!(!release.join("tmp/work queue").exists());
     }
 }
@@ -168,7 +179,9 @@ fn a_path_over_4000_bytes_is_refused_naming_it() {
         fs::write(source.join(&long), "too deep").unwrap();
         refused(
             &target,
-            &format!("source: path {long} is 4001 bytes long, more than the 4000 a release path may have"),
+            &format!(
+                "source: path {long} is 4001 bytes long, more than the 4000 a release path may have"
+            ),
         );
     }
 }
@@ -197,7 +210,11 @@ fn a_4000_byte_path_deploys_and_is_linked_under_a_long_deploy_to() {
             .arg(&deep)
             .output()
             .expect("run sh");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(in_release(&second, "cat -- \"$2\""), "deep\n");

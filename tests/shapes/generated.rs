@@ -30,7 +30,9 @@ fn env_number(name: &str) -> Option<u64> {
 fn generated_release_shapes_deploy_byte_identical_or_are_refused_at_the_source() {
     let seed = env_number("SLIPWAY_SHAPES_SEED").unwrap_or(DEFAULT_SEED);
     let cases = env_number("SLIPWAY_SHAPES_CASES").map_or(DEFAULT_CASES, |n| n as u32);
-    println!("release shapes: seed {seed:#x} ({cases} cases; replay with SLIPWAY_SHAPES_SEED={seed:#x})");
+    println!(
+        "release shapes: seed {seed:#x} ({cases} cases; replay with SLIPWAY_SHAPES_SEED={seed:#x})"
+    );
     let mut bytes = [0u8; 32];
     for (i, chunk) in bytes.chunks_mut(8).enumerate() {
         chunk.copy_from_slice(&seed.wrapping_add(i as u64).to_le_bytes());
@@ -42,7 +44,8 @@ fn generated_release_shapes_deploy_byte_identical_or_are_refused_at_the_source()
         max_shrink_iters: 60,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
 
     let local = Target::local(2);
     let ssh = Target::ssh(2);
@@ -56,7 +59,14 @@ fn generated_release_shapes_deploy_byte_identical_or_are_refused_at_the_source()
         let t = Instant::now();
         let r = run_case(target, &shape, &mut stats.borrow_mut()).map_err(TestCaseError::fail);
         if std::env::var_os("SLIPWAY_SHAPES_TRACE").is_some() {
-            eprintln!("{:>6.2}s {:?} {} items redeploy={} flaw={}", t.elapsed().as_secs_f64(), shape.via, shape.items.len(), shape.redeploy, shape.flaw.is_some());
+            eprintln!(
+                "{:>6.2}s {:?} {} items redeploy={} flaw={}",
+                t.elapsed().as_secs_f64(),
+                shape.via,
+                shape.items.len(),
+                shape.redeploy,
+                shape.flaw.is_some()
+            );
         }
         r
     });
@@ -75,7 +85,9 @@ fn generated_release_shapes_deploy_byte_identical_or_are_refused_at_the_source()
         Err(TestError::Fail(reason, shape)) => panic!(
             "release shapes failed (seed {seed:#x}; replay with SLIPWAY_SHAPES_SEED={seed:#x}):\n{reason}\nminimal failing shape:\n{shape:?}"
         ),
-        Err(TestError::Abort(reason)) => panic!("release shapes aborted (seed {seed:#x}): {reason}"),
+        Err(TestError::Abort(reason)) => {
+            panic!("release shapes aborted (seed {seed:#x}): {reason}")
+        }
     }
 }
 
@@ -129,7 +141,10 @@ fn deploy_and_verify(target: &Target, tree: &Tree) -> Result<(), String> {
         .current_release()
         .ok_or("no current release on the host")?;
     if !release.ends_with(&id) {
-        return Err(format!("current is {}, the deploy said {id}", release.display()));
+        return Err(format!(
+            "current is {}, the deploy said {id}",
+            release.display()
+        ));
     }
     tree.verify(&release)
         .map_err(|e| format!("release {id} differs from its source:\n{e}"))

@@ -13,7 +13,6 @@
 //!
 //! Needs root and sshd, like tests/e2e (run with `scripts/test`).
 
-#[allow(dead_code)]
 #[path = "../support/hosts.rs"]
 mod hosts;
 

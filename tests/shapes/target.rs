@@ -75,7 +75,14 @@ impl Target {
     pub fn local_padded(keep_releases: usize, pad: usize) -> Target {
         let mut t = Target::local(keep_releases);
         let padding = vec!["p".repeat(50); pad.div_ceil(51)].join("/");
-        t.deploy_to = t.dir.path().join("h").join(padding).join("app").display().to_string();
+        t.deploy_to = t
+            .dir
+            .path()
+            .join("h")
+            .join(padding)
+            .join("app")
+            .display()
+            .to_string();
         t
     }
 
@@ -184,10 +191,7 @@ impl Target {
             Ok(output) => output.expect("wait for slipway"),
             Err(_) => {
                 // Only the child this call started, by its pid.
-                let _ = Command::new("kill")
-                    .arg("-9")
-                    .arg(pid.to_string())
-                    .status();
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
                 panic!("slipway {args:?} did not finish within {limit:?}");
             }
         };
@@ -298,6 +302,10 @@ fn short_tempdir() -> tempfile::TempDir {
         .prefix("shp.")
         .tempdir_in("/tmp")
         .expect("temp dir");
-    assert!(dir.path().as_os_str().len() < 24, "{}", dir.path().display());
+    assert!(
+        dir.path().as_os_str().len() < 24,
+        "{}",
+        dir.path().display()
+    );
     dir
 }
