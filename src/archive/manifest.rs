@@ -143,7 +143,7 @@ impl Manifest {
 
 /// `sha256sum -c` / `b2sum -l 256 -c` input for every file of the manifest. A name with
 /// a backslash is written in coreutils' escaped form (a leading `\`, the backslash
-/// doubled).
+/// doubled); a file named `-` at the top as `./-` (coreutils reads `-` as stdin).
 pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
     let mut s = String::new();
     for e in &manifest.entries {
@@ -152,7 +152,10 @@ pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
             Digest::Blake2b => e.blake2b.as_ref(),
         };
         if let (EntryKind::File, Some(hash)) = (e.kind, hash) {
-            if e.path.contains('\\') {
+            if e.path == "-" {
+                // The checkers read a file named `-` as their stdin: `./-` is the file.
+                s.push_str(&format!("{hash}  ./-\n"));
+            } else if e.path.contains('\\') {
                 s.push_str(&format!("\\{hash}  {}\n", e.path.replace('\\', "\\\\")));
             } else {
                 s.push_str(&format!("{hash}  {}\n", e.path));
@@ -285,9 +288,21 @@ mod tests {
     #[test]
     fn check_lists_escape_backslashes() {
         let m = Manifest {
-            entries: vec![file("a b", "1", 0o644), file("x\\y", "2", 0o644), dir("d")],
+            entries: vec![
+                file("-", "0", 0o644),
+                file("a b", "1", 0o644),
+                file("x\\y", "2", 0o644),
+                dir("d"),
+                file("d/-", "3", 0o644),
+            ],
         };
-        assert_eq!(check_list(&m, Digest::Sha256), "s1  a b\n\\s2  x\\\\y\n");
-        assert_eq!(check_list(&m, Digest::Blake2b), "b1  a b\n\\b2  x\\\\y\n");
+        assert_eq!(
+            check_list(&m, Digest::Sha256),
+            "s0  ./-\ns1  a b\n\\s2  x\\\\y\ns3  d/-\n"
+        );
+        assert_eq!(
+            check_list(&m, Digest::Blake2b),
+            "b0  ./-\nb1  a b\n\\b2  x\\\\y\nb3  d/-\n"
+        );
     }
 }

@@ -233,8 +233,14 @@ async fn run_deploy(
                 bytes_sent.fetch_add(whole.len(), std::sync::atomic::Ordering::Relaxed);
             }
             let results = fleet.step_on_each(&full, "upload", |_| receive(None), |_| Some(whole.clone()), timeouts.upload).await;
-            if let Some(e) = first_failure(fleet, "upload", &results) {
-                return Err(e);
+            // step_on_each returns a script that ran and failed as Ok: the whole release
+            // refused here is a failed upload, never a release to switch to.
+            for (i, r) in &results {
+                match r {
+                    Ok(out) if out.success() => {}
+                    Ok(out) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: out.message() }),
+                    Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: m.to_string() }),
+                }
             }
         }
         fault::point("deploy.after-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })

@@ -225,3 +225,61 @@ fn a_4000_byte_path_deploys_and_is_linked_under_a_long_deploy_to() {
         in_release(&second, "stat -c %i -- \"$2\"")
     );
 }
+
+#[test]
+fn a_whole_release_refused_after_an_incremental_one_stops_the_deploy_before_the_switch() {
+    // A host whose checkers reject everything: the incremental upload is refused (the
+    // deployer then sends the whole release), and so is the whole release. The deploy
+    // must stop at the upload, not go on to switch.
+    let target = Target::local(2);
+    let source = target.source();
+    fs::write(source.join("index.html"), "v1\n").unwrap();
+    fs::write(source.join("app.js"), "same\n").unwrap();
+    let first = deployed(target.deploy());
+    fs::write(source.join("index.html"), "v2\n").unwrap();
+
+    let bin = target.source().parent().unwrap().join("liar-bin");
+    fs::create_dir_all(&bin).unwrap();
+    for tool in ["b2sum", "sha256sum"] {
+        let path = bin.join(tool);
+        fs::write(
+            &path,
+            "#!/bin/sh\necho \"$0: checksum did NOT match\" >&2\nexit 1\n",
+        )
+        .unwrap();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = target.slipway_with_env(
+        &["deploy", "t"],
+        "",
+        &[("PATH", path)],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(
+        run.stderr.contains("sending the whole release"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("does not match its manifest"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        !run.stderr.contains("switching"),
+        "went on to switch: {}",
+        run.describe()
+    );
+    let current = target.current_release().unwrap();
+    assert!(current.ends_with(&first));
+    assert_eq!(
+        fs::read_to_string(current.join("index.html")).unwrap(),
+        "v1\n"
+    );
+}

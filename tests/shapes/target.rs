@@ -170,6 +170,18 @@ impl Target {
 
     /// Runs slipway with `extra` TOML added to the top level of the config.
     pub fn slipway_within(&self, args: &[&str], extra: &str, limit: Duration) -> Run {
+        self.slipway_with_env(args, extra, &[], limit)
+    }
+
+    /// Runs slipway with `extra` TOML in the config and `env` set (the `local`
+    /// transport's scripts inherit it).
+    pub fn slipway_with_env(
+        &self,
+        args: &[&str],
+        extra: &str,
+        env: &[(&str, String)],
+        limit: Duration,
+    ) -> Run {
         let config = self.dir.path().join("deploy.toml");
         fs::write(&config, self.config_text(extra)).expect("write deploy.toml");
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
@@ -178,6 +190,7 @@ impl Target {
             .args(args)
             .env_remove("SLIPWAY_FAULT")
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
