@@ -92,7 +92,12 @@ fn scrub_values(text: &str) -> String {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let Some(key) = KEYS.iter().find(|k| lower[i..].starts_with(*k)) else {
+        // Bytes, not str: `i` steps byte by byte, also inside multi-byte characters (a
+        // key is ASCII, so where one matches, `i` is a character boundary).
+        let Some(key) = KEYS
+            .iter()
+            .find(|k| lower.as_bytes()[i..].starts_with(k.as_bytes()))
+        else {
             i += 1;
             continue;
         };
@@ -148,6 +153,16 @@ fn scrub_values(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_with_multi_byte_characters_is_scrubbed_without_a_panic() {
+        let plain = "source: ü.sock is a socket, which a release cannot carry";
+        assert_eq!(scrub(plain), plain);
+        assert_eq!(
+            scrub("日本語 password=hunter2 😀 token: é"),
+            "日本語 password=*** 😀 token: ***"
+        );
+    }
 
     #[test]
     fn masks_the_forms_frameworks_print() {

@@ -1,7 +1,7 @@
 //! The property: every generated release shape deploys byte-identical or is refused at
 //! the source naming the path (exit 2, nothing changed on the host). Seeded: a run
 //! prints its seed, and `SLIPWAY_SHAPES_SEED=N` replays it; `SLIPWAY_SHAPES_CASES=N`
-//! sets the number of shapes (default 240). Shapes go, many after another, to the same
+//! sets the number of shapes (default 200). Shapes go, many after another, to the same
 //! app on two targets (`keep_releases = 2`): most through the `local` transport, about
 //! one in six through an sshd test host.
 
@@ -14,7 +14,7 @@ use crate::target::{Target, Via};
 
 /// The seed CI runs with; `SLIPWAY_SHAPES_SEED` overrides it.
 const DEFAULT_SEED: u64 = 0x5119_3a7e_0f5e_ed01;
-const DEFAULT_CASES: u32 = 240;
+const DEFAULT_CASES: u32 = 200;
 
 fn env_number(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
