@@ -28,6 +28,18 @@ fn env_number(name: &str) -> Option<u64> {
 
 #[test]
 fn generated_release_shapes_deploy_byte_identical_or_are_refused_at_the_source() {
+    // Proptest's value trees for these nested strategies recurse deeply while they
+    // generate and shrink (a debug build overflowed a test thread's 2 MiB stack).
+    let runner = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(run_property)
+        .expect("start the property's thread");
+    if let Err(panic) = runner.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn run_property() {
     let seed = env_number("SLIPWAY_SHAPES_SEED").unwrap_or(DEFAULT_SEED);
     let cases = env_number("SLIPWAY_SHAPES_CASES").map_or(DEFAULT_CASES, |n| n as u32);
     println!(
