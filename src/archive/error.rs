@@ -40,6 +40,16 @@ pub enum ArchiveError {
         reason: String,
     },
     #[error(
+        "source: [shared] path {shared} lies under the {what} {path} of the source{target}: linking it on the hosts would write through it (remove {path} from the source, or change [shared])"
+    )]
+    SharedUnderNonDir {
+        shared: String,
+        path: String,
+        what: &'static str,
+        /// ` (-> TARGET)` for a symlink, empty otherwise.
+        target: String,
+    },
+    #[error(
         "source contains {name}, which slipway writes into each release; rename it or add it to [source] exclude"
     )]
     Reserved { name: String },

@@ -124,6 +124,39 @@ impl Manifest {
         Ok(Manifest { entries })
     }
 
+    /// Checks that no `[shared]` path lies under a symlink or a file of the release.
+    /// The hosts replace each shared path of a new release by a link into `shared/`
+    /// (removing what the release has there first); under a symlink such as
+    /// `log -> /var/log`, `log/app` would be removed and linked outside the release.
+    pub fn check_shared(&self, shared: &[String]) -> Result<(), ArchiveError> {
+        let by_path: std::collections::BTreeMap<&str, &ManifestEntry> =
+            self.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        for s in shared {
+            let s = s.trim_matches('/');
+            for (i, _) in s.match_indices('/') {
+                let parent = &s[..i];
+                let Some(entry) = by_path.get(parent) else {
+                    continue;
+                };
+                let (what, target) = match entry.kind {
+                    EntryKind::Dir => continue,
+                    EntryKind::File => ("file", String::new()),
+                    EntryKind::Symlink => (
+                        "symlink",
+                        format!(" (-> {})", entry.target.as_deref().unwrap_or_default()),
+                    ),
+                };
+                return Err(ArchiveError::SharedUnderNonDir {
+                    shared: s.to_string(),
+                    path: parent.to_string(),
+                    what,
+                    target,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn file_count(&self) -> usize {
         self.entries
             .iter()
@@ -283,6 +316,34 @@ mod tests {
             let err = Manifest::from_json_lines(&text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_shared_path_under_a_symlink_or_a_file_of_the_release_is_refused() {
+        let mut link = dir("log");
+        link.kind = EntryKind::Symlink;
+        link.target = Some("/var/log".into());
+        let m = Manifest {
+            entries: vec![dir("config"), file("config/app.yml", "1", 0o644), link],
+        };
+        assert!(
+            m.check_shared(&["log".into(), "config/db.yml".into(), "tmp/pids".into()])
+                .is_ok()
+        );
+        let err = m.check_shared(&["log/app".into()]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "source: [shared] path log/app lies under the symlink log of the source (-> /var/log): \
+             linking it on the hosts would write through it (remove log from the source, or change [shared])"
+        );
+        let err = m
+            .check_shared(&["config/app.yml/x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lies under the file config/app.yml of the source:"),
+            "{err}"
+        );
     }
 
     #[test]

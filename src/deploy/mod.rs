@@ -39,7 +39,12 @@ pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let source = stage.source.clone();
     // The archive is built while the connections are being set up: both take a while
     // (hashing the tree; ssh key exchanges), neither needs the other.
-    let building = tokio::task::spawn_blocking(move || archive::build(&source));
+    let shared = stage.shared_paths();
+    let building = tokio::task::spawn_blocking(move || {
+        let archive = archive::build(&source)?;
+        archive.manifest.check_shared(&shared)?;
+        Ok::<_, archive::ArchiveError>(archive)
+    });
     let (archive, fleet) = tokio::join!(building, Fleet::connect(stage, ctx.reporter.clone()));
     let archive = match archive {
         Ok(Ok(archive)) => archive,

@@ -283,3 +283,39 @@ fn a_whole_release_refused_after_an_incremental_one_stops_the_deploy_before_the_
         "v1\n"
     );
 }
+
+#[test]
+fn a_shared_dir_under_a_symlink_of_the_source_is_refused_before_it_writes_through_it() {
+    // `[shared] dirs = ["log/app"]` and a source whose `log` links outside the release:
+    // replacing log/app by a link into shared/ would remove what the link points at.
+    let target = Target::local(2);
+    let outside = target.source().parent().unwrap().join("outside");
+    fs::create_dir_all(outside.join("app")).unwrap();
+    fs::write(outside.join("app/keep.txt"), "not the release's\n").unwrap();
+    let source = target.source();
+    fs::write(source.join("index.html"), "v1\n").unwrap();
+    std::os::unix::fs::symlink(&outside, source.join("log")).unwrap();
+    let before = target.snapshot();
+    let run = target.slipway_within(
+        &["deploy", "t"],
+        "[shared]\ndirs = [\"log/app\"]\n",
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 2, "{}", run.describe());
+    assert!(
+        run.stderr.contains(&format!(
+            "source: [shared] path log/app lies under the symlink log of the source (-> {})",
+            outside.display()
+        )),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        fs::read_to_string(outside.join("app/keep.txt")).unwrap(),
+        "not the release's\n"
+    );
+    assert!(
+        before == target.snapshot(),
+        "the refused deploy changed the host"
+    );
+}
