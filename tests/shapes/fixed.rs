@@ -319,3 +319,30 @@ fn a_shared_dir_under_a_symlink_of_the_source_is_refused_before_it_writes_throug
         "the refused deploy changed the host"
     );
 }
+
+#[test]
+fn a_file_named_dash_deploys_and_a_rollback_target_with_it_modified_is_refused() {
+    // coreutils' checkers read a file named `-` as stdin: the check lists name it `./-`.
+    let target = Target::local(3);
+    let source = target.source();
+    fs::write(source.join("-"), "dash v1\n").unwrap();
+    fs::write(source.join("index.html"), "v1\n").unwrap();
+    let first = deployed(target.deploy());
+    assert_eq!(
+        fs::read_to_string(target.current_release().unwrap().join("-")).unwrap(),
+        "dash v1\n"
+    );
+    fs::write(source.join("index.html"), "v2\n").unwrap();
+    deployed(target.deploy());
+
+    // The rollback target's `-` edited on the host (same size): refused, naming it.
+    let edited = target.on_host(&format!("releases/{first}/-"));
+    fs::write(&edited, "dash v0\n").unwrap();
+    let run = target.slipway_within(&["rollback", "t"], "", Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(
+        run.stderr.contains("does not match its manifest") && run.stderr.contains("-: FAILED"),
+        "{}",
+        run.describe()
+    );
+}
