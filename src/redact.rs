@@ -108,7 +108,8 @@ fn scrub_values(text: &str) -> String {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // Bytes, not `&lower[i..]`: `i` steps through multi-byte characters too.
+        // Bytes, not str: `i` steps byte by byte, also inside multi-byte characters (a
+        // key is ASCII, so where one matches, `i` is a character boundary).
         let Some(key) = KEYS
             .iter()
             .find(|k| lower.as_bytes()[i..].starts_with(k.as_bytes()))
@@ -180,6 +181,16 @@ mod tests {
         assert_eq!(scrub(text), text);
         assert_eq!(scrub("~/.secret: missing"), "~/.secret: missing");
         assert_eq!(scrub("DB_PASSWORD: hunter22"), "DB_PASSWORD: ***");
+    }
+
+    #[test]
+    fn text_with_multi_byte_characters_is_scrubbed_without_a_panic() {
+        let plain = "source: ü.sock is a socket, which a release cannot carry";
+        assert_eq!(scrub(plain), plain);
+        assert_eq!(
+            scrub("日本語 password=hunter2 😀 token: é"),
+            "日本語 password=*** 😀 token: ***"
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //! Owners are 0 and mtimes a fixed date.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
-use super::digest::{blake2b_hex, blake3_hex, sha256_hex};
+use super::digest::FileDigests;
 use super::error::{ArchiveError, io_reason};
 use super::manifest::{EntryKind, Manifest, ManifestEntry};
 use super::node::{Body, Node};
@@ -77,21 +77,14 @@ pub(super) fn assemble(
                     .map_err(tar_err)?;
                 entry(path.clone(), EntryKind::Dir, 0o755, 0, None, None)
             }
-            Body::Disk { file, executable } => {
-                let data = fs::read(&file).map_err(|e| ArchiveError::Read {
-                    path: path.clone(),
-                    reason: io_reason(&e),
-                })?;
-                file_entry(&mut builder, &path, &data, executable).map_err(tar_err)?
-            }
+            Body::Disk { file, executable } => disk_entry(&mut builder, &path, &file, executable)?,
             Body::Bytes { data, executable } => {
-                file_entry(&mut builder, &path, &data, executable).map_err(tar_err)?
+                let size = data.len() as u64;
+                file_entry(&mut builder, &path, &data[..], size, executable)?
             }
             Body::Symlink { target } => {
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-                builder
-                    .append_link(&mut h, &path, &target)
-                    .map_err(tar_err)?;
+                append_symlink(&mut builder, &mut h, &path, target.as_bytes()).map_err(tar_err)?;
                 entry(
                     path.clone(),
                     EntryKind::Symlink,
@@ -111,28 +104,140 @@ pub(super) fn assemble(
     Ok((tar, Manifest { entries }))
 }
 
+/// A file on disk, streamed into the archive (never held whole in memory). A file
+/// that changes size while it is read is refused: the archive would not be what the
+/// manifest says.
+fn disk_entry(
+    builder: &mut SpoolBuilder,
+    path: &str,
+    file: &Path,
+    executable: bool,
+) -> Result<ManifestEntry, ArchiveError> {
+    let read_err = |e: io::Error| ArchiveError::Read {
+        path: path.to_string(),
+        reason: io_reason(&e),
+    };
+    let mut handle = fs::File::open(file).map_err(read_err)?;
+    let size = handle.metadata().map_err(read_err)?.len();
+    let entry = file_entry(builder, path, (&mut handle).take(size), size, executable)?;
+    let mut more = [0u8; 1];
+    if handle.read(&mut more).map_err(read_err)? != 0 {
+        return Err(changed(path, size));
+    }
+    Ok(entry)
+}
+
+fn changed(path: &str, size: u64) -> ArchiveError {
+    ArchiveError::Read {
+        path: path.to_string(),
+        reason: format!(
+            "it changed while being archived (it had {size} bytes when the archive began \
+             writing it); deploy again once it stops changing, or add it to [source] exclude"
+        ),
+    }
+}
+
+/// Writes `size` bytes of `data` as one file, hashing them on the way.
 fn file_entry(
     builder: &mut SpoolBuilder,
     path: &str,
-    data: &[u8],
+    data: impl Read,
+    size: u64,
     executable: bool,
-) -> io::Result<ManifestEntry> {
+) -> Result<ManifestEntry, ArchiveError> {
     let mode = if executable { 0o755 } else { 0o644 };
-    let size = data.len() as u64;
     let mut h = header(tar::EntryType::Regular, mode, size);
-    builder.append_data(&mut h, path, data)?;
-    let digest = blake3_hex(data);
+    let mut reader = Hashing {
+        inner: data,
+        digests: FileDigests::new(),
+        count: 0,
+        failed: None,
+    };
+    let written = builder.append_data(&mut h, path, &mut reader);
+    if let Some(e) = reader.failed.take() {
+        return Err(ArchiveError::Read {
+            path: path.to_string(),
+            reason: io_reason(&e),
+        });
+    }
+    written.map_err(|e| ArchiveError::Tar {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    if reader.count != size {
+        return Err(changed(path, size));
+    }
+    let (blake3, sha256, blake2b) = reader.digests.finish();
     let mut e = entry(
         path.to_string(),
         EntryKind::File,
         mode,
         size,
-        Some(digest),
+        Some(blake3),
         None,
     );
-    e.sha256 = Some(sha256_hex(data));
-    e.blake2b = Some(blake2b_hex(data));
+    e.sha256 = Some(sha256);
+    e.blake2b = Some(blake2b);
     Ok(e)
+}
+
+/// Hashes and counts what passes through; keeps a read error apart from a write error
+/// (the first names the source file, the second the archive).
+struct Hashing<R> {
+    inner: R,
+    digests: FileDigests,
+    count: u64,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.digests.update(&buf[..n]);
+                self.count += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.failed = Some(e);
+                Err(copy)
+            }
+        }
+    }
+}
+
+/// Appends a symlink whose target is written byte for byte. The tar crate's
+/// `append_link` normalises a target as a path (`/` became `//`, `a/./b` became `a/b`,
+/// `dir//x/` became `dir/x/`), and a symlink must arrive pointing exactly where it did;
+/// a target longer than the header's 100 bytes goes in a GNU long-link entry first, as
+/// GNU tar writes it.
+pub(super) fn append_symlink<W: io::Write>(
+    builder: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &str,
+    target: &[u8],
+) -> io::Result<()> {
+    const FIELD: usize = 100;
+    if target.len() > FIELD {
+        let mut long = tar::Header::new_gnu();
+        let name = b"././@LongLink";
+        if let Some(gnu) = long.as_gnu_mut() {
+            gnu.name[..name.len()].copy_from_slice(name);
+        }
+        long.set_entry_type(tar::EntryType::GNULongLink);
+        long.set_mode(0o644);
+        long.set_uid(0);
+        long.set_gid(0);
+        long.set_mtime(0);
+        // With its terminating NUL, as GNU tar writes it.
+        long.set_size(target.len() as u64 + 1);
+        long.set_cksum();
+        builder.append(&long, target.chain(&[0u8][..]))?;
+    }
+    h.set_link_name_literal(&target[..target.len().min(FIELD)])?;
+    builder.append_data(h, path, io::empty())
 }
 
 fn entry(
@@ -263,6 +368,15 @@ mod tests {
         let long = "d".repeat(120);
         write(dir.path(), &format!("{long}/{long}.txt"), "long path");
         symlink("t".repeat(150), dir.path().join("long-target")).unwrap();
+        // Targets the tar crate would normalise as paths: they arrive as written.
+        for (name, target) in [
+            ("root", "/".to_string()),
+            ("dots", "a/./b/../c".to_string()),
+            ("slashes", "dir//x/".to_string()),
+            ("long-slashes", format!("{}//end/", "s/".repeat(80))),
+        ] {
+            symlink(&target, dir.path().join(name)).unwrap();
+        }
         fs::create_dir(dir.path().join("empty")).unwrap();
         let archive = build(&dir_source(dir.path(), &[])).unwrap();
 
@@ -279,6 +393,14 @@ mod tests {
             "long path"
         );
         assert!(out.path().join("empty").is_dir());
+        for name in ["root", "dots", "slashes", "long-slashes", "long-target"] {
+            let entry = find(&archive, name);
+            assert_eq!(
+                fs::read_link(out.path().join(name)).unwrap().to_str(),
+                entry.target.as_deref(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

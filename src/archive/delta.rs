@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
+use super::assemble::append_symlink;
 use super::manifest::{EntryKind, Manifest, ManifestEntry};
 use super::spool::Spool;
 
@@ -75,10 +76,10 @@ pub fn filter_tar(tar: &Spool, send: &BTreeSet<String>) -> io::Result<Spool> {
         match entry.header().entry_type() {
             tar::EntryType::Symlink => {
                 let target = entry
-                    .link_name()?
+                    .link_name_bytes()
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
-                builder.append_link(&mut header, &path, target)?;
+                append_symlink(&mut builder, &mut header, &path, &target)?;
             }
             _ => builder.append_data(&mut header, &path, &mut entry)?,
         }

@@ -7,11 +7,10 @@
 //! different global excludes can build different archives, which the content-based
 //! revision makes visible.
 //!
-//! Special files (sockets, fifos, devices) are skipped and listed in
-//! [`Archive::skipped`](super::Archive::skipped) rather than refused: they are runtime
-//! artefacts (a dev server's socket in `tmp/`) that cannot be shipped, and a deploy
-//! should not fail because one exists at the moment it runs; listing them keeps it
-//! visible.
+//! Special files (sockets, fifos, devices) are refused, naming them: a release cannot
+//! carry them, and leaving one out silently would ship a release that differs from its
+//! source. A runtime artefact (a dev server's socket in `tmp/`) is excluded once, in
+//! `.gitignore` or `[source] exclude`.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -23,10 +22,7 @@ use super::error::{ArchiveError, io_reason};
 use super::node::{Body, Node, symlink_target, utf8_path};
 use super::source::is_excluded;
 
-pub(super) fn walk_dir(
-    root: &Path,
-    excluded: &Gitignore,
-) -> Result<(Vec<Node>, Vec<String>), ArchiveError> {
+pub(super) fn walk_dir(root: &Path, excluded: &Gitignore) -> Result<Vec<Node>, ArchiveError> {
     let filter_root = root.to_path_buf();
     let filter_excluded = excluded.clone();
     let walker = ignore::WalkBuilder::new(root)
@@ -48,7 +44,6 @@ pub(super) fn walk_dir(
         .build();
 
     let mut nodes = Vec::new();
-    let mut skipped = Vec::new();
     for entry in walker {
         let entry = entry.map_err(|e| walk_error(root, &e))?;
         // A directory's unparsable .gitignore or .ignore comes with its entry.
@@ -89,12 +84,11 @@ pub(super) fn walk_dir(
             } else {
                 "special file"
             };
-            skipped.push(format!("{path} ({what})"));
-            continue;
+            return Err(ArchiveError::SpecialFile { path, what });
         };
         nodes.push(Node { path, body });
     }
-    Ok((nodes, skipped))
+    Ok(nodes)
 }
 
 /// Turns a walk error into the path it concerns (relative when under the
@@ -226,15 +220,33 @@ mod tests {
     }
 
     #[test]
-    fn special_files_are_skipped_and_listed() {
+    fn special_files_are_refused_naming_them_unless_excluded() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "app.rs", "x");
         fs::create_dir(dir.path().join("tmp")).unwrap();
         let _listener =
             std::os::unix::net::UnixListener::bind(dir.path().join("tmp/dev.sock")).unwrap();
-        let archive = build(&dir_source(dir.path(), &[])).unwrap();
-        assert_eq!(archive.skipped, ["tmp/dev.sock (socket)"]);
+        let err = build(&dir_source(dir.path(), &[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "source: tmp/dev.sock is a socket, which a release cannot carry \
+             (remove it, or add it to [source] exclude or .gitignore)"
+        );
+        let archive = build(&dir_source(dir.path(), &["*.sock"])).unwrap();
         assert_eq!(paths(&archive), ["app.rs", "tmp"]);
+
+        let fifo = dir.path().join("tmp/queue");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = build(&dir_source(dir.path(), &["*.sock"])).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::SpecialFile { what: "fifo", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("tmp/queue is a fifo"), "{err}");
     }
 
     #[test]
@@ -254,9 +266,33 @@ mod tests {
         fs::write(dir.path().join(name), "x").unwrap();
         let err = build(&dir_source(dir.path(), &[])).unwrap_err();
         assert!(matches!(err, ArchiveError::NonUtf8Path { .. }), "{err}");
-        assert!(err.to_string().contains("caf\u{fffd}.txt"), "{err}");
+        assert!(
+            err.to_string().contains(r#"path "caf\xe9.txt" is not"#),
+            "{err}"
+        );
         // ... and can be excluded.
         assert!(build(&dir_source(dir.path(), &["caf*.txt"])).is_ok());
+    }
+
+    #[test]
+    fn paths_up_to_4000_bytes_are_carried_and_longer_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // 15 names of 250 bytes and one of 235: 4,000 bytes with the slashes.
+        let parent = vec!["d".repeat(250); 15].join("/");
+        let fits = format!("{parent}/{}", "f".repeat(235));
+        assert_eq!(fits.len(), 4000);
+        write(dir.path(), &fits, "deep");
+        let archive = build(&dir_source(dir.path(), &[])).unwrap();
+        assert!(paths(&archive).contains(&fits.as_str()));
+
+        let long = format!("{parent}/{}", "g".repeat(236));
+        write(dir.path(), &long, "deeper");
+        let err = build(&dir_source(dir.path(), &[])).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::PathTooLong { bytes: 4001, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&long), "{err}");
     }
 
     #[test]

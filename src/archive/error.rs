@@ -12,17 +12,42 @@ pub enum ArchiveError {
     NotADirectory { path: PathBuf },
     #[error("source: cannot read {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("source: path {path:?} is not valid UTF-8 (rename it, or add it to [source] exclude)")]
+    /// `path` is shown escaped (`caf\xe9.txt`): the manifest is JSON and carries names
+    /// as UTF-8 text only.
+    #[error(
+        "source: path \"{path}\" is not valid UTF-8, which a release cannot carry (rename it, or add it to [source] exclude)"
+    )]
     NonUtf8Path { path: String },
+    #[error(
+        "source: {path} is a {what}, which a release cannot carry (remove it, or add it to [source] exclude or .gitignore)"
+    )]
+    SpecialFile { path: String, what: &'static str },
     #[error(
         "source: path {path:?} contains a newline or control character (rename it, or add it to [source] exclude)"
     )]
     ControlCharInPath { path: String },
-    #[error("source: symlink {path} has an unusable target {target:?}: {reason}")]
+    #[error(
+        "source: path {path} is {bytes} bytes long, more than the 4000 a release path may have (hosts limit a whole path to 4095 bytes); shorten it, or add it to [source] exclude"
+    )]
+    PathTooLong { path: String, bytes: usize },
+    /// `target` is shown escaped, like a path that is not UTF-8.
+    #[error(
+        "source: symlink {path} has an unusable target \"{target}\": {reason} (change the link, or add it to [source] exclude)"
+    )]
     BadSymlinkTarget {
         path: String,
         target: String,
         reason: String,
+    },
+    #[error(
+        "source: [shared] path {shared} lies under the {what} {path} of the source{target}: linking it on the hosts would write through it (remove {path} from the source, or change [shared])"
+    )]
+    SharedUnderNonDir {
+        shared: String,
+        path: String,
+        what: &'static str,
+        /// ` (-> TARGET)` for a symlink, empty otherwise.
+        target: String,
     },
     #[error(
         "source contains {name}, which slipway writes into each release; rename it or add it to [source] exclude"

@@ -124,6 +124,39 @@ impl Manifest {
         Ok(Manifest { entries })
     }
 
+    /// Checks that no `[shared]` path lies under a symlink or a file of the release.
+    /// The hosts replace each shared path of a new release by a link into `shared/`
+    /// (removing what the release has there first); under a symlink such as
+    /// `log -> /var/log`, `log/app` would be removed and linked outside the release.
+    pub fn check_shared(&self, shared: &[String]) -> Result<(), ArchiveError> {
+        let by_path: std::collections::BTreeMap<&str, &ManifestEntry> =
+            self.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        for s in shared {
+            let s = s.trim_matches('/');
+            for (i, _) in s.match_indices('/') {
+                let parent = &s[..i];
+                let Some(entry) = by_path.get(parent) else {
+                    continue;
+                };
+                let (what, target) = match entry.kind {
+                    EntryKind::Dir => continue,
+                    EntryKind::File => ("file", String::new()),
+                    EntryKind::Symlink => (
+                        "symlink",
+                        format!(" (-> {})", entry.target.as_deref().unwrap_or_default()),
+                    ),
+                };
+                return Err(ArchiveError::SharedUnderNonDir {
+                    shared: s.to_string(),
+                    path: parent.to_string(),
+                    what,
+                    target,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn file_count(&self) -> usize {
         self.entries
             .iter()
@@ -143,7 +176,7 @@ impl Manifest {
 
 /// `sha256sum -c` / `b2sum -l 256 -c` input for every file of the manifest. A name with
 /// a backslash is written in coreutils' escaped form (a leading `\`, the backslash
-/// doubled).
+/// doubled); a file named `-` at the top as `./-` (coreutils reads `-` as stdin).
 pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
     let mut s = String::new();
     for e in &manifest.entries {
@@ -152,7 +185,10 @@ pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
             Digest::Blake2b => e.blake2b.as_ref(),
         };
         if let (EntryKind::File, Some(hash)) = (e.kind, hash) {
-            if e.path.contains('\\') {
+            if e.path == "-" {
+                // The checkers read a file named `-` as their stdin: `./-` is the file.
+                s.push_str(&format!("{hash}  ./-\n"));
+            } else if e.path.contains('\\') {
                 s.push_str(&format!("\\{hash}  {}\n", e.path.replace('\\', "\\\\")));
             } else {
                 s.push_str(&format!("{hash}  {}\n", e.path));
@@ -162,10 +198,22 @@ pub fn check_list(manifest: &Manifest, digest: Digest) -> String {
     s
 }
 
+/// The longest path a release may hold, in bytes. Hosts limit a whole path to 4,095
+/// bytes (PATH_MAX); every command slipway runs there reaches a release's files by a
+/// path relative to a release directory (`../ID.partial/` and the like, under 30 bytes),
+/// so 4,000 leaves room on any host, whatever `deploy_to` is.
+pub const MAX_PATH_BYTES: usize = 4000;
+
 /// A manifest path: non-empty, relative, no `.`/`..`/empty segments, no control
 /// characters (they would break the JSON-lines file's readers and remote shell
-/// commands downstream).
+/// commands downstream), at most [`MAX_PATH_BYTES`].
 pub(super) fn check_path(path: &str) -> Result<(), ArchiveError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(ArchiveError::PathTooLong {
+            path: path.to_string(),
+            bytes: path.len(),
+        });
+    }
     if path.chars().any(char::is_control) {
         return Err(ArchiveError::ControlCharInPath {
             path: path.to_string(),
@@ -271,11 +319,51 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_path_under_a_symlink_or_a_file_of_the_release_is_refused() {
+        let mut link = dir("log");
+        link.kind = EntryKind::Symlink;
+        link.target = Some("/var/log".into());
+        let m = Manifest {
+            entries: vec![dir("config"), file("config/app.yml", "1", 0o644), link],
+        };
+        assert!(
+            m.check_shared(&["log".into(), "config/db.yml".into(), "tmp/pids".into()])
+                .is_ok()
+        );
+        let err = m.check_shared(&["log/app".into()]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "source: [shared] path log/app lies under the symlink log of the source (-> /var/log): \
+             linking it on the hosts would write through it (remove log from the source, or change [shared])"
+        );
+        let err = m
+            .check_shared(&["config/app.yml/x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lies under the file config/app.yml of the source:"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn check_lists_escape_backslashes() {
         let m = Manifest {
-            entries: vec![file("a b", "1", 0o644), file("x\\y", "2", 0o644), dir("d")],
+            entries: vec![
+                file("-", "0", 0o644),
+                file("a b", "1", 0o644),
+                file("x\\y", "2", 0o644),
+                dir("d"),
+                file("d/-", "3", 0o644),
+            ],
         };
-        assert_eq!(check_list(&m, Digest::Sha256), "s1  a b\n\\s2  x\\\\y\n");
-        assert_eq!(check_list(&m, Digest::Blake2b), "b1  a b\n\\b2  x\\\\y\n");
+        assert_eq!(
+            check_list(&m, Digest::Sha256),
+            "s0  ./-\ns1  a b\n\\s2  x\\\\y\ns3  d/-\n"
+        );
+        assert_eq!(
+            check_list(&m, Digest::Blake2b),
+            "b0  ./-\nb1  a b\n\\b2  x\\\\y\nb3  d/-\n"
+        );
     }
 }

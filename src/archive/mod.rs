@@ -53,7 +53,8 @@ pub struct Archive {
     /// The commit sha for a git source; `blake3:` and the first 16 hex digits of
     /// the manifest digest for a directory source.
     pub revision: String,
-    /// Special files left out, as `path (kind)`, e.g. `tmp/dev.sock (socket)`.
+    /// Entries of a git source that a release cannot carry, left out, as `path (kind)`
+    /// (a directory source refuses special files instead, naming them).
     pub skipped: Vec<String>,
 }
 
@@ -77,14 +78,14 @@ pub fn build(source: &Source) -> Result<Archive, ArchiveError> {
         Source::Dir { path, exclude } => {
             let excluded = exclude_matcher(exclude)?;
             let root = source_dir(path)?;
-            let (nodes, skipped) = dir::walk_dir(&root, &excluded)?;
+            let nodes = dir::walk_dir(&root, &excluded)?;
             let (tar, manifest) = assemble(nodes, path)?;
             let digest = manifest.digest();
             Ok(Archive {
                 tar,
                 revision: format!("blake3:{}", &digest[..16]),
                 manifest,
-                skipped,
+                skipped: Vec::new(),
             })
         }
         Source::Git {

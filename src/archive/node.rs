@@ -5,6 +5,7 @@
 //! (`../shared/log`) and absolute targets (`/var/log/app`) are kept as they are:
 //! pointing into shared or system paths is the normal shape of a release.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::error::ArchiveError;
@@ -42,7 +43,7 @@ pub(super) fn utf8_path(rel: &Path) -> Result<String, ArchiveError> {
                 Some(s) => parts.push(s),
                 None => {
                     return Err(ArchiveError::NonUtf8Path {
-                        path: rel.to_string_lossy().into_owned(),
+                        path: escaped(rel.as_os_str().as_bytes()),
                     });
                 }
             },
@@ -63,7 +64,7 @@ pub(super) fn utf8_path(rel: &Path) -> Result<String, ArchiveError> {
 pub(super) fn symlink_target(path: &str, target: &Path) -> Result<String, ArchiveError> {
     let bad = |reason: &str| ArchiveError::BadSymlinkTarget {
         path: path.to_string(),
-        target: target.to_string_lossy().into_owned(),
+        target: escaped(target.as_os_str().as_bytes()),
         reason: reason.to_string(),
     };
     let Some(text) = target.to_str() else {
@@ -76,4 +77,36 @@ pub(super) fn symlink_target(path: &str, target: &Path) -> Result<String, Archiv
         return Err(bad("contains a newline or control character"));
     }
     Ok(text.to_string())
+}
+
+/// A name as bytes, shown the way Rust shows a string (`\n`, `\"`, `\\`), with each byte
+/// that is not part of valid UTF-8 as `\xNN`: what a user needs to find the file, when
+/// the name cannot be printed as it is.
+pub(super) fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().chars().flat_map(char::escape_debug));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+
+    #[test]
+    fn names_that_cannot_be_printed_are_escaped() {
+        assert_eq!(escaped(b"caf\xe9.txt"), r"caf\xe9.txt");
+        assert_eq!(
+            escaped(b"a\nb \"q\" \\ \xff\xfe"),
+            r#"a\nb \"q\" \\ \xff\xfe"#
+        );
+        assert_eq!(
+            escaped("d\u{e9}j\u{e0}/\u{1F600}".as_bytes()),
+            "d\u{e9}j\u{e0}/\u{1F600}"
+        );
+    }
 }

@@ -39,7 +39,12 @@ pub async fn deploy(stage: &Stage, ctx: &Context) -> Result<Outcome> {
     let source = stage.source.clone();
     // The archive is built while the connections are being set up: both take a while
     // (hashing the tree; ssh key exchanges), neither needs the other.
-    let building = tokio::task::spawn_blocking(move || archive::build(&source));
+    let shared = stage.shared_paths();
+    let building = tokio::task::spawn_blocking(move || {
+        let archive = archive::build(&source)?;
+        archive.manifest.check_shared(&shared)?;
+        Ok::<_, archive::ArchiveError>(archive)
+    });
     let (archive, fleet) = tokio::join!(building, Fleet::connect(stage, ctx.reporter.clone()));
     let archive = match archive {
         Ok(Ok(archive)) => archive,
@@ -242,8 +247,14 @@ async fn run_deploy(
                 bytes_sent.fetch_add(whole.len(), std::sync::atomic::Ordering::Relaxed);
             }
             let results = fleet.step_on_each(&full, "upload", |_| receive(None), |_| Some(whole.clone()), timeouts.upload).await;
-            if let Some(e) = first_failure(fleet, "upload", &results) {
-                return Err(e);
+            // step_on_each returns a script that ran and failed as Ok: the whole release
+            // refused here is a failed upload, never a release to switch to.
+            for (i, r) in &results {
+                match r {
+                    Ok(out) if out.success() => {}
+                    Ok(out) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: out.message() }),
+                    Err(m) => return Err(Error::Step { host: fleet.name(*i).into(), step: "upload".into(), message: m.to_string() }),
+                }
             }
         }
         fault::point("deploy.after-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })

@@ -11,7 +11,7 @@ use crate::layout::{
 };
 
 /// Hard-links the unchanged files of an incremental upload from the previous release (the
-/// working directory) into the partial release (`$ARGV[1]`), reading `size<TAB>path` lines
+/// working directory) into the partial release (`$ARGV[1]`, relative to it), reading `size<TAB>path` lines
 /// (`$ARGV[0]`). Each file must still be a regular file of the size in the manifest and,
 /// where the previous release recorded them, of the size and modification time it had
 /// when it was shipped (`.slipway/stat.shipped`, taken before build hooks ran) or, for a
@@ -86,14 +86,14 @@ fi
   rc=127
   if command -v perl >/dev/null 2>&1; then
     rc=0
-    (cd -- {prev} && exec perl -e '{LINK_UNCHANGED}' "$p/.slipway/verify.sizes" "$p") || rc=$?
+    (cd -- {prev} && exec perl -e '{LINK_UNCHANGED}' "$p/.slipway/verify.sizes" {to}) || rc=$?
     # Linked and their sizes checked: nothing left for the check after the upload.
     [ "$rc" -ne 0 ] || rm -f -- "$p/.slipway/verify.sizes"
   fi
   if [ "$rc" -eq 127 ] || [ "$rc" -eq 126 ]; then
     # No perl on this host: cp links them; their sizes are checked with the others.
     rc=0
-    (cd -- {prev} && cut -f 2- < "$p/.slipway/verify.sizes" | tr '\n' '\0' | xargs -0 -r cp -l --parents -t "$p" --) || rc=1
+    (cd -- {prev} && cut -f 2- < "$p/.slipway/verify.sizes" | tr '\n' '\0' | xargs -0 -r cp -l --parents -t {to} --) || rc=1
   fi
   if [ "$rc" -ne 0 ]; then
     echo "linking unchanged files from release {prev_id} failed" >&2
@@ -104,6 +104,10 @@ fi
 "#,
             prev = quote(&layout.release(prev)),
             prev_id = prev,
+            // Relative to the previous release (both are in releases/): a path of the
+            // release then needs only its own length plus ~25 bytes under PATH_MAX,
+            // whatever the length of deploy_to.
+            to = quote(&format!("../{id}.partial")),
         ));
     }
     s

@@ -71,7 +71,7 @@ if [ -f {stat} ]; then
   [ -n "$changed" ] || exit 0
   {choose}
   sums=$(printf '%s\n' "$changed" | awk 'NR == FNR {{ if ($0 != "") c[$0] = 1; next }}
-    substr($0, 1, 1) == "\\" || (substr($0, 67) in c)' - .slipway/manifest.$ext)
+    substr($0, 1, 1) == "\\" || (substr($0, 67) in c) || (substr($0, 67) == "./-" && ("-" in c))' - .slipway/manifest.$ext)
 else
   {choose}
   sums=$(awk 'BEGIN {{ n = split(ENVIRON["EXCL"], ex, "\n") }}
