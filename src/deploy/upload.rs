@@ -13,13 +13,20 @@ use crate::layout::{
 };
 use crate::release::{HostState, ReleaseMeta};
 use crate::script;
+use crate::script::Encoding;
 use crate::transport::Input;
 
-/// What one host receives: the payload, and the release it links unchanged files from.
+use super::compress::Encoder;
+
+/// What one host receives: the payload (as encoded for the wire), and the release it
+/// links unchanged files from.
 pub(super) struct Upload {
     pub(super) payload: Arc<Input>,
     pub(super) previous: Option<ReleaseId>,
     pub(super) linked: usize,
+    pub(super) encoding: Encoding,
+    /// The payload's length before encoding.
+    pub(super) raw: u64,
 }
 
 /// Plans each host's upload: hosts whose current release has a readable manifest that
@@ -48,6 +55,8 @@ pub(super) async fn plan_uploads(
                 payload: whole.clone(),
                 previous: None,
                 linked: 0,
+                encoding: Encoding::Raw,
+                raw: 0,
             });
             continue;
         };
@@ -70,13 +79,30 @@ pub(super) async fn plan_uploads(
                 payload,
                 previous: Some(base.id.clone()),
                 linked,
+                encoding: Encoding::Raw,
+                raw: 0,
             }),
             None => uploads.push(Upload {
                 payload: whole.clone(),
                 previous: None,
                 linked: 0,
+                encoding: Encoding::Raw,
+                raw: 0,
             }),
         }
+    }
+    // Each distinct payload is compressed once per encoding, for every host it goes to.
+    // A local stage writes to this machine's own disk: nothing to save.
+    let setting = match fleet.stage.transport {
+        crate::config::TransportKind::Local => crate::config::Compress::Off,
+        crate::config::TransportKind::Ssh => fleet.stage.compress,
+    };
+    let mut encoder = Encoder::new(setting);
+    for (upload, state) in uploads.iter_mut().zip(states) {
+        let (payload, encoding) = encoder.for_host(&upload.payload, &state.tools)?;
+        upload.raw = upload.payload.len();
+        upload.payload = payload;
+        upload.encoding = encoding;
     }
     Ok((uploads, whole))
 }

@@ -47,7 +47,7 @@ pub use prune::{
 pub use rollout::{read_rollout, write_rollout};
 pub use switch::{switch, write_meta, write_meta_if_present};
 pub use upload::{
-    BUILT_OVER, finalize, make_read_only, read_manifest, receive, remove_partial, upload,
+    BUILT_OVER, Encoding, finalize, make_read_only, read_manifest, receive, remove_partial, upload,
 };
 pub use verify::{record_shipped, record_stat, verify_likely_target, verify_release};
 

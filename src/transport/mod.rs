@@ -117,6 +117,22 @@ impl Input {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Writes the whole input, in order, to `out` (for re-encoding it, e.g. compressed).
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        if let Some((file, len)) = &self.spool {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; CHUNK];
+            let mut offset = 0u64;
+            while offset < *len {
+                let want = CHUNK.min(usize::try_from(len - offset).unwrap_or(CHUNK));
+                file.read_exact_at(&mut buf[..want], offset)?;
+                out.write_all(&buf[..want])?;
+                offset += want as u64;
+            }
+        }
+        out.write_all(&self.tail)
+    }
 }
 
 /// A script's stdin, if it reads one.

@@ -8,6 +8,7 @@ mod hosts;
 mod scenario;
 
 mod atomic;
+mod compress;
 mod config_errors;
 mod deploy;
 mod failures;
