@@ -28,6 +28,7 @@ use crate::switch::{self, Transition};
 
 mod compress;
 mod dry_run;
+mod patch;
 mod prune;
 mod upload;
 
@@ -433,6 +434,8 @@ async fn run_deploy(
                 "bytes_sent": wire,
                 "bytes_raw": raw,
                 "encoding": uploads[i].encoding.name(),
+                "delta_files": uploads[i].patched.0,
+                "delta_of_bytes": uploads[i].patched.1,
             })
         })
         .collect();
@@ -450,6 +453,15 @@ async fn run_deploy(
             encodings.into_iter().collect::<Vec<_>>().join(", "),
             human_bytes(bytes_raw)
         )
+    };
+    let deltas = uploads.iter().map(|u| u.patched.0).max().unwrap_or(0);
+    let traffic = if deltas > 0 {
+        format!(
+            "{traffic}, {deltas} changed file{} as a binary delta",
+            if deltas == 1 { "" } else { "s" }
+        )
+    } else {
+        traffic
     };
     let human = format!(
         "deployed {} to {} ({} host{}): {} is live{}{}{}",

@@ -100,6 +100,26 @@ fi
         release = quote(&layout.release(id)),
     );
     if let Some(prev) = previous {
+        // Binary deltas against the previous release's copy. A base that differs on this
+        // host fails zstd's frame checksum (or, failing that, the check after the
+        // upload): not verified, and the deployer sends the whole release instead.
+        s.push_str(&format!(
+            r#"if [ -f "$p/.slipway/patches" ]; then
+  rc=0
+  b={prev}
+  while IFS='	' read -r n mode path; do
+    zstd -d -q --long=31 --patch-from="$b/$path" -o "$p/$path" "$p/.slipway/patch/$n" && chmod "$mode" "$p/$path" || {{ rc=1; break; }}
+  done < "$p/.slipway/patches"
+  if [ "$rc" -ne 0 ]; then
+    echo "a binary delta did not apply: the previous release's copy differs on this host" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+  rm -rf -- "$p/.slipway/patch" "$p/.slipway/patches"
+fi
+"#,
+            prev = quote(&layout.release(prev)),
+        ));
         s.push_str(&format!(
             r#"if [ -f "$p/.slipway/verify.sizes" ]; then
   rc=127

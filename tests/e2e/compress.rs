@@ -200,3 +200,96 @@ fn a_release_that_does_not_compress_is_sent_as_it_is_and_off_means_off() {
         bad.stderr
     );
 }
+
+/// Runs `slipway deploy test --json` with its delta cache in the scenario's directory.
+fn deploy_with_cache(s: &Scenario) -> (Run, serde_json::Value) {
+    let out = s
+        .command(&["deploy", "test", "--json"])
+        .env("SLIPWAY_CACHE_DIR", s.dir().join("cache"))
+        .output()
+        .expect("run slipway");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+    .ok();
+    let result = result(&run);
+    (run, result)
+}
+
+#[test]
+fn a_changed_large_file_travels_as_a_binary_delta_and_a_bad_base_falls_back_to_the_whole_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scenario::new().hosts(3);
+    hide_zstd(&s, 2);
+    let binary = s.dir().join("app/bin/server");
+    let mut bytes = noise(42, 3 << 20);
+    fs::write(&binary, &bytes).unwrap();
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+    for n in 0..12 {
+        s.app_file(&format!("config/part{n}.toml"), &format!("value = {n}\n"));
+    }
+    let (_, cold) = deploy_with_cache(&s);
+    assert_eq!(encodings(&cold), ["raw", "raw", "raw"], "{cold}");
+
+    // A rebuild: a few scattered edits and a few bytes more.
+    for at in (1000..bytes.len()).step_by(400_000) {
+        bytes[at] ^= 0x5a;
+    }
+    bytes.extend_from_slice(b"v2 trailer");
+    fs::write(&binary, &bytes).unwrap();
+    let (_, warm) = deploy_with_cache(&s);
+    let uploads = warm["uploads"].as_array().unwrap();
+    for (i, u) in uploads.iter().enumerate() {
+        println!(
+            "host {i}: {} bytes sent, {} as deltas",
+            u["bytes_sent"], u["delta_files"]
+        );
+    }
+    for (i, upload) in uploads.iter().enumerate().take(2) {
+        assert_eq!(upload["delta_files"], 1, "host {i}: {warm}");
+        let sent = upload["bytes_sent"].as_u64().unwrap();
+        assert!(
+            sent * 20 < bytes.len() as u64,
+            "host {i}: {sent} bytes for a changed {} byte file",
+            bytes.len()
+        );
+    }
+    // Without zstd on the host, the whole file (it does not compress either).
+    assert_eq!(uploads[2]["delta_files"], 0, "{warm}");
+    assert!(uploads[2]["bytes_sent"].as_u64().unwrap() > bytes.len() as u64);
+    for i in 0..3 {
+        assert_same_tree(&s, i);
+        let mode = fs::metadata(s.app_path(i, "current/bin/server"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "host {i}");
+    }
+
+    // Host 0's copy of the base is damaged (same size): its delta cannot apply, it gets
+    // the whole release, and every host ends up with the right bytes.
+    let base = s.app_path(0, "current/bin/server");
+    let mut damaged = fs::read(&base).unwrap();
+    damaged[2_000_000] ^= 1;
+    fs::write(&base, &damaged).unwrap();
+    bytes[5] ^= 1;
+    fs::write(&binary, &bytes).unwrap();
+    let (run, third) = deploy_with_cache(&s);
+    // (With --json, the warning is an event on stdout.)
+    assert!(
+        run.all_output().contains("sending the whole release"),
+        "{}",
+        run.all_output()
+    );
+    let uploads = third["uploads"].as_array().unwrap();
+    assert!(
+        uploads[0]["bytes_sent"].as_u64().unwrap() > bytes.len() as u64,
+        "{third}"
+    );
+    assert_eq!(uploads[1]["delta_files"], 1, "{third}");
+    for i in 0..3 {
+        assert_same_tree(&s, i);
+    }
+}
