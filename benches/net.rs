@@ -426,7 +426,7 @@ fn main() {
                                         c
                                     });
                                     record(
-                                        "tar c | ssh tar x",
+                                        "tar c \\| ssh tar x",
                                         phase,
                                         wall,
                                         tx_bytes(&dev) - before,
@@ -510,7 +510,7 @@ fn targets(cells: &BTreeMap<Key, Cell>) {
     let cold = (50, 16, "sample", "slipway", "cold");
     if let (Some(s), Some(t)) = (
         wall(cold),
-        wall((50, 16, "sample", "tar c | ssh tar x", "cold")),
+        wall((50, 16, "sample", "tar c \\| ssh tar x", "cold")),
     ) {
         let verdict = if s <= 0.35 * t { "met" } else { "MISSED" };
         println!(
