@@ -208,7 +208,20 @@ fn git_repo(base: &Path, app: &App) {
     ));
 }
 
-fn start_git_daemon(base: &Path, netns: &str, address: &str) -> Child {
+/// The git daemon, in a process group of its own: `git daemon` runs `git-daemon` as a
+/// child, and both must go when the bench ends (or panics).
+struct GitDaemon(Child);
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling the process group this bench created.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start_git_daemon(base: &Path, netns: &str, address: &str) -> GitDaemon {
+    use std::os::unix::process::CommandExt;
     let child = Command::new("nsenter")
         .arg(format!("--net={netns}"))
         .args(["git", "daemon", "--reuseaddr", "--export-all"])
@@ -218,8 +231,10 @@ fn start_git_daemon(base: &Path, netns: &str, address: &str) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("start git daemon");
+    let child = GitDaemon(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect((address, 9418)).is_err() {
         assert!(
@@ -497,10 +512,7 @@ fn main() {
         }
     }
     targets(&cells);
-    if let Some(mut d) = daemon {
-        let _ = d.kill();
-        let _ = d.wait();
-    }
+    drop(daemon);
 }
 
 /// The targets, checked against this run's medians (where their cells ran).
