@@ -14,7 +14,7 @@
 //! LAN, `compress = "off"` saves the (small) time it takes before the first byte leaves.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 
 use crate::config::Compress;
@@ -46,58 +46,28 @@ pub fn choose(setting: Compress, tools: &[String], pays: bool) -> Encoding {
 }
 
 /// Whether compressing `input` pays: a sample of it (blocks spread over the whole
-/// stream) compressed with zstd's fastest level shrinks to at most 90 %.
+/// stream, read where they lie) compressed with zstd's fastest level shrinks to at most
+/// 90 %.
 pub fn pays(input: &Input) -> io::Result<bool> {
     let len = input.len();
     if len < 4096 {
         return Ok(false);
     }
-    let mut sampler = Sampler::new(len);
-    input.write_to(&mut sampler)?;
-    let sample = sampler.sample;
+    // A short stream is read whole; a longer one in disjoint blocks (never a byte twice:
+    // repeated bytes would compress and pass for a compressible stream).
+    let (blocks, stride) = if len <= SAMPLE_BLOCK * SAMPLE_BLOCKS {
+        (len.div_ceil(SAMPLE_BLOCK), SAMPLE_BLOCK)
+    } else {
+        (SAMPLE_BLOCKS, len / SAMPLE_BLOCKS)
+    };
+    let mut sample = Vec::new();
+    let mut block = vec![0u8; SAMPLE_BLOCK as usize];
+    for k in 0..blocks {
+        let n = input.read_at(stride * k, &mut block)?;
+        sample.extend_from_slice(&block[..n]);
+    }
     let packed = zstd::bulk::compress(&sample, 1)?;
     Ok((packed.len() as f64) <= WORTH * sample.len() as f64)
-}
-
-/// Keeps [`SAMPLE_BLOCKS`] blocks of [`SAMPLE_BLOCK`] bytes spread evenly over a stream.
-struct Sampler {
-    stride: u64,
-    at: u64,
-    sample: Vec<u8>,
-}
-
-impl Sampler {
-    fn new(len: u64) -> Sampler {
-        Sampler {
-            stride: (len / SAMPLE_BLOCKS).max(SAMPLE_BLOCK),
-            at: 0,
-            sample: Vec::new(),
-        }
-    }
-}
-
-impl Write for Sampler {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // The first SAMPLE_BLOCK bytes of each stride are kept, the rest skipped.
-        let mut i = 0;
-        while i < buf.len() {
-            let in_stride = (self.at + i as u64) % self.stride;
-            let rest = (buf.len() - i) as u64;
-            if in_stride < SAMPLE_BLOCK {
-                let take = (SAMPLE_BLOCK - in_stride).min(rest) as usize;
-                self.sample.extend_from_slice(&buf[i..i + take]);
-                i += take;
-            } else {
-                i += (self.stride - in_stride).min(rest) as usize;
-            }
-        }
-        self.at += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Encodes each distinct payload once per encoding, for every host that gets it.
@@ -234,6 +204,14 @@ mod tests {
             .collect();
         assert!(pays(&Input::bytes(text)).unwrap());
         assert!(!pays(&Input::bytes(noise(3 << 20))).unwrap());
+        // Short streams are sampled without counting a byte twice.
+        assert!(!pays(&Input::bytes(noise(1 << 20))).unwrap());
+        assert!(!pays(&Input::bytes(noise(100_000))).unwrap());
+        // A spooled stream and its tail are read where they lie.
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &noise(5 << 20)).unwrap();
+        let spooled = Input::spooled(Arc::new(file), 5 << 20, b"tail".repeat(1000));
+        assert!(!pays(&spooled).unwrap());
     }
 
     fn decode(encoding: Encoding, input: &Input) -> Vec<u8> {
