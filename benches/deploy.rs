@@ -6,6 +6,8 @@
 //! handshakes, as the baselines do) except the "reuse" rows, which run right after
 //! another command with connections kept open (`persist = "60s"`).
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "../tests/support/hosts.rs"]
 mod hosts;
 
@@ -15,11 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{CHANGED, FILES, TOTAL_BYTES, change_files, generate_app, machine, median, parallel};
 use hosts::Fleet;
-
-const FILES: usize = 3000;
-const TOTAL_BYTES: usize = 40 * 1024 * 1024;
-const CHANGED: usize = 20;
 
 struct Measured {
     wall: Duration,
@@ -67,37 +66,6 @@ fn measure(cmd: &mut Command) -> Measured {
         peak_rss_kib: usage.ru_maxrss,
         stdout,
         stderr,
-    }
-}
-
-/// Deterministic content (xorshift), incompressible like real assets.
-fn fill(seed: &mut u64, len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    for chunk in data.chunks_mut(8) {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-    }
-    data
-}
-
-fn generate_app(root: &Path) {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let per_file = TOTAL_BYTES / FILES;
-    for i in 0..FILES {
-        let path = root.join(format!("app/d{:02}/s{:02}/f{i:04}.bin", i % 30, i % 7));
-        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        fs::write(path, fill(&mut seed, per_file)).expect("write");
-    }
-}
-
-fn change_files(root: &Path, round: u64) {
-    let mut seed = 0x1234_5678u64 + round;
-    for i in 0..CHANGED {
-        let n = i * (FILES / CHANGED);
-        let path = root.join(format!("app/d{:02}/s{:02}/f{n:04}.bin", n % 30, n % 7));
-        fs::write(path, fill(&mut seed, 4096)).expect("write");
     }
 }
 
@@ -238,34 +206,6 @@ fn trace(label: &str, stdout: &str) {
     eprintln!("timeline {label}: {}", starts.join(", "));
 }
 
-/// What the numbers were measured on: CPU model and count, memory, OS, OpenSSH.
-fn machine() -> String {
-    let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-        .map_or(0, |kib| kib / 1024 / 1024);
-    let os = read("/etc/os-release")
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_default();
-    let ssh = Command::new("ssh")
-        .arg("-V")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
-        .unwrap_or_default();
-    format!("{cpus} × {model}, {mem_gib} GiB, {os}, {ssh}")
-}
-
 /// The length of the tar stream the baseline sends to each host.
 fn tar_bytes(app: &Path) -> u64 {
     let out = Command::new("sh")
@@ -277,33 +217,6 @@ fn tar_bytes(app: &Path) -> u64 {
         .trim()
         .parse()
         .expect("a byte count")
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
-fn parallel(fleet: &Fleet, make: impl Fn(usize) -> Command) -> Duration {
-    let started = Instant::now();
-    let children: Vec<_> = (0..fleet.hosts().len())
-        .map(|i| {
-            make(i)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    started.elapsed()
 }
 
 #[derive(Default)]

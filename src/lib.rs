@@ -16,6 +16,7 @@ pub mod db;
 pub mod deploy;
 pub mod docs;
 pub mod drill;
+pub mod encoding;
 pub mod error;
 pub mod fault;
 pub mod fleet;

@@ -200,6 +200,8 @@ pub struct HostState {
     pub lock: Option<Option<LockInfo>>,
     /// The host's clock, seconds since the epoch.
     pub clock: Option<i64>,
+    /// Decompressors found on the host's PATH (`zstd`, `gzip`).
+    pub tools: Vec<String>,
     /// The raw `.slipway/rollout.json`, when a staged rollout has been recorded.
     pub rollout_json: Option<String>,
     /// A rollback's likely target, checked by the lock script
@@ -298,6 +300,7 @@ impl HostState {
                 "link" => state.strays.push(a.to_string()),
                 "lock" => state.lock = Some(serde_json::from_str(a).ok()),
                 "clock" => state.clock = a.parse().ok(),
+                "tool" if !a.is_empty() => state.tools.push(a.to_string()),
                 "rollout" if !a.trim().is_empty() => state.rollout_json = Some(a.to_string()),
                 "verified" => {
                     let (status, message) = b.split_once('\t').unwrap_or((b, ""));
@@ -405,7 +408,7 @@ mod tests {
     fn parses_probe_output() {
         let m = meta("20261124T040512Z", ReleaseState::Live);
         let out = format!(
-            "exists\t1\ncurrent\treleases/20261124T040512Z\nrelease\t20261124T040512Z\t{}\nrelease\t20261124T050000Z.partial\t\nrelease\tjunk\t\nrelease\t20261124T030000Z\t{{broken\nclock\t1790000000\n",
+            "exists\t1\ncurrent\treleases/20261124T040512Z\nrelease\t20261124T040512Z\t{}\nrelease\t20261124T050000Z.partial\t\nrelease\tjunk\t\nrelease\t20261124T030000Z\t{{broken\ntool\tzstd\ntool\tgzip\nclock\t1790000000\n",
             m.to_line()
         );
         let s = HostState::parse("h1", &out);
@@ -424,6 +427,7 @@ mod tests {
         assert_eq!(s.partials, vec!["20261124T050000Z.partial"]);
         assert_eq!(s.strays, vec!["junk"]);
         assert_eq!(s.clock, Some(1790000000));
+        assert_eq!(s.tools, vec!["zstd", "gzip"]);
         assert_eq!(s.lock, None);
     }
 

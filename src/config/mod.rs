@@ -83,6 +83,7 @@ pub struct Layer {
     pub shared: Option<SharedLayer>,
     pub hooks: Option<HooksLayer>,
     pub timeouts: Option<TimeoutsLayer>,
+    pub upload: Option<UploadLayer>,
     pub database: Option<DatabaseLayer>,
     pub rollout: Option<RolloutLayer>,
     pub health: Option<HealthLayer>,
@@ -134,6 +135,12 @@ pub struct TimeoutsLayer {
     pub command: Option<String>,
     pub upload: Option<String>,
     pub hook: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadLayer {
+    pub compress: Option<String>,
 }
 
 /// `[database]`: see [`Database`] for what each key means.
@@ -219,6 +226,19 @@ pub enum TransportKind {
     Local,
 }
 
+/// `[upload] compress`: how the release stream travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compress {
+    /// zstd where the host has it, gzip otherwise; not at all when a sample of the
+    /// stream shows it does not pay (already-compressed files).
+    Auto,
+    /// zstd, or the whole stream uncompressed on a host without it.
+    Zstd,
+    /// gzip on every host.
+    Gzip,
+    Off,
+}
+
 /// What to do with a host key that is not in known_hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KnownHostsPolicy {
@@ -287,6 +307,8 @@ pub struct Stage {
     pub build_hooks: Vec<String>,
     pub restart_hooks: Vec<String>,
     pub timeouts: Timeouts,
+    /// `[upload] compress`.
+    pub compress: Compress,
     pub hosts: Vec<Host>,
     /// `[database]`, when the app has one.
     pub database: Option<Database>,

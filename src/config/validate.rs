@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::field::{Invalid, check_name, check_relative, commands, duration, field};
 use super::{
-    Host, HostLayer, KeyPath, KnownHostsPolicy, Layer, Ssh, Stage, Timeouts, TransportKind,
+    Compress, Host, HostLayer, KeyPath, KnownHostsPolicy, Layer, Ssh, Stage, Timeouts,
+    TransportKind,
 };
 use crate::archive::Source;
 
@@ -110,6 +111,22 @@ fn resolve_stage(
         .map(|(v, _)| *v)
         .unwrap_or(false);
     let source = resolve_source(stage, top, at, base)?;
+    let compress = match field!(stage.upload, top.upload, at, "upload", compress) {
+        None => Compress::Auto,
+        Some((v, _)) if v == "auto" => Compress::Auto,
+        Some((v, _)) if v == "zstd" => Compress::Zstd,
+        Some((v, _)) if v == "gzip" => Compress::Gzip,
+        Some((v, _)) if v == "off" => Compress::Off,
+        Some((v, p)) => {
+            return Err((
+                p,
+                format!(
+                    "unknown compression `{}` (use \"auto\", \"zstd\", \"gzip\" or \"off\")",
+                    v.escape_debug()
+                ),
+            ));
+        }
+    };
     let ssh = resolve_ssh(stage, top, at, base)?;
 
     let mut shared_files = Vec::new();
@@ -179,6 +196,7 @@ fn resolve_stage(
         build_hooks,
         restart_hooks,
         timeouts,
+        compress,
         hosts,
         database,
         rollout,

@@ -26,7 +26,9 @@ use crate::run::{Context, Outcome, unless_interrupted};
 use crate::script;
 use crate::switch::{self, Transition};
 
+mod compress;
 mod dry_run;
+mod patch;
 mod prune;
 mod upload;
 
@@ -199,11 +201,12 @@ async fn run_deploy(
     } else {
         shipped.as_str()
     };
-    let receive = |previous: Option<&ReleaseId>| {
+    let receive = |previous: Option<&ReleaseId>, encoding: script::Encoding| {
         script::receive(
             &fleet.layout,
             &id,
             previous,
+            encoding,
             &stage.shared_files,
             &stage.shared_dirs,
             trailer_in_upload,
@@ -212,7 +215,16 @@ async fn run_deploy(
 
     // Upload, verify and link shared paths: harmless to every host, interruptible.
     let all = fleet.all();
-    let bytes_sent = std::sync::atomic::AtomicU64::new(0);
+    // Per host: bytes sent, and the release bytes they carried before compression.
+    let sent: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(vec![(0, 0); fleet.len()]);
+    let count = |i: usize, wire: u64, raw: u64| {
+        if let Ok(mut sent) = sent.lock()
+            && let Some(entry) = sent.get_mut(i)
+        {
+            entry.0 += wire;
+            entry.1 += raw;
+        }
+    };
     let linked = std::sync::atomic::AtomicUsize::new(0);
     let upload = unless_interrupted(&ctx.interrupt, async {
         fault::point("deploy.before-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })?;
@@ -220,7 +232,7 @@ async fn run_deploy(
             .step_on_each(
                 &all,
                 "upload",
-                |i| receive(uploads[i].previous.as_ref()),
+                |i| receive(uploads[i].previous.as_ref(), uploads[i].encoding),
                 |i| Some(uploads[i].payload.clone()),
                 timeouts.upload,
             )
@@ -237,16 +249,26 @@ async fn run_deploy(
         }
         // Every payload that travelled counts, a refused incremental one included.
         for &i in &all {
-            bytes_sent.fetch_add(uploads[i].payload.len(), std::sync::atomic::Ordering::Relaxed);
+            count(i, uploads[i].payload.len(), uploads[i].raw);
         }
         let most = all.iter().filter(|i| !full.contains(i)).map(|&i| uploads[i].linked).max();
         linked.store(most.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         if !full.is_empty() {
+            // Encoded as the host's first payload was (once per encoding).
+            let mut encoded: std::collections::BTreeMap<script::Encoding, std::sync::Arc<crate::transport::Input>> = Default::default();
             for &i in &full {
                 fleet.reporter.warning(Some(fleet.name(i)), "the previous release could not serve as a base (a file differs from its manifest); sending the whole release");
-                bytes_sent.fetch_add(whole.len(), std::sync::atomic::Ordering::Relaxed);
+                let encoding = uploads[i].encoding;
+                if let std::collections::btree_map::Entry::Vacant(slot) = encoded.entry(encoding) {
+                    let input = match encoding {
+                        script::Encoding::Raw => whole.clone(),
+                        _ => std::sync::Arc::new(compress::encode(&whole, encoding).map_err(Error::Io)?),
+                    };
+                    slot.insert(input);
+                }
+                count(i, encoded[&encoding].len(), whole.len());
             }
-            let results = fleet.step_on_each(&full, "upload", |_| receive(None), |_| Some(whole.clone()), timeouts.upload).await;
+            let results = fleet.step_on_each(&full, "upload", |i| receive(None, uploads[i].encoding), |i| Some(encoded[&uploads[i].encoding].clone()), timeouts.upload).await;
             // step_on_each returns a script that ran and failed as Ok: the whole release
             // refused here is a failed upload, never a release to switch to.
             for (i, r) in &results {
@@ -261,7 +283,9 @@ async fn run_deploy(
     })
     .await;
     settle(fleet, &id, &meta, upload).await.map_err(fail)?;
-    let bytes_sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = sent.into_inner().unwrap_or_default();
+    let bytes_sent: u64 = sent.iter().map(|(wire, _)| wire).sum();
+    let bytes_raw: u64 = sent.iter().map(|(_, raw)| raw).sum();
     let linked = linked.load(std::sync::atomic::Ordering::Relaxed);
 
     // Build hooks, then the release is ready.
@@ -439,8 +463,46 @@ async fn run_deploy(
     let _ = fault::point("deploy.before-prune").await;
     // Retention.
     let pruned = prune(fleet, states, &live).await;
+    let per_host_uploads: Vec<serde_json::Value> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, (wire, raw))| {
+            json!({
+                "host": fleet.name(i),
+                "bytes_sent": wire,
+                "bytes_raw": raw,
+                "encoding": uploads[i].encoding.name(),
+                "delta_files": uploads[i].patched.0,
+                "delta_of_bytes": uploads[i].patched.1,
+            })
+        })
+        .collect();
+    let encodings: std::collections::BTreeSet<&str> = uploads
+        .iter()
+        .map(|u| u.encoding.name())
+        .filter(|name| *name != "raw")
+        .collect();
+    let traffic = if encodings.is_empty() {
+        format!("; {} sent", human_bytes(bytes_sent))
+    } else {
+        format!(
+            "; {} sent ({}; {} before compression)",
+            human_bytes(bytes_sent),
+            encodings.into_iter().collect::<Vec<_>>().join(", "),
+            human_bytes(bytes_raw)
+        )
+    };
+    let deltas = uploads.iter().map(|u| u.patched.0).max().unwrap_or(0);
+    let traffic = if deltas > 0 {
+        format!(
+            "{traffic}, {deltas} changed file{} as a binary delta",
+            if deltas == 1 { "" } else { "s" }
+        )
+    } else {
+        traffic
+    };
     let human = format!(
-        "deployed {} to {} ({} host{}): {} is live{}{}",
+        "deployed {} to {} ({} host{}): {} is live{}{}{}",
         stage.app,
         stage.name,
         fleet.len(),
@@ -455,7 +517,8 @@ async fn run_deploy(
             format!(", {pruned} old release(s) pruned")
         } else {
             String::new()
-        }
+        },
+        traffic
     );
     let data = json!({
         "release": id.as_str(),
@@ -467,6 +530,8 @@ async fn run_deploy(
         "migrations_applied": migrated.as_ref().map(|m| m.applied_now()),
         "snapshot": migrated.as_ref().and_then(|m| m.snapshot()),
         "bytes_sent": bytes_sent,
+        "bytes_raw": bytes_raw,
+        "uploads": per_host_uploads,
         "files": archive.manifest.file_count(),
         "linked": linked,
     });
@@ -702,4 +767,9 @@ fn rollout_state(
         started_at: now,
         updated_at: now,
     }
+}
+
+/// `905 B`, `12.30 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
 }

@@ -52,7 +52,7 @@ pub use traffic::{
     EXIT_PROXY_REFUSED, drain, install_include, proxy_check, read_traffic, slot_commands,
 };
 pub use upload::{
-    BUILT_OVER, finalize, make_read_only, read_manifest, receive, remove_partial, upload,
+    BUILT_OVER, Encoding, finalize, make_read_only, read_manifest, receive, remove_partial, upload,
 };
 pub use verify::{record_shipped, record_stat, verify_likely_target, verify_release};
 

@@ -6,7 +6,7 @@ use crate::layout::{Layout, RELEASE_META, quote};
 
 /// Reads everything a decision needs, changing nothing: whether `deploy_to` exists, the
 /// target of `current`, each release with its record, partial uploads, the lock holder,
-/// and the host's clock. Output: one tab-separated record per line. The records are
+/// which decompressors the host has (for the upload's compression), and the host's clock. Output: one tab-separated record per line. The records are
 /// one-line JSON files (slipway writes them so), read with the shell's own `read`: at
 /// fleet scale every process a step starts is paid once per host.
 pub fn probe(layout: &Layout) -> String {
@@ -38,6 +38,7 @@ if [ -d "$d/.slipway/lock" ]; then
   printf 'lock\t%s\n' "$m"
 fi
 if [ -f {rollout} ]; then m=""; IFS= read -r m < {rollout} || true; printf 'rollout\t%s\n' "$m"; fi
+for t in zstd gzip; do if command -v "$t" >/dev/null 2>&1; then printf 'tool\t%s\n' "$t"; fi; done
 printf 'clock\t'; date +%s
 "#,
         meta = RELEASE_META,

@@ -6,6 +6,7 @@ use super::{
     EXIT_NOT_VERIFIED, PRELUDE,
     verify::{STAT_CHANGES, verify_partial},
 };
+pub use crate::encoding::Encoding;
 use crate::layout::{
     Layout, RELEASE_MANIFEST, RELEASE_STAT, RELEASE_STAT_SHIPPED, ReleaseId, quote,
 };
@@ -59,7 +60,26 @@ close($in) or die "cannot read $list: $!\n";"#;
 /// only new and changed files plus `.slipway/verify.sizes` (`size<TAB>path`), the files to
 /// hard-link from the previous release: one command links all of them, not one command
 /// per file (see [`LINK_UNCHANGED`]).
-pub fn upload(layout: &Layout, id: &ReleaseId, previous: Option<&ReleaseId>) -> String {
+pub fn upload(
+    layout: &Layout,
+    id: &ReleaseId,
+    previous: Option<&ReleaseId>,
+    encoding: Encoding,
+) -> String {
+    let extract = match encoding.decoder() {
+        None => r#"if ! tar -x -o -f - -C "$p"; then
+  echo "extracting the release archive into $p failed" >&2"#
+            .to_string(),
+        // Both exit statuses, through fd 3 (sh has no pipefail): a decoder that fails
+        // halfway must fail the upload even if tar took the truncated stream quietly.
+        Some(decoder) => format!(
+            r#"codes=$( {{ {{ {decoder}; echo "$?" >&3; }} | {{ tar -x -o -f - -C "$p"; echo "$?" >&3; }}; }} 3>&1 >&2 )
+case "$codes" in *[!0[:space:]]*|"") ok=0 ;; *) ok=1 ;; esac
+if [ "$ok" -ne 1 ]; then
+  echo "decompressing ({name}) and extracting the release archive into $p failed" >&2"#,
+            name = encoding.name()
+        ),
+    };
     let mut s = format!(
         r#"{PRELUDE}d={d}
 [ -d "$d/releases" ] && [ -d "$d/shared" ] || mkdir -p -- "$d/releases" "$d/shared" || exit 1
@@ -70,8 +90,7 @@ done
 p={partial}
 if [ -e {release} ]; then echo "release {id} already exists in $d/releases" >&2; exit 1; fi
 mkdir -- "$p" || exit 1
-if ! tar -x -o -f - -C "$p"; then
-  echo "extracting the release archive into $p failed" >&2
+{extract}
   rm -rf -- "$p"
   exit 1
 fi
@@ -81,6 +100,26 @@ fi
         release = quote(&layout.release(id)),
     );
     if let Some(prev) = previous {
+        // Binary deltas against the previous release's copy. A base that differs on this
+        // host fails zstd's frame checksum (or, failing that, the check after the
+        // upload): not verified, and the deployer sends the whole release instead.
+        s.push_str(&format!(
+            r#"if [ -f "$p/.slipway/patches" ]; then
+  rc=0
+  b={prev}
+  while IFS='	' read -r n mode path; do
+    zstd -d -q --long=31 --patch-from="$b/$path" -o "$p/$path" "$p/.slipway/patch/$n" && chmod "$mode" "$p/$path" || {{ rc=1; break; }}
+  done < "$p/.slipway/patches"
+  if [ "$rc" -ne 0 ]; then
+    echo "a binary delta did not apply: the previous release's copy differs on this host" >&2
+    rm -rf -- "$p"
+    exit {EXIT_NOT_VERIFIED}
+  fi
+  rm -rf -- "$p/.slipway/patch" "$p/.slipway/patches"
+fi
+"#,
+            prev = quote(&layout.release(prev)),
+        ));
         s.push_str(&format!(
             r#"if [ -f "$p/.slipway/verify.sizes" ]; then
   rc=127
@@ -121,6 +160,7 @@ pub fn receive(
     layout: &Layout,
     id: &ReleaseId,
     previous: Option<&ReleaseId>,
+    encoding: Encoding,
     files: &[String],
     dirs: &[String],
     then: &str,
@@ -133,7 +173,7 @@ pub fn receive(
             name = quote(f),
         ));
     }
-    s.push_str(&upload(layout, id, previous));
+    s.push_str(&upload(layout, id, previous, encoding));
     s.push_str(&finalize(layout, id, files, dirs));
     if !then.is_empty() {
         s.push_str(&format!(
@@ -233,6 +273,7 @@ mod tests {
             &Layout::new("/srv/app"),
             &ReleaseId::parse("20260101T000000Z").unwrap(),
             Some(&ReleaseId::parse("20251231T000000Z").unwrap()),
+            Encoding::Raw,
         );
         assert!(script.contains(&format!("perl -e '{LINK_UNCHANGED}'")));
     }

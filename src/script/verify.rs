@@ -204,7 +204,7 @@ rm -f -- "$p/.slipway/verify.sha256" "$p/.slipway/verify.b2" "$p/.slipway/verify
 
 #[cfg(test)]
 mod tests {
-    use super::super::receive;
+    use super::super::{Encoding, receive};
     use super::*;
 
     /// A tar of `files`, with the digest lists a deploy ships; `lie` replaces the
@@ -257,7 +257,7 @@ mod tests {
             use std::io::Write;
             let mut child = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(receive(&layout, &id, None, &[], &[], ""))
+                .arg(receive(&layout, &id, None, Encoding::Raw, &[], &[], ""))
                 .stdin(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -131,6 +131,42 @@ impl Input {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Reads up to `buf.len()` bytes at `offset` (of the spooled region, then the tail);
+    /// 0 at the end.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let spooled = self.spool.as_ref().map_or(0, |(_, len)| *len);
+        if offset < spooled {
+            use std::os::unix::fs::FileExt;
+            let (file, _) = self.spool.as_ref().expect("a spool when spooled > 0");
+            let want = buf
+                .len()
+                .min(usize::try_from(spooled - offset).unwrap_or(usize::MAX));
+            file.read_exact_at(&mut buf[..want], offset)?;
+            return Ok(want);
+        }
+        let at = usize::try_from(offset - spooled).unwrap_or(usize::MAX);
+        let rest = self.tail.get(at..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+
+    /// Writes the whole input, in order, to `out` (for re-encoding it, e.g. compressed).
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        if let Some((file, len)) = &self.spool {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; CHUNK];
+            let mut offset = 0u64;
+            while offset < *len {
+                let want = CHUNK.min(usize::try_from(len - offset).unwrap_or(CHUNK));
+                file.read_exact_at(&mut buf[..want], offset)?;
+                out.write_all(&buf[..want])?;
+                offset += want as u64;
+            }
+        }
+        out.write_all(&self.tail)
+    }
 }
 
 /// A script's stdin, if it reads one.

@@ -9,6 +9,7 @@ mod scenario;
 
 mod atomic;
 mod audit;
+mod compress;
 mod config_errors;
 mod deploy;
 mod failures;

@@ -48,6 +48,10 @@ use std::time::{Duration, Instant};
 /// it must be an absolute path).
 pub const SSHD: &str = "/usr/sbin/sshd";
 
+/// The port of hosts in a network namespace of their own ([`Fleet::start_in_netns`]);
+/// not 22, whose `known_hosts` entries are written without the port.
+pub const NETNS_PORT: u16 = 2222;
+
 /// How long a host may take to accept TCP connections after being spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -130,7 +134,15 @@ pub struct TestHost {
     sshd_config: PathBuf,
     host_key: PathBuf,
     log: PathBuf,
+    /// The network namespace the host runs in (`None`: this process's).
+    netns: Option<PathBuf>,
     process: Option<HostProcess>,
+}
+
+/// Where [`Fleet::start_in_netns`] puts its hosts.
+struct Placement {
+    netns: PathBuf,
+    addresses: Vec<String>,
 }
 
 /// A running host: the sshd listener (its pid is also its process group) and
@@ -162,6 +174,25 @@ impl Fleet {
     /// namespaces not permitted) or if a host does not come up within 10 s
     /// (the panic message includes sshd's stderr).
     pub fn start(n: usize) -> Fleet {
+        Fleet::start_placed(n, None)
+    }
+
+    /// Like [`Fleet::start`], but the hosts live in the network namespace `netns` (a
+    /// path such as `/run/netns/NAME`, joined with `nsenter --net`), host `i` listening
+    /// on `addresses[i]`, port [`NETNS_PORT`]. The namespace and its addresses are the caller's: it
+    /// made them. The caller must be able to reach those addresses (e.g. it runs in a
+    /// namespace joined to `netns` by a veth pair).
+    pub fn start_in_netns(netns: &Path, addresses: &[String]) -> Fleet {
+        Fleet::start_placed(
+            addresses.len(),
+            Some(Placement {
+                netns: netns.to_path_buf(),
+                addresses: addresses.to_vec(),
+            }),
+        )
+    }
+
+    fn start_placed(n: usize, placement: Option<Placement>) -> Fleet {
         preflight();
         let dir = tempfile::Builder::new()
             .prefix("slipway-hosts.")
@@ -177,7 +208,10 @@ impl Fleet {
         let mut hosts = Vec::with_capacity(n);
         let mut keygens = vec![keygen_spawn(&identity, "slipway-test-client")];
         for i in 0..n {
-            let (address, port) = next_free_slot();
+            let (address, port) = match &placement {
+                Some(p) => (p.addresses[i].clone(), NETNS_PORT),
+                None => next_free_slot(),
+            };
             let hdir = root.join(format!("host{}", i + 1));
             fs::create_dir_all(hdir.join("srv")).expect("create host dir");
             fs::create_dir_all(hdir.join("home")).expect("create host dir");
@@ -190,6 +224,7 @@ impl Fleet {
                 host_key: hdir.join("ssh_host_ed25519_key"),
                 log: hdir.join("sshd.log"),
                 dir: hdir,
+                netns: placement.as_ref().map(|p| p.netns.clone()),
                 process: None,
             };
             keygens.push(keygen_spawn(&host.host_key, &host.name));
@@ -515,7 +550,14 @@ impl TestHost {
             .append(true)
             .open(&self.log)
             .expect("open sshd.log");
-        let mut cmd = Command::new("unshare");
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", netns.display())).arg("unshare");
+                c
+            }
+            None => Command::new("unshare"),
+        };
         cmd.args([
             "--mount",
             "--propagation",
