@@ -201,9 +201,17 @@ impl<'a> Executor<'a> {
             self.event("switched", Some(k + 1)).await;
             // `[gate]` with `[traffic]`: the step's window of the access logs starts now,
             // while the health gate (if any) watches the new slot.
-            let log_gate = match (self.traffic, &stage.gate) {
-                (Some(driver), Some(g)) => {
+            // A first release with [traffic] has no stable slot to compare with or to send
+            // users back to: its gate is the health check alone.
+            let log_gate = match (self.traffic, &stage.gate, &self.state.traffic) {
+                (Some(driver), Some(g), Some(t)) if t.stable.is_some() => {
                     Some(crate::traffic::log_gate::LogGate::begin(driver, g).await)
+                }
+                (Some(_), Some(_), _) => {
+                    fleet.reporter.info(
+                        "traffic gate skipped: the first release with [traffic] has no stable slot to compare with",
+                    );
+                    None
                 }
                 _ => None,
             };
