@@ -20,6 +20,7 @@ pub struct GateLayer {
     pub max_error_rate_increase: Option<f64>,
     pub max_p95: Option<String>,
     pub max_p95_increase: Option<f64>,
+    pub min_p95_difference: Option<String>,
     pub alpha: Option<f64>,
     pub max_consecutive_failures: Option<i64>,
     pub on_inconclusive: Option<String>,
@@ -43,6 +44,9 @@ pub struct Gate {
     /// Nor the stable slot's p95 by more than this share (0.3: 30 % slower), when the
     /// Mann-Whitney test also says the new slot is slower (p < alpha).
     pub max_p95_increase: Option<f64>,
+    /// A p95 at most this much above the stable slot's is never a latency failure,
+    /// whatever the share: nginx logs to the millisecond, and 1ms becoming 2ms is +100%.
+    pub min_p95_difference: Duration,
     pub alpha: f64,
     /// Consecutive readings whose numbers so far fail: the gate fails before its
     /// window is over.
@@ -103,6 +107,10 @@ pub(super) fn resolve_gate(
         }
         Some((&r, _)) => Some(r),
     };
+    let min_p95_difference = duration(
+        field!(s, t, at, "gate", min_p95_difference),
+        Duration::from_millis(5),
+    )?;
     let alpha = match field!(s, t, at, "gate", alpha) {
         None => 0.05,
         Some((&a, p)) if !(a > 0.0 && a < 0.5) => {
@@ -147,6 +155,7 @@ pub(super) fn resolve_gate(
         max_error_rate_increase,
         max_p95,
         max_p95_increase,
+        min_p95_difference,
         alpha,
         max_consecutive_failures,
         on_inconclusive,
@@ -205,6 +214,7 @@ mod tests {
             ("min_requests = 0", "gate.min_requests"),
             ("interval = \"2m\"", "gate.interval"),
             ("max_p95 = \"soon\"", "gate.max_p95"),
+            ("min_p95_difference = \"5\"", "gate.min_p95_difference"),
             ("on_inconclusive = \"maybe\"", "gate.on_inconclusive"),
             ("max_p95_increase = -1.0", "gate.max_p95_increase"),
         ] {

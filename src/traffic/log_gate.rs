@@ -87,7 +87,10 @@ impl<'a> LogGate<'a> {
             );
         }
         if chunk.skipped_long_line {
+            // Read, not counted as lines: its bytes still count as read.
             self.window.malformed += 1;
+            let from = if chunk.restarted { 0 } else { offset };
+            self.window.bytes += chunk.next - from;
         }
         self.window.add_lines(chunk.lines);
         Ok((chunk.next, chunk.size))

@@ -137,7 +137,8 @@ fn decide(
     {
         // A stable p95 of 0ms (nginx's resolution) counts as 1ms: no division by zero.
         let increase = (f64::from(cp) - f64::from(sp)) / f64::from(sp.max(1));
-        if increase > inc {
+        let beyond_floor = u128::from(cp.saturating_sub(sp)) > gate.min_p95_difference.as_millis();
+        if increase > inc && beyond_floor {
             if p < gate.alpha {
                 return fail(format!(
                     "p95 {cp}ms is {:.0}% above the stable slot's {sp}ms (max_p95_increase {:.0}%) and the new slot is slower beyond noise (Mann-Whitney p = {} < alpha {})",
@@ -176,6 +177,7 @@ mod tests {
             max_error_rate_increase: None,
             max_p95: None,
             max_p95_increase: Some(0.3),
+            min_p95_difference: Duration::from_millis(5),
             alpha: 0.05,
             max_consecutive_failures: 2,
             on_inconclusive: OnInconclusive::Pause,
@@ -259,6 +261,18 @@ mod tests {
             panic!("{j:?}")
         };
         assert!(summary.contains("within noise"), "{summary}");
+        // Tiny latencies: 1ms → 3ms is +200% and beyond noise, but within the floor.
+        let mut tiny = String::new();
+        for (slot, ms) in [("b", 3), ("a", 1)] {
+            for _ in 0..200 {
+                tiny.push_str(&format!(
+                    "2026-11-30T13:00:00+00:00 slot={slot} status=200 request_time=0.00{ms} u\n"
+                ));
+            }
+        }
+        let j = judge(&window(&[tiny]), Slot::B, Some(Slot::A), &gate());
+        assert!(matches!(j.verdict, Verdict::Pass { .. }), "{j:?}");
+        assert!(j.p_slower.unwrap() < 0.001);
         // Absolute p95.
         g.max_p95 = Some(Duration::from_millis(5));
         assert!(matches!(

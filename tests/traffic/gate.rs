@@ -41,6 +41,7 @@ fn gate() -> Gate {
         max_error_rate_increase: None,
         max_p95: None,
         max_p95_increase: Some(0.3),
+        min_p95_difference: Duration::from_millis(5),
         alpha: 0.05,
         max_consecutive_failures: 2,
         on_inconclusive: OnInconclusive::Pause,
@@ -140,6 +141,17 @@ fn a_release_failing_a_fifth_of_its_requests_fails_its_first_step_and_too_few_re
     let (sent, errors) = load.finish();
     eprintln!("5xx release: deploy failed in {took:?}; load {sent} requests, {errors} errors");
     assert_eq!(run.code, 1, "{}", run.all());
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/events.schema.json")).unwrap();
+    for line in run.stdout.lines() {
+        let e: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+        let problems = crate::schema::validate(&schema, &e);
+        assert!(
+            problems.is_empty(),
+            "{e} does not follow docs/events.schema.json: {problems:?}"
+        );
+    }
     let gates = gate_events(&run);
     assert_eq!(gates.len(), 1, "one verdict, at step 1: {gates:?}");
     let g = &gates[0];
@@ -339,9 +351,27 @@ fn a_one_gib_access_log_is_read_only_from_the_step_on() {
         .spawn()
         .expect("run slipway");
     let mut peak = 0;
+    let mut hostile = false;
     let status = loop {
         if let Some(kib) = peak_rss_kib(child.id()) {
             peak = peak.max(kib);
+        }
+        // Once step 1's window has begun: lines a host's log might hold that are not
+        // slipway's (binary, control sequences, a 9 MiB line longer than one read).
+        // (The health gate's line comes after the traffic gate noted where the logs end.)
+        if !hostile
+            && fs::read_to_string(&out)
+                .unwrap_or_default()
+                .contains("step 1 of 2: health gate on")
+        {
+            hostile = true;
+            let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(b"\x00\xff\xfe binary \x1b[31mred\n").unwrap();
+            f.write_all(b"2026-11-30T13:00:00+00:00 slot=b status=200\n")
+                .unwrap();
+            let mut long = vec![b'x'; 9 * 1024 * 1024];
+            long.push(b'\n');
+            f.write_all(&long).unwrap();
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -359,13 +389,25 @@ fn a_one_gib_access_log_is_read_only_from_the_step_on() {
     let gates = gate_events(&run);
     assert_eq!(gates.len(), 2, "{gates:?}");
     assert!(gates.iter().all(|g| g["verdict"] == "pass"), "{gates:?}");
+    for g in &gates {
+        eprintln!("step {}: {}", g["step"], g["summary"]);
+    }
+    assert!(hostile, "step 1's split was never seen in the include");
+    let malformed: u64 = gates
+        .iter()
+        .map(|g| g["malformed_lines"].as_u64().unwrap())
+        .sum();
+    assert!(
+        malformed >= 3,
+        "the hostile lines are counted as malformed: {gates:?}"
+    );
     let read: u64 = gates
         .iter()
         .map(|g| g["bytes_read"].as_u64().unwrap())
         .sum();
     let after = fs::metadata(&log).unwrap().len();
     eprintln!(
-        "1 GiB log: {before} bytes before the deploy, {after} after; the gates read {read} bytes; deploy {took:?}, deployer peak RSS {} MiB; load {sent} requests, {errors} errors",
+        "1 GiB log: {before} bytes before the deploy, {after} after; the gates read {read} bytes ({malformed} malformed lines ignored); deploy {took:?}, deployer peak RSS {} MiB; load {sent} requests, {errors} errors",
         peak / 1024
     );
     // Only what was written during the rollout: nothing of the old GiB.
