@@ -54,10 +54,12 @@ pub struct Gate {
     pub on_inconclusive: OnInconclusive,
 }
 
+/// `has_traffic`: the stage has `[traffic]`, whose access log `[gate]` reads.
 pub(super) fn resolve_gate(
     stage: &Layer,
     top: &Layer,
     at: &KeyPath,
+    has_traffic: bool,
 ) -> Result<Option<Gate>, Invalid> {
     let (s, t) = (&stage.gate, &top.gate);
     if s.is_none() && t.is_none() {
@@ -68,6 +70,12 @@ pub(super) fn resolve_gate(
     } else {
         KeyPath::root().key("gate")
     };
+    if !has_traffic {
+        return Err((
+            section,
+            "[gate] judges the requests in the access log of [traffic]: add [traffic], or remove [gate] (host canaries are judged by [health])".into(),
+        ));
+    }
     let window = duration(field!(s, t, at, "gate", window), Duration::from_secs(60))?;
     let interval = duration(field!(s, t, at, "gate", interval), Duration::from_secs(5))?;
     if interval.is_zero() || window < interval {
@@ -162,21 +170,6 @@ pub(super) fn resolve_gate(
     }))
 }
 
-/// `[gate]` reads the access log of `[traffic]`: without it there is nothing to read.
-pub(super) fn check_traffic(
-    gate: Option<&Gate>,
-    traffic: Option<&super::Traffic>,
-    at: &KeyPath,
-) -> Result<(), Invalid> {
-    if gate.is_some() && traffic.is_none() {
-        return Err((
-            at.key("gate"),
-            "[gate] judges the requests in the access log of [traffic]: add [traffic], or remove [gate] (host canaries are judged by [health])".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -205,7 +198,8 @@ mod tests {
         assert_eq!(g.window, std::time::Duration::from_secs(60));
 
         let e = parse("[gate]\nwindow = \"10s\"\n").unwrap_err();
-        assert_eq!(e.key, "stages.prod.gate");
+        assert_eq!(e.key, "gate");
+        assert_eq!(e.line, Some(3));
         assert!(e.message.contains("add [traffic]"), "{e}");
 
         for (bad, key) in [

@@ -160,8 +160,7 @@ fn resolve_stage(
     let health = super::health::resolve_health(stage, top, at)?;
     let traffic = super::traffic::resolve_traffic(stage, top, at, app, &rollout.strategy)?;
     super::traffic::check_health(traffic.as_ref(), health.as_ref(), at)?;
-    let gate = super::gate::resolve_gate(stage, top, at)?;
-    super::gate::check_traffic(gate.as_ref(), traffic.as_ref(), at)?;
+    let gate = super::gate::resolve_gate(stage, top, at, traffic.is_some())?;
 
     Ok(Stage {
         name: name.to_string(),
