@@ -410,6 +410,15 @@ impl Reporter {
         });
     }
 
+    /// An `info` line that carries data for `--json` (`data`), the text alone otherwise.
+    pub fn info_data(&self, message: &str, data: Value) {
+        self.emit(Event {
+            message: Some(message),
+            data: Some(data),
+            ..Self::base("info")
+        });
+    }
+
     /// Extra detail (script output) shown with `-v` only.
     pub fn detail(&self, host: &str, text: &str) {
         if !self.verbose || text.trim().is_empty() {

@@ -287,6 +287,13 @@ fn fifty_hostile_configs_and_command_lines_exit_2_naming_the_problem() {
             "rollout",
             0,
         ),
+        // [gate]: a threshold that is no number of its kind, and a gate with no log.
+        case(
+            "[rollout]\nstrategy = \"canary\"\n[traffic]\nslots = { a = 8001, b = 8002 }\n[gate]\nalpha = 2.0\n",
+            "gate.alpha",
+            n + 6,
+        ),
+        case("[gate]\nwindow = \"1m\"\n", "add [traffic]", n + 1),
         // [traffic]: values that would change the meaning of nginx's configuration.
         case(
             "[traffic]\ninclude = \"/etc/nginx/x.conf; include /etc/passwd\"\n",

@@ -8,6 +8,7 @@
 
 mod database;
 mod field;
+mod gate;
 mod health;
 mod keys;
 mod layers;
@@ -17,6 +18,7 @@ mod traffic;
 mod validate;
 
 pub use database::{Database, DbCommands, DbDriver, Framework, FrameworkMigrator};
+pub use gate::{Gate, GateLayer};
 pub use health::{Check, Health, HealthLayer, OnInconclusive};
 pub use rollout::{Batch, Pause, Rollout, RolloutLayer, Strategy};
 pub use traffic::{Endpoint, ProxyKind, SlotsLayer, SplitKey, Traffic, TrafficLayer, parse_key};
@@ -88,6 +90,7 @@ pub struct Layer {
     pub rollout: Option<RolloutLayer>,
     pub health: Option<HealthLayer>,
     pub traffic: Option<TrafficLayer>,
+    pub gate: Option<GateLayer>,
     /// Only in a stage.
     #[serde(default, deserialize_with = "host_entry::list")]
     pub hosts: Option<Vec<HostLayer>>,
@@ -318,6 +321,8 @@ pub struct Stage {
     pub health: Option<Health>,
     /// `[traffic]`: two releases live per host behind a proxy; steps are users.
     pub traffic: Option<Traffic>,
+    /// `[gate]`: each `[traffic]` step judged by the access log, when there is one.
+    pub gate: Option<Gate>,
 }
 
 impl Stage {

@@ -177,6 +177,7 @@ fn resolve_stage(
     let health = super::health::resolve_health(stage, top, at)?;
     let traffic = super::traffic::resolve_traffic(stage, top, at, app, &rollout.strategy)?;
     super::traffic::check_health(traffic.as_ref(), health.as_ref(), at)?;
+    let gate = super::gate::resolve_gate(stage, top, at, traffic.is_some())?;
 
     Ok(Stage {
         name: name.to_string(),
@@ -202,6 +203,7 @@ fn resolve_stage(
         rollout,
         health,
         traffic,
+        gate,
     })
 }
 

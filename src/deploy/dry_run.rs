@@ -164,10 +164,12 @@ pub(super) fn switch_detail(stage: &crate::config::Stage) -> String {
         };
         return format!(
             "start the new release in the free slot on every host, then move users to it ({steps}){}, then promote: current renamed, the old slot drained and stopped (see `slipway rollout plan {}`)",
-            if stage.health.is_some() {
-                ", each step health-gated on the new slot"
-            } else {
-                ""
+            match (stage.health.is_some(), stage.gate.is_some()) {
+                (true, true) =>
+                    ", each step health-gated on the new slot and judged by its requests in the access log ([gate])",
+                (true, false) => ", each step health-gated on the new slot",
+                (false, true) => ", each step judged by its requests in the access log ([gate])",
+                (false, false) => "",
             },
             stage.name
         );

@@ -199,6 +199,22 @@ impl<'a> Executor<'a> {
                 },
             };
             self.event("switched", Some(k + 1)).await;
+            // `[gate]` with `[traffic]`: the step's window of the access logs starts now,
+            // while the health gate (if any) watches the new slot.
+            // A first release with [traffic] has no stable slot to compare with or to send
+            // users back to: its gate is the health check alone.
+            let log_gate = match (self.traffic, &stage.gate, &self.state.traffic) {
+                (Some(driver), Some(g), Some(t)) if t.stable.is_some() => {
+                    Some(crate::traffic::log_gate::LogGate::begin(driver, g).await)
+                }
+                (Some(_), Some(_), _) => {
+                    fleet.reporter.info(
+                        "traffic gate skipped: the first release with [traffic] has no stable slot to compare with",
+                    );
+                    None
+                }
+                _ => None,
+            };
             if let Some(health) = &stage.health {
                 fleet.reporter.info(&format!(
                     "step {} of {total}: health gate on {} host(s) for up to {}",
@@ -271,6 +287,14 @@ impl<'a> Executor<'a> {
                     return Ok(self
                         .pause(format!("{reason} (promote to go on, abort to go back)"))
                         .await);
+                }
+                if log_gate.is_none() {
+                    self.event("gate-passed", Some(k + 1)).await;
+                }
+            }
+            if let (Some(watch), Some(driver), Some(g)) = (log_gate, self.traffic, &stage.gate) {
+                if let Some(progress) = self.judge_log(watch, driver, g, k, switched).await? {
+                    return Ok(progress);
                 }
                 self.event("gate-passed", Some(k + 1)).await;
             }
@@ -442,6 +466,70 @@ impl<'a> Executor<'a> {
         // A test hook: a step's traffic is in force, its gate not begun.
         crate::fault::point("traffic.after-step").await?;
         Ok(fleet.all())
+    }
+
+    /// The access-log gate of step `k` (`[gate]`): watches the rest of its window and
+    /// records the verdict. `Ok(None)`: passed; `Ok(Some(paused))`: inconclusive (or
+    /// interrupted) and paused; `Err`: failed, for the caller to roll back.
+    async fn judge_log(
+        &mut self,
+        watch: crate::traffic::log_gate::LogGate<'_>,
+        driver: &crate::traffic::Driver<'_>,
+        gate: &crate::config::Gate,
+        k: usize,
+        switched: Vec<usize>,
+    ) -> Result<Option<Progress>, Failure> {
+        use super::health::Verdict;
+        let Some(t) = self.state.traffic.clone() else {
+            return Ok(None);
+        };
+        let total = self.state.plan.steps.len();
+        self.fleet.reporter.info(&format!(
+            "step {} of {total}: traffic gate on the access log for up to {}",
+            k + 1,
+            humantime::format_duration(gate.window)
+        ));
+        let interrupt = self.interrupt.clone();
+        let judged = tokio::select! {
+            j = watch.judge(t.canary, t.stable) => j,
+            signal = interrupt.wait() => {
+                let why = format!(
+                    "{signal} received during the traffic gate of step {}: its users are moved but not judged (`rollout resume` gates them again)",
+                    k + 1
+                );
+                return Ok(Some(self.pause(why).await));
+            }
+        };
+        crate::traffic::log_gate::report(driver, k + 1, self.release.as_str(), &judged).await;
+        let (verdict, text) = match &judged.verdict {
+            Verdict::Pass { summary } => ("pass", summary.clone()),
+            Verdict::Fail { reason } => ("fail", reason.clone()),
+            Verdict::Inconclusive { reason } => ("inconclusive", reason.clone()),
+        };
+        self.state.last_gate = Some(GateRecord {
+            step: k + 1,
+            verdict: verdict.into(),
+            details: vec![text.clone()],
+            at: Utc::now(),
+        });
+        match verdict {
+            "fail" => {
+                let reason = format!("traffic gate failed at step {}: {text}", k + 1);
+                Err(self.fail(switched, reason).await)
+            }
+            "inconclusive" => {
+                let reason = format!("traffic gate inconclusive at step {}: {text}", k + 1);
+                if gate.on_inconclusive == OnInconclusive::Fail {
+                    return Err(self.fail(switched, reason).await);
+                }
+                self.state.completed = k + 1;
+                Ok(Some(
+                    self.pause(format!("{reason} (promote to go on, abort to go back)"))
+                        .await,
+                ))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The reason of a `rollout pause` recorded on the hosts since this run last wrote.

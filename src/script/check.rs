@@ -171,6 +171,10 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
             read_traffic(&layout, "/etc/nginx/it's.conf"),
         ),
         (
+            "read_access_log",
+            read_access_log("/var/log/nginx/it's $(x).log", 1_048_576, 8_388_608),
+        ),
+        (
             "proxy_check",
             proxy_check("nginx", "nginx-light", "/etc/nginx/it's.conf", "nginx -t"),
         ),

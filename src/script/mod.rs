@@ -49,7 +49,8 @@ pub use prune::{
 pub use rollout::{read_rollout, write_rollout};
 pub use switch::{switch, switch_link, write_meta, write_meta_if_present};
 pub use traffic::{
-    EXIT_PROXY_REFUSED, drain, install_include, proxy_check, read_traffic, slot_commands,
+    EXIT_PROXY_REFUSED, drain, install_include, proxy_check, read_access_log, read_traffic,
+    slot_commands,
 };
 pub use upload::{
     BUILT_OVER, Encoding, finalize, make_read_only, read_manifest, receive, remove_partial, upload,

@@ -176,6 +176,26 @@ pub fn read_traffic(layout: &Layout, include: &str) -> String {
     )
 }
 
+/// Reads at most `max` bytes of the access log `log` from byte `offset` on. Prints
+/// `slipway-log OFFSET END SIZE` (the bytes it sends: OFFSET..END of a file of SIZE), then
+/// those bytes with every byte outside printable ASCII, tab and newline turned into `?`
+/// one for one, so the deployer can count bytes in the text it gets. A file smaller than
+/// `offset` was rotated or truncated: it starts over at 0. No file: `slipway-log 0 0 0`.
+/// `tail -c +N` seeks on a regular file: a large log costs nothing before `offset`.
+pub fn read_access_log(log: &str, offset: u64, max: u64) -> String {
+    format!(
+        "{PRELUDE}f={log}\n\
+         off={offset}\n\
+         size=$(stat -c %s -- \"$f\" 2>/dev/null) || size=0\n\
+         if [ \"$size\" -lt \"$off\" ]; then off=0; fi\n\
+         end=$((off + {max}))\n\
+         if [ \"$end\" -gt \"$size\" ]; then end=$size; fi\n\
+         echo \"slipway-log $off $end $size\"\n\
+         if [ \"$end\" -gt \"$off\" ]; then tail -c +$((off + 1)) -- \"$f\" | head -c $((end - off)) | tr -c '\\11\\12\\40-\\176' '?'; fi\n",
+        log = quote(log),
+    )
+}
+
 /// `slipway check`: the proxy is installed, its validator passes, and the include's
 /// directory is writable. Each problem is a line on stderr; exit 1 when any.
 pub fn proxy_check(binary: &str, package: &str, include: &str, test: &str) -> String {

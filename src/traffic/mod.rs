@@ -13,6 +13,10 @@
 //! - [`proxy`]: the proxy trait (nginx only so far)
 //! - [`state`]: the traffic part of `.slipway/rollout.json`, and choosing the slot
 //! - [`driver`]: the same operations on every host of a fleet
+//! - [`access_log`]: the include's access log, parsed and counted per slot, pure
+//! - [`mann_whitney`]: the one-sided Mann-Whitney U test, pure
+//! - [`log_verdict`]: the `[gate]` verdict over a window of the log, pure
+//! - [`log_gate`]: reading every host's log incrementally over a step's window
 //!
 //! The flow of a deploy (driven by `rollout::executor`): [`prepare`] the new slot (link,
 //! start, ready) before any traffic; each step applies its percentage, then the gate
@@ -20,7 +24,11 @@
 //! drains and stops the old slot; [`back`] (failed gate, abort) moves everyone back at
 //! once and stops the new slot; [`rollback_to`] is `slipway rollback`'s part.
 
+pub mod access_log;
 pub mod driver;
+pub mod log_gate;
+pub mod log_verdict;
+pub mod mann_whitney;
 pub mod murmur;
 pub mod nginx;
 pub mod proxy;

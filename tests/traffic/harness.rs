@@ -2,7 +2,9 @@
 //! host (started inside the host's mount namespace through ssh, listening on the host's
 //! own address, its prefix under the host's `/srv/nginx`), and a tiny Python HTTP app
 //! per slot that can be made slow (`/slow?s=N`) or to fail its health check
-//! (`FAIL_AFTER` in the release).
+//! (`FAIL_AFTER` in the release); a release's `DELAY_MS` makes its `/` take that long on
+//! average (uniform over half to one and a half times), its `ERROR_RATE` answers that
+//! share of `/` with a 500 (its health check stays fine).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -52,7 +54,7 @@ impl Run {
 
 /// The slot app: answers its release's VERSION; `/healthz` fails after FAIL_AFTER calls
 /// when the release has that file; `/slow?s=N` answers after N seconds.
-const APP_PY: &str = r#"import os, time
+const APP_PY: &str = r#"import os, time, random
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 here = os.getcwd()
@@ -61,6 +63,11 @@ fail_after = None
 if os.path.exists(os.path.join(here, 'FAIL_AFTER')):
     fail_after = int(open(os.path.join(here, 'FAIL_AFTER')).read().strip())
 calls = [0]
+def knob(name):
+    p = os.path.join(here, name)
+    return float(open(p).read().strip()) if os.path.exists(p) else 0.0
+delay_ms = knob('DELAY_MS')
+error_rate = knob('ERROR_RATE')
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
         u = urlparse(self.path)
@@ -70,6 +77,10 @@ class H(BaseHTTPRequestHandler):
             return self.reply(200 if ok else 500, 'ok' if ok else 'failing')
         if u.path == '/slow':
             time.sleep(float(parse_qs(u.query).get('s', ['1'])[0]))
+        if delay_ms:
+            time.sleep(delay_ms * random.uniform(0.5, 1.5) / 1000.0)
+        if error_rate and random.random() < error_rate:
+            return self.reply(500, 'injected failure')
         self.reply(200, version)
     def reply(self, code, body):
         b = (body + '\n').encode()
@@ -232,6 +243,11 @@ impl Traffic {
         if let Some(n) = fail_after {
             fs::write(app.join("FAIL_AFTER"), n.to_string()).expect("write");
         }
+    }
+
+    /// Adds a file to the app source (after `write_app`): `DELAY_MS`, `ERROR_RATE`.
+    pub fn app_file(&self, name: &str, content: &str) {
+        fs::write(self.app_dir().join(name), content).expect("write app file");
     }
 
     pub fn app_dir(&self) -> PathBuf {

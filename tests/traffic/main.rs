@@ -12,6 +12,7 @@ mod hosts;
 mod schema;
 
 mod feed;
+mod gate;
 mod input;
 mod load;
 mod rollback;

@@ -1,0 +1,304 @@
+//! The access-log verdict: a pure function from a window's requests (the new slot and
+//! the stable one, over every host) and the `[gate]` thresholds to pass, fail or
+//! inconclusive, with the numbers of both slots in its text.
+//!
+//! The latency gate fails only when the new slot's p95 is more than `max_p95_increase`
+//! above the stable slot's AND the one-sided Mann-Whitney U test says its latencies are
+//! larger (p < `alpha`): a p95 that moved by noise alone does not roll back.
+
+use serde::Serialize;
+
+use super::access_log::{SlotNumbers, Window};
+use super::mann_whitney;
+use super::split::Slot;
+use crate::config::Gate;
+use crate::rollout::health::Verdict;
+
+/// A verdict and what it was made of.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judged {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub canary_slot: String,
+    pub canary: SlotNumbers,
+    pub stable_slot: Option<String>,
+    pub stable: Option<SlotNumbers>,
+    /// The one-sided Mann-Whitney p-value of "the new slot is slower" (None without a
+    /// stable slot to compare with).
+    pub p_slower: Option<f64>,
+    pub alpha: f64,
+    pub malformed_lines: u64,
+    pub bytes_read: u64,
+}
+
+/// The numbers of both slots, as every verdict's text ends.
+pub fn numbers_text(j: &Judged) -> String {
+    let mut s = format!("slot {} (new): {}", j.canary_slot, j.canary);
+    if let (Some(slot), Some(n)) = (&j.stable_slot, &j.stable) {
+        s.push_str(&format!("; slot {slot} (stable): {n}"));
+    }
+    if let Some(p) = j.p_slower {
+        s.push_str(&format!(
+            "; Mann-Whitney p(new slower) = {} (alpha {})",
+            p_text(p),
+            j.alpha
+        ));
+    }
+    if j.malformed_lines > 0 {
+        s.push_str(&format!(
+            "; {} malformed log line(s) ignored",
+            j.malformed_lines
+        ));
+    }
+    s
+}
+
+fn p_text(p: f64) -> String {
+    if p < 0.0001 {
+        "<0.0001".into()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+fn pct(r: f64) -> String {
+    format!("{:.1}%", r * 100.0)
+}
+
+/// Judges `window`: the new slot `canary` against `stable` (None on a first deploy,
+/// where only the absolute thresholds apply).
+pub fn judge(window: &Window, canary: Slot, stable: Option<Slot>, gate: &Gate) -> Judged {
+    let c = window.slot(canary).numbers();
+    let s = stable.map(|s| window.slot(s).numbers());
+    let p_slower = stable.map(|st| {
+        mann_whitney::greater_p(&window.slot(canary).latencies, &window.slot(st).latencies)
+    });
+    let mut j = Judged {
+        verdict: Verdict::Inconclusive {
+            reason: String::new(),
+        },
+        canary_slot: canary.name().to_string(),
+        canary: c,
+        stable_slot: stable.map(|s| s.name().to_string()),
+        stable: s,
+        p_slower,
+        alpha: gate.alpha,
+        malformed_lines: window.malformed,
+        bytes_read: window.bytes,
+    };
+    let numbers = numbers_text(&j);
+    j.verdict = decide(&c, s.as_ref(), p_slower, gate, &numbers);
+    j
+}
+
+fn decide(
+    c: &SlotNumbers,
+    s: Option<&SlotNumbers>,
+    p_slower: Option<f64>,
+    gate: &Gate,
+    numbers: &str,
+) -> Verdict {
+    if c.requests < gate.min_requests {
+        return Verdict::Inconclusive {
+            reason: format!(
+                "only {} request(s) reached the new slot, fewer than min_requests = {}: {numbers}",
+                c.requests, gate.min_requests
+            ),
+        };
+    }
+    let fail = |why: String| Verdict::Fail {
+        reason: format!("{why}: {numbers}"),
+    };
+    if c.rate_5xx > gate.max_error_rate {
+        return fail(format!(
+            "5xx rate {} > max_error_rate {}",
+            pct(c.rate_5xx),
+            pct(gate.max_error_rate)
+        ));
+    }
+    if let (Some(inc), Some(s)) = (gate.max_error_rate_increase, s)
+        && c.rate_5xx - s.rate_5xx > inc
+    {
+        return fail(format!(
+            "5xx rate {} is more than max_error_rate_increase {} above the stable slot's {}",
+            pct(c.rate_5xx),
+            pct(inc),
+            pct(s.rate_5xx)
+        ));
+    }
+    if let (Some(max), Some(p95)) = (gate.max_p95, c.p95_ms)
+        && u128::from(p95) > max.as_millis()
+    {
+        return fail(format!("p95 {p95}ms > max_p95 {}ms", max.as_millis()));
+    }
+    let mut note = String::new();
+    if let (Some(inc), Some(s), Some(p)) = (gate.max_p95_increase, s, p_slower)
+        && let (Some(cp), Some(sp)) = (c.p95_ms, s.p95_ms)
+    {
+        // A stable p95 of 0ms (nginx's resolution) counts as 1ms: no division by zero.
+        let increase = (f64::from(cp) - f64::from(sp)) / f64::from(sp.max(1));
+        let beyond_floor = u128::from(cp.saturating_sub(sp)) > gate.min_p95_difference.as_millis();
+        if increase > inc && beyond_floor {
+            if p < gate.alpha {
+                return fail(format!(
+                    "p95 {cp}ms is {:.0}% above the stable slot's {sp}ms (max_p95_increase {:.0}%) and the new slot is slower beyond noise (Mann-Whitney p = {} < alpha {})",
+                    increase * 100.0,
+                    inc * 100.0,
+                    p_text(p),
+                    gate.alpha
+                ));
+            }
+            note = format!(
+                " (p95 {:.0}% above the stable slot's, but within noise: p = {} >= alpha {})",
+                increase * 100.0,
+                p_text(p),
+                gate.alpha
+            );
+        }
+    }
+    Verdict::Pass {
+        summary: format!("within thresholds{note}: {numbers}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::OnInconclusive;
+
+    fn gate() -> Gate {
+        Gate {
+            window: Duration::from_secs(10),
+            interval: Duration::from_secs(1),
+            min_requests: 50,
+            max_error_rate: 0.05,
+            max_error_rate_increase: None,
+            max_p95: None,
+            max_p95_increase: Some(0.3),
+            min_p95_difference: Duration::from_millis(5),
+            alpha: 0.05,
+            max_consecutive_failures: 2,
+            on_inconclusive: OnInconclusive::Pause,
+        }
+    }
+
+    /// `n` requests to `slot`, latencies spread evenly over [base/2, 3*base/2) ms, the
+    /// first `errors` of them 500s.
+    fn lines(slot: &str, n: u32, base: u32, errors: u32) -> String {
+        (0..n)
+            .map(|i| {
+                let ms = base / 2 + (i * 7919) % base.max(1);
+                let status = if i < errors { 500 } else { 200 };
+                format!("2026-11-30T13:00:00+00:00 slot={slot} status={status} request_time={}.{:03} upstream_time=- method=GET uri=/\n", ms / 1000, ms % 1000)
+            })
+            .collect()
+    }
+
+    fn window(text: &[String]) -> Window {
+        let mut w = Window::new();
+        for t in text {
+            w.add_lines(t);
+        }
+        w
+    }
+
+    #[test]
+    fn errors_fail_with_both_slots_numbers() {
+        let w = window(&[lines("b", 100, 20, 20), lines("a", 400, 20, 0)]);
+        let j = judge(&w, Slot::B, Some(Slot::A), &gate());
+        let Verdict::Fail { reason } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(
+            reason.starts_with("5xx rate 20.0% > max_error_rate 5.0%"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("slot b (new): 100 requests, 5xx 20.0%"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("slot a (stable): 400 requests, 5xx 0.0%"),
+            "{reason}"
+        );
+        // Relative to the stable slot.
+        let mut g = gate();
+        g.max_error_rate = 1.0;
+        g.max_error_rate_increase = Some(0.1);
+        let j = judge(&w, Slot::B, Some(Slot::A), &g);
+        assert!(matches!(j.verdict, Verdict::Fail { .. }), "{j:?}");
+        g.max_error_rate_increase = Some(0.25);
+        assert!(matches!(
+            judge(&w, Slot::B, Some(Slot::A), &g).verdict,
+            Verdict::Pass { .. }
+        ));
+    }
+
+    #[test]
+    fn slower_beyond_noise_fails_and_the_same_distribution_passes() {
+        let slow = window(&[lines("b", 100, 28, 0), lines("a", 400, 20, 0)]);
+        let j = judge(&slow, Slot::B, Some(Slot::A), &gate());
+        let Verdict::Fail { reason } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(reason.contains("above the stable slot's"), "{reason}");
+        assert!(j.p_slower.unwrap() < 0.001);
+        let same = window(&[lines("b", 100, 20, 0), lines("a", 400, 20, 0)]);
+        let j = judge(&same, Slot::B, Some(Slot::A), &gate());
+        assert!(matches!(j.verdict, Verdict::Pass { .. }), "{j:?}");
+        // A p95 far above, on too few requests to tell from noise: passes, says so.
+        let mut g = gate();
+        g.min_requests = 3;
+        let few = window(&[
+            "2026-11-30T13:00:00+00:00 slot=b status=200 request_time=0.010 u\n".repeat(2)
+                + "2026-11-30T13:00:00+00:00 slot=b status=200 request_time=0.060 u\n",
+            lines("a", 3, 20, 0),
+        ]);
+        let j = judge(&few, Slot::B, Some(Slot::A), &g);
+        let Verdict::Pass { summary } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(summary.contains("within noise"), "{summary}");
+        // Tiny latencies: 1ms → 3ms is +200% and beyond noise, but within the floor.
+        let mut tiny = String::new();
+        for (slot, ms) in [("b", 3), ("a", 1)] {
+            for _ in 0..200 {
+                tiny.push_str(&format!(
+                    "2026-11-30T13:00:00+00:00 slot={slot} status=200 request_time=0.00{ms} u\n"
+                ));
+            }
+        }
+        let j = judge(&window(&[tiny]), Slot::B, Some(Slot::A), &gate());
+        assert!(matches!(j.verdict, Verdict::Pass { .. }), "{j:?}");
+        assert!(j.p_slower.unwrap() < 0.001);
+        // Absolute p95.
+        g.max_p95 = Some(Duration::from_millis(5));
+        assert!(matches!(
+            judge(&few, Slot::B, Some(Slot::A), &g).verdict,
+            Verdict::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn too_few_requests_is_inconclusive_never_a_pass() {
+        let w = window(&[lines("b", 49, 20, 0), lines("a", 400, 20, 0)]);
+        let j = judge(&w, Slot::B, Some(Slot::A), &gate());
+        let Verdict::Inconclusive { reason } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(reason.contains("only 49 request(s)"), "{reason}");
+        // Nor a fail, however bad the few are.
+        let w = window(&[lines("b", 10, 20, 10)]);
+        assert!(matches!(
+            judge(&w, Slot::B, None, &gate()).verdict,
+            Verdict::Inconclusive { .. }
+        ));
+        // A first deploy: no stable slot, the absolute thresholds alone.
+        let w = window(&[lines("b", 60, 20, 0)]);
+        let j = judge(&w, Slot::B, None, &gate());
+        assert!(matches!(j.verdict, Verdict::Pass { .. }), "{j:?}");
+        assert_eq!(j.p_slower, None);
+    }
+}
