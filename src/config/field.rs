@@ -3,6 +3,7 @@
 //! paths inside a release, durations, command lists). Every section resolver builds on
 //! these; none of them depends on another section.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::KeyPath;
@@ -154,6 +155,14 @@ pub fn check_relative(value: &str, what: &str, at: &KeyPath) -> Result<String, I
         return Err((at.clone(), format!("{what} is longer than 1024 bytes")));
     }
     Ok(trimmed.to_string())
+}
+
+/// A path as the user wrote it, with a leading `~/` for their home directory.
+pub(super) fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
 }
 
 #[cfg(test)]

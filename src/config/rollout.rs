@@ -370,7 +370,7 @@ fn check_event_ca(file: &str, base: &Path) -> Result<PathBuf, String> {
     if file.trim().is_empty() || file.contains('\0') {
         return Err("must be the path of a PEM file of CA certificates".into());
     }
-    let path = base.join(super::validate::expand_home(file));
+    let path = base.join(super::field::expand_home(file));
     crate::rollout::http::load_ca(&path).map_err(|e| {
         format!(
             "{e} (event_ca must name a PEM file of the CA that signed the webhook's certificate)"

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::field::{Invalid, check_name, check_relative, commands, duration, field};
+use super::field::{Invalid, check_name, check_relative, commands, duration, expand_home, field};
 use super::{
     Compress, Host, HostLayer, KeyPath, KnownHostsPolicy, Layer, Ssh, Stage, Timeouts,
     TransportKind,
@@ -516,13 +516,6 @@ fn check_port(value: i64, at: &KeyPath) -> Result<u16, Invalid> {
                 format!("port must be between 1 and 65535 (got {value})"),
             )
         })
-}
-
-pub(super) fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
-    }
 }
 
 fn existing_local_file(value: &str, base: &Path, at: &KeyPath) -> Result<PathBuf, Invalid> {
