@@ -141,20 +141,8 @@ pub(super) fn resolve_gate(
         Some((&n, _)) if (1..=1_000_000).contains(&n) => n as u32,
         Some((&n, p)) => return Err((p, format!("must be between 1 and 1000000 (got {n})"))),
     };
-    let on_inconclusive = match field!(s, t, at, "gate", on_inconclusive) {
-        None => OnInconclusive::Pause,
-        Some((v, _)) if v == "pause" => OnInconclusive::Pause,
-        Some((v, _)) if v == "fail" => OnInconclusive::Fail,
-        Some((v, p)) => {
-            return Err((
-                p,
-                format!(
-                    "unknown choice `{}` (use \"pause\" or \"fail\")",
-                    v.escape_debug()
-                ),
-            ));
-        }
-    };
+    let on_inconclusive =
+        super::health::on_inconclusive(field!(s, t, at, "gate", on_inconclusive))?;
     Ok(Some(Gate {
         window,
         interval,

@@ -203,20 +203,7 @@ pub(super) fn resolve_health(
         count(field!(s, t, at, "health", max_consecutive_failures), 1)?.unwrap_or(3);
     let min_samples = count(field!(s, t, at, "health", min_samples), 1)?.unwrap_or(5);
     let failure_budget = count(field!(s, t, at, "health", failure_budget), 0)?;
-    let on_inconclusive = match field!(s, t, at, "health", on_inconclusive) {
-        None => OnInconclusive::Pause,
-        Some((v, _)) if v == "pause" => OnInconclusive::Pause,
-        Some((v, _)) if v == "fail" => OnInconclusive::Fail,
-        Some((v, p)) => {
-            return Err((
-                p,
-                format!(
-                    "unknown choice `{}` (use \"pause\" or \"fail\")",
-                    v.escape_debug()
-                ),
-            ));
-        }
-    };
+    let on_inconclusive = on_inconclusive(field!(s, t, at, "health", on_inconclusive))?;
     let possible = (window.as_millis() / interval.as_millis().max(1)) as u32 + 1;
     if min_samples > possible {
         let p = field!(s, t, at, "health", min_samples)
@@ -243,6 +230,24 @@ pub(super) fn resolve_health(
         failure_budget,
         on_inconclusive,
     }))
+}
+
+/// `on_inconclusive = "pause" | "fail"` (default pause), for health and access-log gates.
+pub(super) fn on_inconclusive(
+    found: Option<(&String, KeyPath)>,
+) -> Result<OnInconclusive, Invalid> {
+    match found {
+        None => Ok(OnInconclusive::Pause),
+        Some((v, _)) if v == "pause" => Ok(OnInconclusive::Pause),
+        Some((v, _)) if v == "fail" => Ok(OnInconclusive::Fail),
+        Some((v, p)) => Err((
+            p,
+            format!(
+                "unknown choice `{}` (use \"pause\" or \"fail\")",
+                v.escape_debug()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
