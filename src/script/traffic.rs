@@ -15,8 +15,9 @@ pub const EXIT_PROXY_REFUSED: i32 = 77;
 /// the previous include goes back (or the new one away) and nginx's own message is
 /// printed, nothing reloaded (exit [`EXIT_PROXY_REFUSED`]). Then the graceful reload,
 /// and a wait (at most 5 s) until the master in `pid` runs a worker that was not there
-/// before: `-s reload` only sends a signal, and the new split is in force once new
-/// workers run it.
+/// before and every previous worker is gone or "shutting down" (nginx's title once it
+/// has closed its listening sockets): `-s reload` only sends a signal, and the new split
+/// is in force once no previous worker takes a new connection.
 pub fn install_include(
     include: &str,
     content: &str,
@@ -51,11 +52,19 @@ pub fn install_include(
          fi\n\
          i=0\n\
          while [ -n \"$m\" ] && [ \"$i\" -lt 50 ]; do\n\
-         \x20 for p in $(pgrep -P \"$m\"); do case \"$before \" in *\" $p \"*) ;; *) exit 0 ;; esac; done\n\
+         \x20 new=0; old=0\n\
+         \x20 for p in $(pgrep -P \"$m\"); do\n\
+         \x20   case \"$before \" in\n\
+         \x20   *\" $p \"*) t=$(tr '\\0' ' ' < \"/proc/$p/cmdline\" 2>/dev/null)\n\
+         \x20     case \"$t\" in *'shutting down'*) ;; *'worker process'*) old=1 ;; esac ;;\n\
+         \x20   *) new=1 ;;\n\
+         \x20   esac\n\
+         \x20 done\n\
+         \x20 [ \"$new\" = 1 ] && [ \"$old\" = 0 ] && exit 0\n\
          \x20 sleep 0.1\n\
          \x20 i=$((i + 1))\n\
          done\n\
-         [ -z \"$m\" ] || echo 'the proxy started no new worker within 5s of the reload' >&2\n",
+         [ -z \"$m\" ] || echo 'the proxy did not run the new configuration alone within 5s of the reload (no new worker, or a previous one still taking connections)' >&2\n",
         inc = quote(include),
         content = quote(content),
         test = quote(test),
