@@ -22,7 +22,10 @@
 //! - `bounded`: every command ended within 300 s, whatever the fault.
 //!
 //! `SOAK_SECONDS` (default 600), `SOAK_HOSTS` (default 8), `SOAK_SEED` (replay),
-//! `SOAK_FAULT_RATE` (share of cycles with a fault, default 0.7).
+//! `SOAK_FAULT_RATE` (share of cycles with a fault, default 0.7), `SOAK_OPS` and
+//! `SOAK_FAULTS` (comma-separated names, e.g. `RolloutAbort` and `KillDatabase`: only
+//! those, to chase one kind of trouble). A violation prints the cycle command's last
+//! output lines with it.
 
 #[path = "../tests/support/db.rs"]
 mod db_support;
@@ -95,6 +98,8 @@ struct Soak {
     ops: BTreeMap<Op, usize>,
     /// How the cycles' commands ended: exit code → count.
     exits: BTreeMap<i32, usize>,
+    /// The last lines the current cycle's command printed (`--json`), for violations.
+    said: String,
     mounts: Vec<PathBuf>,
 }
 
@@ -110,6 +115,8 @@ fn main() {
     let n: usize = env_or("SOAK_HOSTS", 8);
     let seed: u64 = env_or("SOAK_SEED", rand::random());
     let fault_rate: f64 = env_or("SOAK_FAULT_RATE", 0.7);
+    let ops = chosen("SOAK_OPS", &OPS);
+    let faults = chosen("SOAK_FAULTS", &FAULTS);
     println!("soak: {n} hosts, {seconds} s, seed {seed} (replay with SOAK_SEED={seed})");
     let mut soak = Soak::start(n, seed);
     soak.initial_deploy();
@@ -118,9 +125,9 @@ fn main() {
     let mut cycles = 0usize;
     while started.elapsed() < Duration::from_secs(seconds) {
         cycles += 1;
-        let op = OPS[soak.rng.random_range(0..OPS.len())];
+        let op = ops[soak.rng.random_range(0..ops.len())];
         let fault = (soak.rng.random_bool(fault_rate))
-            .then(|| FAULTS[soak.rng.random_range(0..FAULTS.len())]);
+            .then(|| faults[soak.rng.random_range(0..faults.len())]);
         soak.cycle(cycles, op, fault);
         if cycles % 10 == 0 {
             println!(
@@ -184,6 +191,7 @@ impl Soak {
             faults: BTreeMap::new(),
             ops: BTreeMap::new(),
             exits: BTreeMap::new(),
+            said: String::new(),
             mounts,
         };
         soak.write_configs();
@@ -416,6 +424,8 @@ impl Soak {
         if let Some(f) = fault {
             *self.faults.entry(f).or_default() += 1;
         }
+        let said: Vec<String> = lines.try_iter().collect();
+        self.said = said[said.len().saturating_sub(2)..].join(" | ");
         *self.exits.entry(code).or_default() += 1;
         if code == -2 {
             self.violation(
@@ -627,7 +637,9 @@ impl Soak {
             self.violation(
                 "schema",
                 format!(
-                    "{label}: applied {applied:?}, live release {live} records {recorded:?}, and `db status` exits 0: {}",
+                    "{label}: applied {}, live release {live} records {}, and `db status` exits 0: {}",
+                    runs(&applied),
+                    runs(&recorded),
                     tail(&text)
                 ),
             );
@@ -704,6 +716,9 @@ impl Soak {
 
     fn violation(&mut self, invariant: &'static str, what: String) {
         println!("  VIOLATION {invariant}: {what}");
+        if !self.said.is_empty() {
+            println!("    the cycle's command said: {}", clip(&self.said, 1500));
+        }
         self.violations.entry(invariant).or_default().push(what);
     }
 
@@ -750,6 +765,48 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// `names` from the variable (`Debug` names, comma-separated), or all of `all`.
+fn chosen<T: Copy + std::fmt::Debug>(var: &str, all: &[T]) -> Vec<T> {
+    let Ok(list) = std::env::var(var) else {
+        return all.to_vec();
+    };
+    let picked: Vec<T> = all
+        .iter()
+        .copied()
+        .filter(|x| list.split(',').any(|n| n.trim() == format!("{x:?}")))
+        .collect();
+    assert!(!picked.is_empty(), "{var}={list} names none of {all:?}");
+    picked
+}
+
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// Migration versions as runs: `1-438, 440`.
+fn runs(versions: &[i64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < versions.len() {
+        let start = versions[i];
+        let mut end = start;
+        while i + 1 < versions.len() && versions[i + 1] == end + 1 {
+            i += 1;
+            end = versions[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    format!("[{}]", parts.join(", "))
 }
 
 fn tail(text: &str) -> String {

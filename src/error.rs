@@ -81,10 +81,11 @@ pub enum Error {
     #[error("{0}")]
     Diverged(String),
 
-    /// `log --verify`: a host's audit log is not the chain it was written as. `report`
-    /// is the per-host check, for `--json`.
+    /// What slipway checked is not what was recorded: a host's audit log is not the
+    /// chain it was written as (`log --verify`), the database is not at what the live
+    /// release records (`db status`). `report` is the whole finding, for `--json`.
     #[error("{message}")]
-    ChainBroken {
+    Disagrees {
         message: String,
         report: serde_json::Value,
     },
@@ -104,7 +105,7 @@ impl Error {
                 ExitClass::Usage
             }
             Error::Locked { .. } => ExitClass::Locked,
-            Error::Diverged(_) | Error::ChainBroken { .. } => ExitClass::Diverged,
+            Error::Diverged(_) | Error::Disagrees { .. } => ExitClass::Diverged,
             Error::Step { .. }
             | Error::Refused(_)
             | Error::Reverted(_)
@@ -118,7 +119,7 @@ impl Error {
     /// Structured detail for `--json`, when the failure has more than its message.
     pub fn report(&self) -> Option<&serde_json::Value> {
         match self {
-            Error::ChainBroken { report, .. } => Some(report),
+            Error::Disagrees { report, .. } => Some(report),
             _ => None,
         }
     }

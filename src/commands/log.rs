@@ -341,7 +341,7 @@ pub async fn verify_log(
     if broken.is_empty() {
         return Ok(Outcome { human, data });
     }
-    Err(Error::ChainBroken {
+    Err(Error::Disagrees {
         message: format!(
             "the audit log of {} is not intact:\n{human}",
             broken.join(", ")

@@ -101,23 +101,35 @@ pub async fn migrate(
 
 /// After a failed switch or gate: `rollback_command` in the new release back to the
 /// version before the deploy, checked by `version_command`. Returns what to report.
-pub async fn revert(fleet: &Fleet, config: &Database, m: &Migrated) -> String {
+pub async fn revert(fleet: &Fleet, config: &Database, m: &Migrated) -> (String, bool) {
     let Some(commands) = &config.commands else {
-        return "command mode is no longer configured: the schema was NOT put back".into();
+        return (
+            "command mode is no longer configured: the schema was NOT put back".into(),
+            false,
+        );
     };
     let Some(before) = m.before else {
-        return format!(
-            "the schema stays at version {}: version_command printed nothing before this deploy migrated, so there is no version to go back to (check it by hand)",
-            m.after
+        return (
+            format!(
+                "the schema stays at version {}: version_command printed nothing before this deploy migrated, so there is no version to go back to (check it by hand)",
+                m.after
+            ),
+            false,
         );
     };
     match rollback(fleet, config, commands, &m.release, before).await {
-        Ok(()) => format!(
-            "ran rollback_command back to schema version {before} (checked by version_command)"
+        Ok(()) => (
+            format!(
+                "ran rollback_command back to schema version {before} (checked by version_command)"
+            ),
+            true,
         ),
-        Err(e) => format!(
-            "the schema stays at version {} (this deploy moved it from {before}): {e}",
-            m.after
+        Err(e) => (
+            format!(
+                "the schema stays at version {} (this deploy moved it from {before}): {e}",
+                m.after
+            ),
+            false,
         ),
     }
 }

@@ -77,13 +77,14 @@ impl Migrated {
     }
 
     /// After a switch-back: undoes this deploy's migrations, so that the old code finds
-    /// its schema. Returns what was done, for the report.
-    pub async fn revert(&self, fleet: &Fleet, config: &Database) -> String {
+    /// its schema. Returns what was done, for the report, and whether the schema is back
+    /// where it was before the deploy.
+    pub async fn revert(&self, fleet: &Fleet, config: &Database) -> (String, bool) {
         match self {
             Migrated::Sqlx(m) => migrate::revert(fleet, config, m).await,
             Migrated::Framework(m) => match &config.framework {
                 Some(f) => framework::run::revert(fleet, config, f, m).await,
-                None => "the framework is no longer configured: this deploy's migrations were NOT undone".into(),
+                None => ("the framework is no longer configured: this deploy's migrations were NOT undone".into(), false),
             },
             Migrated::Command(m) => super::command::revert(fleet, config, m).await,
         }

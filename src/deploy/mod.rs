@@ -580,8 +580,13 @@ async fn revert_schema(fleet: &Fleet, migrated: Option<&Migrated>, error: Error)
     if !m.changed() {
         return error;
     }
-    let text = m.revert(fleet, config).await;
+    let (text, settled) = m.revert(fleet, config).await;
     match error {
+        // The code went back, the schema did not: not "every host as it was".
+        Error::Reverted(msg) if !settled => Error::Diverged(format!(
+            "{msg}; but the database was NOT put back: {text}. See `slipway db status {}`",
+            fleet.stage.name
+        )),
         Error::Reverted(msg) => Error::Reverted(format!("{msg}; database: {text}")),
         Error::Diverged(msg) => Error::Diverged(format!("{msg}; database: {text}")),
         other => other,

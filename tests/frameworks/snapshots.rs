@@ -87,9 +87,15 @@ fn db_restore_puts_back_the_snapshot_taken_before_a_framework_migration() {
     assert_eq!(table, v2_schema.1, "the migration table is the snapshot's");
     assert_eq!(s.tables(), v2_tables);
     assert_eq!(s.data(&v2_tables), v2_data, "the rows are the snapshot's");
-    let status = s.ok(&["db", "status", "test", "--json"]);
+    let status = s.run(&["db", "status", "test", "--json"]);
     assert_eq!(
-        last_json(&status.stdout)["data"]["result"]["agrees"],
+        status.code,
+        4,
+        "a database that is not what the live release records fails db status: {}",
+        status.all()
+    );
+    assert_eq!(
+        last_json(&status.stdout)["data"]["result"]["report"]["agrees"],
         false,
         "the live release recorded v4's migration: {}",
         status.all()

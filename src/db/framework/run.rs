@@ -351,7 +351,8 @@ async fn failed_migration(
                 &put_back(
                     fleet, config, migrator, release, known, &ours, snapshot, true,
                 )
-                .await,
+                .await
+                .0,
             );
         }
         return text;
@@ -371,7 +372,11 @@ async fn failed_migration(
         return text;
     }
     if !ours.is_empty() {
-        text.push_str(&put_back(fleet, config, migrator, release, known, &ours, None, false).await);
+        text.push_str(
+            &put_back(fleet, config, migrator, release, known, &ours, None, false)
+                .await
+                .0,
+        );
     }
     text.push_str(&format!(
         "; no snapshot was taken (set [database] driver and url_env to have one): what {} changed before failing is still there, repair it by hand",
@@ -393,7 +398,7 @@ async fn put_back(
     ours: &[String],
     snapshot: Option<&str>,
     whole: bool,
-) -> String {
+) -> (String, bool) {
     let undo: Vec<String> = ours.iter().rev().cloned().collect();
     let irreversible: Vec<&String> = undo
         .iter()
@@ -407,30 +412,42 @@ async fn put_back(
             .join(", ");
         return match snapshot {
             Some(s) => match super::super::restore_snapshot(fleet, config, s).await {
-                Ok(()) => format!(
-                    "; {list} cannot be unapplied (no down step): the database was restored from the snapshot {s}"
+                Ok(()) => (
+                    format!(
+                        "; {list} cannot be unapplied (no down step): the database was restored from the snapshot {s}"
+                    ),
+                    true,
                 ),
-                Err(m) => format!(
-                    "; {list} cannot be unapplied (no down step) and restoring the snapshot {s} FAILED ({m}): restore it with `slipway db restore {} {s} --yes`",
-                    fleet.stage.name
+                Err(m) => (
+                    format!(
+                        "; {list} cannot be unapplied (no down step) and restoring the snapshot {s} FAILED ({m}): restore it with `slipway db restore {} {s} --yes`",
+                        fleet.stage.name
+                    ),
+                    false,
                 ),
             },
-            None => format!(
-                "; {list} cannot be unapplied (no down step) and no snapshot was taken: these stay applied"
+            None => (
+                format!(
+                    "; {list} cannot be unapplied (no down step) and no snapshot was taken: these stay applied"
+                ),
+                false,
             ),
         };
     }
     match unapply(fleet, config, migrator, release, &undo).await {
-        Ok(()) => format!(
-            "; put back: unapplied {} with release {release}'s code{}",
-            undo.join(", "),
-            if whole {
-                ", the schema is as before this deploy"
-            } else {
-                ""
-            }
+        Ok(()) => (
+            format!(
+                "; put back: unapplied {} with release {release}'s code{}",
+                undo.join(", "),
+                if whole {
+                    ", the schema is as before this deploy"
+                } else {
+                    ""
+                }
+            ),
+            true,
         ),
-        Err(m) => format!("; putting the schema back FAILED: {m}"),
+        Err(m) => (format!("; putting the schema back FAILED: {m}"), false),
     }
 }
 
@@ -477,12 +494,12 @@ pub async fn revert(
     config: &Database,
     migrator: &FrameworkMigrator,
     migrated: &Migrated,
-) -> String {
+) -> (String, bool) {
     let ours = &migrated.record.applied_now;
     if ours.is_empty() {
-        return "the database was not changed by this deploy".into();
+        return ("the database was not changed by this deploy".into(), true);
     }
-    let text = put_back(
+    let (text, settled) = put_back(
         fleet,
         config,
         migrator,
@@ -495,8 +512,11 @@ pub async fn revert(
     .await;
     let text = text.trim_start_matches("; ").to_string();
     if text.starts_with("put back") {
-        format!("this deploy's migrations were undone ({text})")
+        (
+            format!("this deploy's migrations were undone ({text})"),
+            settled,
+        )
     } else {
-        text
+        (text, settled)
     }
 }

@@ -208,9 +208,11 @@ pub async fn status(
             human.push_str(&format!("  - {p}\n"));
         }
     }
-    Ok(Outcome {
+    let disagrees = !problems.is_empty();
+    crate::db::status::disagreeing(
+        disagrees,
         human,
-        data: json!({
+        json!({
             "mode": "framework",
             "framework": migrator.framework.as_str(),
             "applied": applied,
@@ -219,7 +221,7 @@ pub async fn status(
             "disagreements": problems,
             "agrees": problems.is_empty(),
         }),
-    })
+    )
 }
 
 /// `slipway check` in framework mode: the adapter reads the database with the live
