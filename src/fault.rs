@@ -2,8 +2,10 @@
 //!
 //! `SLIPWAY_FAULT=<point>:<action>` (comma-separated for several) where action is
 //! `pause` (announce on stderr, then wait until the process is signalled), `exit` (exit
-//! at once with status 99, as a crash would), `fail` (the step fails) or `sleep=DURATION`
-//! (wait that long, then go on: time for a test to stop a host between two steps). Points are the
+//! at once with status 99, as a crash would), `fail` (the step fails), `sleep=DURATION`
+//! (wait that long, then go on: time for a test to stop a host between two steps) or
+//! `fail-after=DURATION` (wait, then fail: time for a test to take a database away
+//! before the failure's clean-up needs it). Points are the
 //! step boundaries of the deploy and rollback flows, e.g. `deploy.after-upload`.
 //!
 //! Only builds with the `fault-injection` feature (the test suite's: `scripts/test`)
@@ -19,6 +21,7 @@ pub enum Action {
     Exit,
     Fail,
     Sleep(Duration),
+    FailAfter(Duration),
 }
 
 /// The action configured for `point`, if any.
@@ -34,10 +37,15 @@ pub fn configured(point: &str) -> Option<Action> {
             "pause" => Some(Action::Pause),
             "exit" => Some(Action::Exit),
             "fail" => Some(Action::Fail),
-            other => other
-                .strip_prefix("sleep=")
-                .and_then(|d| humantime::parse_duration(d).ok())
-                .map(Action::Sleep),
+            other => {
+                if let Some(d) = other.strip_prefix("fail-after=") {
+                    return humantime::parse_duration(d).ok().map(Action::FailAfter);
+                }
+                other
+                    .strip_prefix("sleep=")
+                    .and_then(|d| humantime::parse_duration(d).ok())
+                    .map(Action::Sleep)
+            }
         }
     })
 }
@@ -61,6 +69,14 @@ pub async fn point(point: &str) -> Result<(), String> {
             );
             tokio::time::sleep(duration).await;
             Ok(())
+        }
+        Some(Action::FailAfter(duration)) => {
+            eprintln!(
+                "slipway: fault point {point}: failing in {}",
+                humantime::format_duration(duration)
+            );
+            tokio::time::sleep(duration).await;
+            Err(format!("fault injected at {point}"))
         }
         Some(Action::Exit) => {
             eprintln!("slipway: fault point {point}: exiting");

@@ -2,7 +2,7 @@
 //! command mode (a framework's own migration tool).
 
 use crate::fixtures::{v1, v2};
-use crate::scenario::{Kind, Scenario};
+use crate::scenario::{Kind, Scenario, Server};
 
 fn switch_failure_reverts_the_schema(kind: Kind) {
     let mut s = Scenario::new(kind);
@@ -32,6 +32,72 @@ fn sqlite_switch_failure_reverts_the_schema() {
 #[test]
 fn postgres_switch_failure_reverts_the_schema() {
     switch_failure_reverts_the_schema(Kind::Postgres)
+}
+
+/// The switch fails after the migration, and by then the database is gone: the code goes
+/// back, the schema cannot. That is not "reverted" (exit 1) but diverged (exit 4), naming
+/// the migrations left applied; `db status` fails until a deploy records them again.
+#[test]
+fn a_switch_failure_with_the_database_gone_is_not_reported_as_reverted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut s = Scenario::new(Kind::Postgres);
+    s.app(&v1(Kind::Postgres), "v1");
+    s.deploy();
+    let r1 = s.current();
+    s.app(&v2(Kind::Postgres), "v2");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .arg("-c")
+        .arg(s.config_path())
+        .args(["deploy", "test"])
+        .env("DATABASE_URL", s.url.clone().expect("postgres url"))
+        .env("NO_COLOR", "1")
+        .env(
+            "SLIPWAY_FAULT",
+            crate::hosts::fault("deploy.after-switch:fail-after=3s"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        said.push_str(&line);
+        if line.contains("fault point deploy.after-switch") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(said.contains("fault point deploy.after-switch"), "{said}");
+    let Server::Postgres(pg) = &s.server else {
+        unreachable!()
+    };
+    pg.kill();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    pg.server_start();
+    let all = format!("{said}{rest}");
+    assert_eq!(status.code(), Some(4), "{all}");
+    assert!(all.contains("NOT put back"), "{all}");
+    assert!(
+        all.contains("3 (create tags)") && all.contains("4 (add users email)"),
+        "the migrations left applied are named: {all}"
+    );
+    assert_eq!(s.current(), r1, "the code went back");
+    assert_eq!(s.versions(), vec![1, 2, 3, 4], "the schema stayed: {all}");
+
+    let status = s.run(&["db", "status", "test"]);
+    assert_eq!(status.code, 4, "{}", status.all());
+    assert!(status.all().contains("DISAGREES"), "{}", status.all());
+
+    // The way out the message gives: deploy again; the release records what is applied.
+    s.deploy();
+    assert_eq!(s.versions(), vec![1, 2, 3, 4]);
+    s.ok(&["db", "status", "test"]);
 }
 
 /// Command mode: slipway runs the tool, records the version it reports, and a rollback
