@@ -100,6 +100,8 @@ struct Soak {
     exits: BTreeMap<i32, usize>,
     /// The last lines the current cycle's command printed (`--json`), for violations.
     said: String,
+    /// Where the database faults landed.
+    aimed: BTreeMap<&'static str, usize>,
     mounts: Vec<PathBuf>,
 }
 
@@ -192,6 +194,7 @@ impl Soak {
             ops: BTreeMap::new(),
             exits: BTreeMap::new(),
             said: String::new(),
+            aimed: BTreeMap::new(),
             mounts,
         };
         soak.write_configs();
@@ -395,8 +398,16 @@ impl Soak {
                 let migrating = f == Fault::KillDatabase;
                 // The database fault aims at the migration step when there is one.
                 if migrating {
-                    wait_for_line(&lines, "\"migrate\"", Duration::from_secs(60));
-                    std::thread::sleep(Duration::from_millis(self.rng.random_range(0..600)));
+                    // Aim at the migration itself: the database is running its first
+                    // statement (`pg_sleep`), then a random moment within or just past it
+                    // (before or after its commit). Without a migration in this version
+                    // it lands when the command ends: the database gone between commands.
+                    if self.wait_for_migration(&mut child, Duration::from_secs(60)) {
+                        *self.aimed.entry("in a migration").or_default() += 1;
+                    } else {
+                        *self.aimed.entry("between commands").or_default() += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(self.rng.random_range(0..700)));
                 } else {
                     std::thread::sleep(delay);
                 }
@@ -677,6 +688,25 @@ impl Soak {
         }
     }
 
+    /// Waits until the database runs a migration's first statement (true), or the
+    /// command ended or `limit` passed (false).
+    fn wait_for_migration(&self, child: &mut Child, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            let running = self.pg.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()",
+            );
+            if running.trim().parse::<u32>().unwrap_or(0) > 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     fn any_lock(&self) -> bool {
         (0..self.fleet.hosts().len()).any(|i| self.release_dir(i).join(".slipway/lock").exists())
     }
@@ -736,6 +766,9 @@ impl Soak {
         println!("  faults injected: {faults}");
         for (fault, count) in &self.faults {
             println!("    {fault:?}: {count}");
+        }
+        for (at, count) in &self.aimed {
+            println!("      database killed {at}: {count}");
         }
         println!("  command exits:");
         for (code, count) in &self.exits {
@@ -827,18 +860,6 @@ fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
         });
     }
     rx
-}
-
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 /// Waits for the child; past `limit` it counts as hung (exit -2) and is killed.
