@@ -562,6 +562,7 @@ async fn locked(
                 }
                 st.completed = 0;
                 st.last_gate = None;
+                st.ab = None;
                 st.started_by = ctx.actor.name();
                 st.started_at = Utc::now();
                 proceed(fleet, ctx, states, st, &desired, Mode::default()).await

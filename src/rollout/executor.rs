@@ -591,8 +591,14 @@ impl<'a> Executor<'a> {
         });
         let verdict = result.verdict();
         let winner = result.winner;
+        let guarded = result.basis == crate::traffic::ab::Basis::Guard;
         self.state.ab = Some(result);
         self.event("ab-test", Some(k + 1)).await;
+        if guarded {
+            // Failing beyond [gate] max_error_rate: back at once, whatever the rule.
+            let reason = format!("A/B test stopped, {verdict}");
+            return Err(self.fail(switched, reason).await);
+        }
         match (test.winner, winner) {
             (crate::config::WinnerRule::Manual, w) => {
                 self.state.completed = k + 1;

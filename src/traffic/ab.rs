@@ -59,6 +59,8 @@ pub enum Basis {
     TooFewRequests,
     /// Some host's log could not be read (or was read behind): the numbers are partial.
     Unreadable,
+    /// Stopped before its duration: the new cohort failed beyond `[gate] max_error_rate`.
+    Guard,
 }
 
 /// The thresholds of the decision (from `[gate]`).
@@ -94,6 +96,13 @@ pub struct Tests {
     pub latency_p_new_slower: f64,
     pub latency_p_new_faster: f64,
     pub latency_p: f64,
+}
+
+/// The guard of a running test: the new cohort (with at least `min_requests`) answers
+/// 5xx to more than `[gate] max_error_rate` of its requests. `max_consecutive_failures`
+/// readings in a row stop the test, which the stable release then wins.
+pub fn over_guard(new: &SlotNumbers, gate: &Gate) -> bool {
+    new.requests >= gate.min_requests && new.rate_5xx > gate.max_error_rate
 }
 
 /// The decision over two cohorts' samples, pure.
@@ -357,11 +366,30 @@ pub async fn run(
         traffic.stable_release.as_deref().unwrap_or("the stable release"),
         humantime::format_duration(test.duration)
     ));
-    let (window, problems, watched) = watch.collect(test.duration).await;
+    let mut failing = 0u32;
+    let guard = |w: &super::access_log::Window| {
+        if over_guard(&w.slot(traffic.canary).numbers(), gate) {
+            failing += 1;
+        } else {
+            failing = 0;
+        }
+        failing >= gate.max_consecutive_failures
+    };
+    let (window, problems, watched) = watch.collect(test.duration, guard).await;
     let new = window.slot(traffic.canary);
     let stable = window.slot(stable_slot);
     let mut d = decide(new, stable, &Rules::of(gate));
-    if !problems.is_empty() && d.winner != Winner::None {
+    if failing >= gate.max_consecutive_failures {
+        d.winner = Winner::Stable;
+        d.basis = Basis::Guard;
+        d.why = format!(
+            "stopped after {:.0}s of {}: the new release answered 5xx to {} of its requests, above [gate] max_error_rate = {}, in {failing} readings in a row",
+            watched.as_secs_f64(),
+            humantime::format_duration(test.duration),
+            pct(new.numbers().rate_5xx),
+            pct(gate.max_error_rate)
+        );
+    } else if !problems.is_empty() && d.winner != Winner::None {
         d.winner = Winner::None;
         d.basis = Basis::Unreadable;
         d.why = format!(
@@ -599,6 +627,30 @@ mod tests {
         let d = decided(&[lines("b", 400, 20, 3), lines("a", 400, 45, 1)]);
         assert!(d.tests.errors_p > 0.1, "{d:?}");
         assert_eq!((d.winner, d.basis), (Winner::New, Basis::Latency), "{d:?}");
+    }
+
+    #[test]
+    fn the_guard_needs_enough_requests_above_the_gate_rate() {
+        let gate = crate::config::Gate {
+            window: std::time::Duration::from_secs(60),
+            interval: std::time::Duration::from_secs(1),
+            min_requests: 50,
+            max_error_rate: 0.05,
+            max_error_rate_increase: None,
+            max_p95: None,
+            max_p95_increase: None,
+            min_p95_difference: std::time::Duration::from_millis(5),
+            alpha: 0.05,
+            max_consecutive_failures: 2,
+            on_inconclusive: crate::config::OnInconclusive::Pause,
+        };
+        let numbers = |n, errors| window(&[lines("b", n, 20, errors)]).b.numbers();
+        assert!(over_guard(&numbers(100, 10), &gate));
+        assert!(
+            !over_guard(&numbers(100, 5), &gate),
+            "at the rate is not above it"
+        );
+        assert!(!over_guard(&numbers(49, 49), &gate), "too few to judge");
     }
 
     #[test]

@@ -184,17 +184,22 @@ impl<'a> LogGate<'a> {
 }
 
 impl LogGate<'_> {
-    /// Reads every interval until `duration` after [`LogGate::begin`], judging nothing:
-    /// the window's requests, and what kept them from being whole (a host's log that
-    /// could not be read, or was written faster than read), and how long it watched.
-    /// The A/B test's watch (`traffic::ab`), which decides once, at the end.
-    pub async fn collect(mut self, duration: Duration) -> (Window, Vec<String>, Duration) {
+    /// Reads every interval until `duration` after [`LogGate::begin`] (or until `stop`
+    /// says so of the window so far), judging nothing: the window's requests, what kept
+    /// them from being whole (a host's log that could not be read, or was written
+    /// faster than read), and how long it watched. The A/B test's watch
+    /// (`traffic::ab`), which decides once, at the end.
+    pub async fn collect(
+        mut self,
+        duration: Duration,
+        mut stop: impl FnMut(&Window) -> bool,
+    ) -> (Window, Vec<String>, Duration) {
         let end = self.started + duration;
         loop {
             let tick = Instant::now() + self.gate.interval;
             self.turn().await;
             let now = Instant::now();
-            if now >= end {
+            if now >= end || stop(&self.window) {
                 break;
             }
             tokio::time::sleep(tick.min(end).saturating_duration_since(now)).await;

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use crate::harness::{Run, SITE, Traffic, app_config, get};
 
 /// An A/B rollout of `duration`, with the access-log gate's reading interval and test
-/// thresholds (at least 100 requests per cohort, alpha 0.05).
+/// thresholds (at least 100 requests per cohort, alpha 0.05); a new cohort answering
+/// 5xx to more than half its requests in 2 readings in a row stops the test.
 fn config(duration: &str, winner: &str) -> String {
     let canary = "strategy = \"canary\"\nsteps = [10, 50, 100]\npause = \"0s\"\n";
     let base = app_config("0s");
     assert!(base.contains(canary), "the harness's [rollout] changed");
     format!(
-        "{}\n[gate]\ninterval = \"1s\"\nmin_requests = 100\nalpha = 0.05\n",
+        "{}\n[gate]\ninterval = \"1s\"\nmin_requests = 100\nalpha = 0.05\nmax_error_rate = 0.5\nmax_consecutive_failures = 2\n",
         base.replace(
             canary,
             &format!(
@@ -343,7 +344,7 @@ fn a_sixty_second_test_finds_the_slower_release_and_promote_keeps_the_winner() {
 /// `winner = "auto"`, short tests: a faster release wins and is promoted at once (the
 /// release it replaced stays the rollback target, noted as the loser); then a release
 /// failing a fifth of its requests loses on errors and everyone goes back to the stable
-/// one, with the deploy's exit code 1.
+/// one, with the deploy's exit code 1; one failing most requests stops its test early.
 #[test]
 fn an_automatic_test_promotes_a_faster_release_and_keeps_the_stable_one_over_a_failing_one() {
     let mut t = Traffic::start(1);
@@ -400,8 +401,6 @@ fn an_automatic_test_promotes_a_faster_release_and_keeps_the_stable_one_over_a_f
     t.app_file("DELAY_MS", "10");
     t.app_file("ERROR_RATE", "0.2");
     let run = t.slipway(&["--json", "deploy", "test"]);
-    let (sent, failed) = load.finish();
-    eprintln!("load: {sent} requests, {} failed", failed.len());
     assert_eq!(run.code, 1, "{}", run.all());
     let events = ab_events(&run);
     assert_eq!(events.len(), 1, "{events:?}");
@@ -420,13 +419,47 @@ fn an_automatic_test_promotes_a_faster_release_and_keeps_the_stable_one_over_a_f
         "{}",
         run.all()
     );
+    every_request_served_by(&t, "v2");
+    let v3 = ab["new_release"].as_str().unwrap();
+    assert_eq!(release_record(&t, v3)["state"], "failed");
+    assert!(!t.slot_running(0, ab["new_slot"].as_str().unwrap()));
+
+    // Failing 80 % of its requests (above [gate] max_error_rate = 0.5): the test stops
+    // after two readings instead of serving its cohort for the whole duration.
+    t.write_app("v4", None);
+    t.app_file("ERROR_RATE", "0.8");
+    let started = Instant::now();
+    let run = t.slipway(&["--json", "deploy", "test"]);
+    let took = started.elapsed();
+    let (sent, failed) = load.finish();
+    eprintln!("load: {sent} requests, {} failed", failed.len());
+    assert_eq!(run.code, 1, "{}", run.all());
+    let events = ab_events(&run);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ab = &events[0]["ab"];
+    eprintln!(
+        "guard, deploy {took:?}: {}",
+        events[0]["message"].as_str().unwrap_or_default()
+    );
+    assert_eq!(
+        (&ab["winner"], &ab["basis"]),
+        (&"stable".into(), &"guard".into()),
+        "{ab}"
+    );
+    assert!(
+        ab["watched_secs"].as_f64().unwrap() < 7.0,
+        "stopped early: {ab}"
+    );
+    assert!(
+        run.all()
+            .contains("A/B test stopped, winner: the stable release"),
+        "{}",
+        run.all()
+    );
+    every_request_served_by(&t, "v2");
     assert!(
         failed.is_empty(),
         "requests failed: {:?}",
         &failed[..failed.len().min(10)]
     );
-    every_request_served_by(&t, "v2");
-    let v3 = ab["new_release"].as_str().unwrap();
-    assert_eq!(release_record(&t, v3)["state"], "failed");
-    assert!(!t.slot_running(0, ab["new_slot"].as_str().unwrap()));
 }
