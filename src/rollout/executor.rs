@@ -341,8 +341,12 @@ impl<'a> Executor<'a> {
             for w in crate::traffic::retire(driver, &t).await {
                 fleet.reporter.warning(None, &w);
             }
-            // After an A/B test: the release replaced says why (it stays the rollback target).
-            if let Some(result) = &self.state.ab {
+            // After an A/B test: the release replaced says why (it stays the rollback
+            // target). Only a result of this rollout's own slots and releases counts.
+            if let Some(result) = &self.state.ab
+                && result.new_release == self.release.as_str()
+                && result.stable_release == t.stable_release
+            {
                 crate::traffic::ab::mark_replaced(fleet, result).await;
             }
         }

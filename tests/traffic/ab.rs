@@ -345,8 +345,10 @@ fn a_sixty_second_test_finds_the_slower_release_and_promote_keeps_the_winner() {
 /// release it replaced stays the rollback target, noted as the loser); then a release
 /// failing a fifth of its requests loses on errors and everyone goes back to the stable
 /// one, with the deploy's exit code 1; one failing most requests stops its test early.
+/// Then `winner = "manual"`: a faster release's deploy pauses and `rollout promote`
+/// makes it stable.
 #[test]
-fn an_automatic_test_promotes_a_faster_release_and_keeps_the_stable_one_over_a_failing_one() {
+fn short_tests_promote_a_faster_release_and_keep_the_stable_one_over_a_failing_one() {
     let mut t = Traffic::start(1);
     t.extra = config("8s", "auto");
     t.app_file("DELAY_MS", "30");
@@ -457,6 +459,38 @@ fn an_automatic_test_promotes_a_faster_release_and_keeps_the_stable_one_over_a_f
         run.all()
     );
     every_request_served_by(&t, "v2");
+    assert!(
+        failed.is_empty(),
+        "requests failed: {:?}",
+        &failed[..failed.len().min(10)]
+    );
+
+    // winner = "manual" and a faster release: the deploy pauses with the result, and
+    // `rollout promote` makes the new release stable.
+    t.extra = config("8s", "manual");
+    let load = Load::start(&t.address(0), 4);
+    t.write_app("v5", None);
+    let run = t.ok(&["--json", "deploy", "test"]);
+    let events = ab_events(&run);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ab = &events[0]["ab"];
+    eprintln!("{}", events[0]["message"].as_str().unwrap_or_default());
+    assert_eq!(ab["winner"], "new", "{ab}");
+    assert_eq!(t.header_value(0, "percent").as_deref(), Some("50"));
+    let promoted = t.ok(&["rollout", "promote", "test"]);
+    let (sent, failed) = load.finish();
+    eprintln!("load: {sent} requests, {} failed", failed.len());
+    let live = format!("done: {} is live", ab["new_release"].as_str().unwrap());
+    assert!(promoted.all().contains(&live), "{}", promoted.all());
+    every_request_served_by(&t, "v5");
+    assert!(!t.slot_running(0, ab["stable_slot"].as_str().unwrap()));
+    let v2 = release_record(&t, ab["stable_release"].as_str().unwrap());
+    assert!(
+        v2["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("lost the A/B test to ")),
+        "{v2}"
+    );
     assert!(
         failed.is_empty(),
         "requests failed: {:?}",
