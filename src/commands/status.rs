@@ -213,6 +213,7 @@ mod tests {
             live_pool: None,
             previous_pool: None,
             traffic: None,
+            ab: None,
             started_by: "ci@runner".into(),
             started_at: now,
             updated_at: now,

@@ -20,7 +20,7 @@ mod validate;
 pub use database::{Database, DbCommands, DbDriver, Framework, FrameworkMigrator};
 pub use gate::{Gate, GateLayer};
 pub use health::{Check, Health, HealthLayer, OnInconclusive};
-pub use rollout::{Batch, Pause, Rollout, RolloutLayer, Strategy};
+pub use rollout::{AbTest, Batch, Pause, Rollout, RolloutLayer, Strategy, WinnerRule};
 pub use traffic::{Endpoint, ProxyKind, SlotsLayer, SplitKey, Traffic, TrafficLayer, parse_key};
 
 pub use field::parse_duration;

@@ -26,6 +26,9 @@ pub struct RolloutLayer {
     pub traffic: Option<Vec<String>>,
     pub event: Option<String>,
     pub event_ca: Option<String>,
+    pub split: Option<f64>,
+    pub duration: Option<String>,
+    pub winner: Option<String>,
 }
 
 /// `batch = 2` or `batch = "25%"`.
@@ -76,6 +79,28 @@ pub enum Strategy {
     Canary { steps: Vec<f64> },
     /// Two pools; the idle one gets the release.
     BlueGreen,
+    /// `[traffic]` users: two releases on fixed cohorts for a set time, compared.
+    Ab(AbTest),
+}
+
+/// `strategy = "ab"`: the new release gets `split` percent of users (sticky, the
+/// `[traffic]` split) for `duration`, both cohorts are compared on the access log
+/// (`traffic::ab`), and the winner becomes stable by hand or by rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AbTest {
+    /// Percent of users on the new release during the test (0 < split < 100).
+    pub split: f64,
+    pub duration: Duration,
+    pub winner: WinnerRule,
+}
+
+/// Who makes the A/B test's winner stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinnerRule {
+    /// The rollout pauses with the result; `slipway rollout promote` acts on it.
+    Manual,
+    /// The deploy acts at once: the new release is promoted only if it won beyond noise.
+    Auto,
 }
 
 impl Strategy {
@@ -85,6 +110,17 @@ impl Strategy {
             Strategy::Rolling { .. } => "rolling",
             Strategy::Canary { .. } => "canary",
             Strategy::BlueGreen => "blue-green",
+            Strategy::Ab(_) => "ab",
+        }
+    }
+
+    /// With `[traffic]`: the shares of users on the new release, step by step (the last
+    /// one 100: everyone, then promotion).
+    pub fn user_steps(&self) -> Vec<f64> {
+        match self {
+            Strategy::Canary { steps } => steps.clone(),
+            Strategy::Ab(test) => vec![test.split, 100.0],
+            _ => vec![100.0],
         }
     }
 }
@@ -171,11 +207,12 @@ pub(super) fn resolve_rollout(
                 },
             },
             "blue-green" => Strategy::BlueGreen,
+            "ab" => Strategy::Ab(resolve_ab(s, t, at)?),
             other => {
                 return Err((
                     p,
                     format!(
-                        "unknown strategy `{}` (use \"all-at-once\", \"rolling\", \"canary\" or \"blue-green\")",
+                        "unknown strategy `{}` (use \"all-at-once\", \"rolling\", \"canary\", \"blue-green\" or \"ab\")",
                         other.escape_debug()
                     ),
                 ));
@@ -199,7 +236,28 @@ pub(super) fn resolve_rollout(
             format!("steps apply to strategy = \"canary\" (this stage's strategy is {name})"),
         ));
     }
+    if name != "ab" {
+        let keys = [
+            field!(s, t, at, "rollout", split).map(|(_, p)| p),
+            field!(s, t, at, "rollout", duration).map(|(_, p)| p),
+            field!(s, t, at, "rollout", winner).map(|(_, p)| p),
+        ];
+        if let Some(p) = keys.into_iter().flatten().next() {
+            return Err((
+                p,
+                format!(
+                    "split, duration and winner apply to strategy = \"ab\" (this stage's strategy is {name})"
+                ),
+            ));
+        }
+    }
     if let Some((text, p)) = field!(s, t, at, "rollout", pause) {
+        if name == "ab" {
+            return Err((
+                p,
+                "pause applies between canary steps; an A/B test waits for `slipway rollout promote` with winner = \"manual\"".into(),
+            ));
+        }
         rollout.pause = if text == "manual" {
             Pause::Manual
         } else {
@@ -261,7 +319,64 @@ pub(super) fn resolve_rollout(
     Ok(rollout)
 }
 
-fn strategy_at(s: &Option<RolloutLayer>, t: &Option<RolloutLayer>, at: &KeyPath) -> KeyPath {
+/// The keys of `strategy = "ab"`: `split` (default 50), `duration` (default 60s),
+/// `winner` (default manual).
+fn resolve_ab(
+    s: &Option<RolloutLayer>,
+    t: &Option<RolloutLayer>,
+    at: &KeyPath,
+) -> Result<AbTest, Invalid> {
+    let split = match field!(s, t, at, "rollout", split) {
+        None => 50.0,
+        Some((&v, _)) if v > 0.0 && v < 100.0 => v,
+        Some((&v, p)) => {
+            return Err((
+                p,
+                format!(
+                    "split is the percentage of users on the new release during the test, above 0 and below 100 (got {v})"
+                ),
+            ));
+        }
+    };
+    let duration = match field!(s, t, at, "rollout", duration) {
+        None => Duration::from_secs(60),
+        Some((text, p)) => {
+            let d = parse_duration(text).map_err(|m| (p.clone(), m))?;
+            if d.is_zero() {
+                return Err((
+                    p,
+                    "an A/B test needs a duration above 0s, e.g. \"60s\"".into(),
+                ));
+            }
+            d
+        }
+    };
+    let winner = match field!(s, t, at, "rollout", winner) {
+        None => WinnerRule::Manual,
+        Some((v, _)) if v == "manual" => WinnerRule::Manual,
+        Some((v, _)) if v == "auto" => WinnerRule::Auto,
+        Some((v, p)) => {
+            return Err((
+                p,
+                format!(
+                    "unknown winner rule `{}`: \"manual\" (pause with the result for `slipway rollout promote`) or \"auto\" (promote the new release only if it wins beyond noise)",
+                    v.escape_debug()
+                ),
+            ));
+        }
+    };
+    Ok(AbTest {
+        split,
+        duration,
+        winner,
+    })
+}
+
+pub(super) fn strategy_at(
+    s: &Option<RolloutLayer>,
+    t: &Option<RolloutLayer>,
+    at: &KeyPath,
+) -> KeyPath {
     field!(s, t, at, "rollout", strategy)
         .map(|(_, p)| p)
         .unwrap_or_else(|| at.key("rollout"))
@@ -544,6 +659,61 @@ mod tests {
         assert_eq!(e.key, "stages.prod.hosts[0].pool");
         let e = parse(text("traffic = [\"x\"]", "{ address = \"a1\" }")).unwrap_err();
         assert!(e.message.contains("blue-green"), "{e}");
+    }
+
+    #[test]
+    fn an_ab_test_needs_traffic_and_a_gate_and_checks_its_keys() {
+        let traffic = "[traffic]\ninclude = \"/etc/nginx/conf.d/shop.conf\"\nslots = { a = 18001, b = 18002 }\nstart = [\"bin/start\"]\n[health]\nhttp = { port = 18001, path = \"/healthz\" }\n";
+        let c = parse(&format!(
+            "[rollout]\nstrategy = \"ab\"\nsplit = 30\nduration = \"90s\"\nwinner = \"auto\"\n{traffic}[gate]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.stage("prod").unwrap().rollout.strategy,
+            Strategy::Ab(AbTest {
+                split: 30.0,
+                duration: Duration::from_secs(90),
+                winner: WinnerRule::Auto
+            })
+        );
+        let c = parse(&format!("[rollout]\nstrategy = \"ab\"\n{traffic}[gate]\n")).unwrap();
+        let Strategy::Ab(test) = c.stage("prod").unwrap().rollout.strategy else {
+            panic!("not ab")
+        };
+        assert_eq!(
+            (test.split, test.duration, test.winner),
+            (50.0, Duration::from_secs(60), WinnerRule::Manual)
+        );
+        assert_eq!(
+            Strategy::Ab(test).user_steps(),
+            vec![50.0, 100.0],
+            "the test, then everyone"
+        );
+
+        let e = error("[rollout]\nstrategy = \"ab\"\n");
+        assert_eq!(e.key, "rollout.strategy");
+        assert!(e.message.contains("needs [traffic]"), "{e}");
+        let e = error(&format!("[rollout]\nstrategy = \"ab\"\n{traffic}"));
+        assert_eq!(e.key, "rollout.strategy");
+        assert!(e.message.contains("needs [gate]"), "{e}");
+        for (bad, key, says) in [
+            ("split = 100", "rollout.split", "below 100"),
+            ("split = 0", "rollout.split", "above 0"),
+            ("duration = \"0s\"", "rollout.duration", "above 0s"),
+            ("duration = \"soon\"", "rollout.duration", "not a duration"),
+            ("winner = \"best\"", "rollout.winner", "\"manual\""),
+            ("pause = \"manual\"", "rollout.pause", "winner = \"manual\""),
+            ("steps = [50, 100]", "rollout.steps", "canary"),
+        ] {
+            let e = error(&format!(
+                "[rollout]\nstrategy = \"ab\"\n{bad}\n{traffic}[gate]\n"
+            ));
+            assert_eq!(e.key, key, "{bad}: {e}");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+        let e = error("[rollout]\nstrategy = \"canary\"\nsplit = 50\n");
+        assert_eq!(e.key, "rollout.split");
+        assert!(e.message.contains("strategy = \"ab\""), "{e}");
     }
 
     #[test]

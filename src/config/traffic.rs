@@ -226,6 +226,27 @@ pub(super) fn resolve_traffic(
     strategy: &Strategy,
 ) -> Result<Option<Traffic>, Invalid> {
     let (s, t) = (&stage.traffic, &top.traffic);
+    // An A/B test splits users ([traffic]) and compares them on the access log ([gate]).
+    if let Strategy::Ab(_) = strategy {
+        let missing = match (
+            s.is_some() || t.is_some(),
+            stage.gate.is_some() || top.gate.is_some(),
+        ) {
+            (false, _) => Some(
+                "[traffic] (two slots behind the proxy) and [gate] (the access log both cohorts are read from)",
+            ),
+            (true, false) => Some(
+                "[gate] (the access log both cohorts are read from, its interval, alpha and min_requests)",
+            ),
+            (true, true) => None,
+        };
+        if let Some(what) = missing {
+            return Err((
+                super::rollout::strategy_at(&stage.rollout, &top.rollout, at),
+                format!("strategy = \"ab\" needs {what}: add it, or use another strategy"),
+            ));
+        }
+    }
     if s.is_none() && t.is_none() {
         return Ok(None);
     }
@@ -235,12 +256,12 @@ pub(super) fn resolve_traffic(
         KeyPath::root().key("traffic")
     };
     match strategy {
-        Strategy::AllAtOnce | Strategy::Canary { .. } => {}
+        Strategy::AllAtOnce | Strategy::Canary { .. } | Strategy::Ab(_) => {}
         other => {
             return Err((
                 section,
                 format!(
-                    "[traffic] moves users, not hosts: use [rollout] strategy = \"canary\" (steps are percentages of users on every host) or \"all-at-once\"; {} is not supported with [traffic]",
+                    "[traffic] moves users, not hosts: use [rollout] strategy = \"canary\" (steps are percentages of users on every host), \"ab\" or \"all-at-once\"; {} is not supported with [traffic]",
                     other.name()
                 ),
             ));

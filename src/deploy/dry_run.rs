@@ -153,6 +153,20 @@ pub(super) fn switch_detail(stage: &crate::config::Stage) -> String {
     } else {
         ""
     };
+    if let crate::config::Strategy::Ab(test) = &stage.rollout.strategy {
+        return format!(
+            "start the new release in the free slot on every host, then an A/B test: {}% of users on it for {}, both cohorts compared on the access log; then {} (see `slipway rollout plan {}`)",
+            crate::traffic::split::trim(test.split),
+            humantime::format_duration(test.duration),
+            match test.winner {
+                crate::config::WinnerRule::Manual =>
+                    "pause with the result: `slipway rollout promote` makes the winner stable",
+                crate::config::WinnerRule::Auto =>
+                    "promote the new release if it won beyond noise, else everyone back on the stable one",
+            },
+            stage.name
+        );
+    }
     if stage.traffic.is_some() {
         let steps = match &stage.rollout.strategy {
             crate::config::Strategy::Canary { steps } => steps

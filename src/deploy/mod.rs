@@ -428,6 +428,7 @@ async fn run_deploy(
                 "steps": exec.state.plan.steps.len(),
                 "hosts_on_release": on,
                 "schema_version": meta.schema_version,
+                "ab": exec.state.ab,
             });
             return Ok(Deployed {
                 id,
@@ -725,14 +726,12 @@ fn rollout_state(
     let now = Utc::now();
     // Blue-green switches only the pool without traffic.
     let (plan, pool) = if let Some(t) = &traffic {
-        let percents = match &stage.rollout.strategy {
-            crate::config::Strategy::Canary { steps } => steps.clone(),
-            _ => vec![100.0],
+        let first = t.stable.is_none();
+        let plan = match &stage.rollout.strategy {
+            crate::config::Strategy::Ab(test) => crate::traffic::ab::plan(test, &names, first),
+            other => crate::traffic::plan(&other.user_steps(), &names, first),
         };
-        (
-            crate::traffic::plan(&percents, &names, t.stable.is_none()),
-            None,
-        )
+        (plan, None)
     } else if stage.rollout.strategy == crate::config::Strategy::BlueGreen {
         let pool = rollout::state::idle_pool(prior);
         let pools: Vec<(String, Option<String>)> = stage
@@ -766,6 +765,7 @@ fn rollout_state(
         last_gate: None,
         previous_pool: prior.and_then(|p| p.previous_pool.clone()),
         traffic,
+        ab: None,
         live_pool: prior.and_then(|p| p.live_pool.clone()),
         pool,
         started_by: ctx.actor.name(),

@@ -25,12 +25,31 @@ use crate::switch::nonce;
 /// `rollout plan`: pure, from the configuration; no host is contacted.
 pub fn show_plan(stage: &Stage) -> Outcome {
     let names: Vec<String> = stage.hosts.iter().map(|h| h.name.clone()).collect();
-    if stage.traffic.is_some() {
-        let percents = match &stage.rollout.strategy {
-            crate::config::Strategy::Canary { steps } => steps.clone(),
-            _ => vec![100.0],
+    if let crate::config::Strategy::Ab(test) = &stage.rollout.strategy {
+        let p = crate::traffic::ab::plan(test, &names, false);
+        let human = format!(
+            "Rollout plan of {} on stage {}: A/B test by users on all {} host(s) at once, behind the proxy ([traffic])\n  before the test: the new release starts in the free slot and must pass its health check\n  step 1: {}% of users on the new slot (sticky) for {}; both cohorts' requests, 5xx/4xx rates and p50/p95/p99 read from the access log, compared (5xx: two-proportion z-test; latency: Mann-Whitney U; both two-sided, each at alpha/2 = {})\n  then {}\n  step 2 (if the new release is to be stable): everyone on the new slot, `current` renamed, the old slot drained and stopped\n  (a first deploy has one step: everyone on slot a, no test)",
+            stage.app,
+            stage.name,
+            names.len(),
+            crate::traffic::split::trim(test.split),
+            humantime::format_duration(test.duration),
+            stage.gate.as_ref().map(|g| g.alpha / 2.0).unwrap_or(0.025),
+            match test.winner {
+                crate::config::WinnerRule::Manual => format!(
+                    "a pause with the result: `slipway rollout promote {}` makes the winner stable (no winner: the new release), `slipway rollout abort {0}` keeps the stable one",
+                    stage.name
+                ),
+                crate::config::WinnerRule::Auto => "at once: the new release goes on to step 2 if it won; otherwise (the stable release won, or no winner) everyone goes back to the stable slot and the new release is stopped".into(),
+            }
+        );
+        return Outcome {
+            human,
+            data: json!({ "stage": stage.name, "plan": p, "traffic": true, "ab": { "split": test.split, "duration_secs": test.duration.as_secs_f64(), "winner": match test.winner { crate::config::WinnerRule::Manual => "manual", crate::config::WinnerRule::Auto => "auto" } } }),
         };
-        let p = crate::traffic::plan(&percents, &names, false);
+    }
+    if stage.traffic.is_some() {
+        let p = crate::traffic::plan(&stage.rollout.strategy.user_steps(), &names, false);
         let mut human = format!(
             "Rollout plan of {} on stage {}: canary by users on all {} host(s) at once, behind the proxy ([traffic])\n  before step 1: the new release starts in the free slot and must pass its health check\n",
             stage.app,
@@ -193,6 +212,9 @@ pub async fn status(stage: &Stage, ctx: &Context, key: Option<&str>) -> Result<O
                 format!(": {}", g.details.join("; "))
             }
         ));
+    }
+    if let Some(ab) = &st.ab {
+        human.push_str(&format!("  {}\n", ab.text().replace('\n', "\n  ")));
     }
     let mut hosts = Vec::new();
     for s in &states {
@@ -482,8 +504,42 @@ async fn locked(
             );
         }
     };
+    // After an A/B test the stable release won: going on means keeping it.
+    let stable_won = matches!(action, Action::Promote { .. } | Action::Resume)
+        && st.plan.strategy == "ab"
+        && st.completed >= 1
+        && st
+            .ab
+            .as_ref()
+            .is_some_and(|r| r.winner == crate::traffic::ab::Winner::Stable);
     let result = match action {
-        Action::Abort => aborted_by_hand(fleet, ctx, states, st, &desired).await,
+        _ if stable_won => {
+            let why = format!(
+                "the stable release won the A/B test against {desired}; kept by {} (`rollout {}`)",
+                ctx.actor.name(),
+                if action == Action::Resume {
+                    "resume"
+                } else {
+                    "promote"
+                }
+            );
+            aborted_by_hand(fleet, ctx, states, st, &desired, why)
+                .await
+                .map(|mut steered| {
+                    steered.outcome.human = format!(
+                        "A/B test: the stable release won, so it stays: every user is on it again and {desired} is stopped; {}",
+                        steered.outcome.human
+                    );
+                    if let Some(o) = steered.outcome.data.as_object_mut() {
+                        o.insert("ab_winner".into(), "stable".into());
+                    }
+                    steered
+                })
+        }
+        Action::Abort => {
+            let why = format!("aborted by {}", ctx.actor.name());
+            aborted_by_hand(fleet, ctx, states, st, &desired, why).await
+        }
         Action::Retry => {
             if fleet.stage.database.is_some() && st.migrated {
                 Err(Error::Refused(format!(
@@ -506,6 +562,7 @@ async fn locked(
                 }
                 st.completed = 0;
                 st.last_gate = None;
+                st.ab = None;
                 st.started_by = ctx.actor.name();
                 st.started_at = Utc::now();
                 proceed(fleet, ctx, states, st, &desired, Mode::default()).await
@@ -555,13 +612,15 @@ async fn retry_traffic(fleet: &Fleet, ctx: &Context) -> Result<crate::traffic::T
     crate::traffic::start_state(&driver).await
 }
 
-/// `rollout abort`: back to the stable releases, then `on_rollback` and the event.
+/// `rollout abort` (or `promote` after an A/B test the stable release won): back to the
+/// stable releases, then `on_rollback` and the event.
 async fn aborted_by_hand(
     fleet: &Fleet,
     ctx: &Context,
     states: &[HostState],
     st: RolloutState,
     desired: &ReleaseId,
+    why: String,
 ) -> Result<Steered> {
     if st.traffic.as_ref().is_some_and(|t| t.promoted) {
         return Err(Error::Refused(format!(
@@ -569,7 +628,6 @@ async fn aborted_by_hand(
             fleet.stage.name
         )));
     }
-    let why = format!("aborted by {}", ctx.actor.name());
     let result = abort(fleet, states, st, desired, &why, ctx).await;
     if let Ok(Some(after)) = state::read(fleet).await {
         let env = vec![

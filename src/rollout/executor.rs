@@ -203,7 +203,10 @@ impl<'a> Executor<'a> {
             // while the health gate (if any) watches the new slot.
             // A first release with [traffic] has no stable slot to compare with or to send
             // users back to: its gate is the health check alone.
+            // An A/B rollout judges once, by its test (step 1): promotion is not gated again.
+            let ab_test = crate::traffic::ab::is_test_step(&self.state.plan, k);
             let log_gate = match (self.traffic, &stage.gate, &self.state.traffic) {
+                _ if self.state.plan.strategy == "ab" && !ab_test => None,
                 (Some(driver), Some(g), Some(t)) if t.stable.is_some() => {
                     Some(crate::traffic::log_gate::LogGate::begin(driver, g).await)
                 }
@@ -293,10 +296,18 @@ impl<'a> Executor<'a> {
                 }
             }
             if let (Some(watch), Some(driver), Some(g)) = (log_gate, self.traffic, &stage.gate) {
-                if let Some(progress) = self.judge_log(watch, driver, g, k, switched).await? {
-                    return Ok(progress);
+                if let (true, crate::config::Strategy::Ab(test)) = (ab_test, &rollout.strategy) {
+                    if let Some(progress) =
+                        self.ab_test(watch, driver, g, test, k, switched).await?
+                    {
+                        return Ok(progress);
+                    }
+                } else {
+                    if let Some(progress) = self.judge_log(watch, driver, g, k, switched).await? {
+                        return Ok(progress);
+                    }
+                    self.event("gate-passed", Some(k + 1)).await;
                 }
-                self.event("gate-passed", Some(k + 1)).await;
             }
             self.state.completed = k + 1;
             // Someone may have asked for a pause from another invocation: the state on
@@ -329,6 +340,14 @@ impl<'a> Executor<'a> {
             // Then the old slot drains and stops (again, harmlessly, on a resume).
             for w in crate::traffic::retire(driver, &t).await {
                 fleet.reporter.warning(None, &w);
+            }
+            // After an A/B test: the release replaced says why (it stays the rollback
+            // target). Only a result of this rollout's own slots and releases counts.
+            if let Some(result) = &self.state.ab
+                && result.new_release == self.release.as_str()
+                && result.stable_release == t.stable_release
+            {
+                crate::traffic::ab::mark_replaced(fleet, result).await;
             }
         }
         if let Some(pool) = self.state.pool.clone() {
@@ -529,6 +548,89 @@ impl<'a> Executor<'a> {
                 ))
             }
             _ => Ok(None),
+        }
+    }
+
+    /// The A/B test of step `k` (`strategy = "ab"`): watches both cohorts for the
+    /// test's duration and records the result. `Ok(None)`: the new release won under
+    /// `winner = "auto"` (on to everyone); `Ok(Some(paused))`: `winner = "manual"` (or
+    /// interrupted); `Err`: under `"auto"`, the new release did not win, for the caller
+    /// to send everyone back to the stable one.
+    async fn ab_test(
+        &mut self,
+        watch: crate::traffic::log_gate::LogGate<'_>,
+        driver: &crate::traffic::Driver<'_>,
+        gate: &crate::config::Gate,
+        test: &crate::config::AbTest,
+        k: usize,
+        switched: Vec<usize>,
+    ) -> Result<Option<Progress>, Failure> {
+        use crate::traffic::ab::Winner;
+        let Some(t) = self.state.traffic.clone() else {
+            return Ok(None);
+        };
+        let interrupt = self.interrupt.clone();
+        let result = tokio::select! {
+            r = crate::traffic::ab::run(watch, driver, gate, test, &t, &self.release) => r,
+            signal = interrupt.wait() => {
+                let why = format!(
+                    "{signal} received during the A/B test: its users are split but not compared (`rollout resume` runs the test again)"
+                );
+                return Ok(Some(self.pause(why).await));
+            }
+        };
+        let Some(result) = result else {
+            return Ok(None);
+        };
+        self.state.last_gate = Some(GateRecord {
+            step: k + 1,
+            verdict: match result.winner {
+                Winner::New => "ab: new",
+                Winner::Stable => "ab: stable",
+                Winner::None => "ab: no winner",
+            }
+            .into(),
+            details: vec![result.verdict()],
+            at: Utc::now(),
+        });
+        let verdict = result.verdict();
+        let winner = result.winner;
+        let guarded = result.basis == crate::traffic::ab::Basis::Guard;
+        self.state.ab = Some(result);
+        self.event("ab-test", Some(k + 1)).await;
+        if guarded {
+            // Failing beyond [gate] max_error_rate: back at once, whatever the rule.
+            let reason = format!("A/B test stopped, {verdict}");
+            return Err(self.fail(switched, reason).await);
+        }
+        match (test.winner, winner) {
+            (crate::config::WinnerRule::Manual, w) => {
+                self.state.completed = k + 1;
+                let next = match w {
+                    Winner::New => "`slipway rollout promote` makes the new release stable",
+                    Winner::Stable => {
+                        "`slipway rollout promote` keeps the stable release (everyone back on it, the new one stopped)"
+                    }
+                    Winner::None => {
+                        "`slipway rollout promote` makes the new release stable anyway, `slipway rollout abort` keeps the stable one"
+                    }
+                };
+                Ok(Some(
+                    self.pause(format!("A/B test done, {verdict}: {next}"))
+                        .await,
+                ))
+            }
+            (crate::config::WinnerRule::Auto, Winner::New) => {
+                self.fleet.reporter.info(&format!(
+                    "A/B test: the new release {} won; promoting it",
+                    self.release
+                ));
+                Ok(None)
+            }
+            (crate::config::WinnerRule::Auto, _) => {
+                let reason = format!("A/B test, {verdict}: the stable release stays");
+                Err(self.fail(switched, reason).await)
+            }
         }
     }
 

@@ -81,7 +81,7 @@ pub fn plan(strategy: &Strategy, app: &str, hosts: &[String]) -> RolloutPlan {
     let n = hosts.len();
     let mut steps = Vec::new();
     match strategy {
-        Strategy::AllAtOnce | Strategy::BlueGreen => steps.push(Step {
+        Strategy::AllAtOnce | Strategy::BlueGreen | Strategy::Ab(_) => steps.push(Step {
             number: 1,
             percent: None,
             hosts: hosts.to_vec(),

@@ -86,6 +86,9 @@ pub struct RolloutState {
     /// `traffic::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<crate::traffic::TrafficState>,
+    /// `strategy = "ab"`: the test's result once it ran (see `traffic::ab`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab: Option<crate::traffic::ab::AbResult>,
     pub started_by: String,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -328,6 +331,7 @@ mod tests {
             live_pool: None,
             previous_pool: None,
             traffic: None,
+            ab: None,
             started_by: "ci@runner".into(),
             started_at: now,
             updated_at: now,

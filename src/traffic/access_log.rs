@@ -120,7 +120,7 @@ pub fn percentile(sorted: &[u32], q: f64) -> Option<u32> {
 }
 
 /// One slot's numbers in a window, as printed and recorded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SlotNumbers {
     pub requests: u64,
     pub rate_5xx: f64,

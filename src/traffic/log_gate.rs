@@ -183,6 +183,45 @@ impl<'a> LogGate<'a> {
     }
 }
 
+impl LogGate<'_> {
+    /// Reads every interval until `duration` after [`LogGate::begin`] (or until `stop`
+    /// says so of the window so far), judging nothing: the window's requests, what kept
+    /// them from being whole (a host's log that could not be read, or was written
+    /// faster than read), and how long it watched. The A/B test's watch
+    /// (`traffic::ab`), which decides once, at the end.
+    pub async fn collect(
+        mut self,
+        duration: Duration,
+        mut stop: impl FnMut(&Window) -> bool,
+    ) -> (Window, Vec<String>, Duration) {
+        let end = self.started + duration;
+        loop {
+            let tick = Instant::now() + self.gate.interval;
+            self.turn().await;
+            let now = Instant::now();
+            if now >= end || stop(&self.window) {
+                break;
+            }
+            tokio::time::sleep(tick.min(end).saturating_duration_since(now)).await;
+        }
+        let fleet = self.driver.fleet;
+        let problems = (0..self.offsets.len())
+            .filter_map(|i| match (&self.unreadable[i], self.behind[i]) {
+                (Some(e), _) => Some(format!(
+                    "{}: cannot read the access log: {e}",
+                    fleet.name(i)
+                )),
+                (None, b) if b > 0 => Some(format!(
+                    "{}: {b} bytes of the window were written faster than they could be read",
+                    fleet.name(i)
+                )),
+                _ => None,
+            })
+            .collect();
+        (self.window, problems, self.started.elapsed())
+    }
+}
+
 /// Reports a verdict: a line (with `--json`, its numbers under `data.gate`) and an
 /// audit record (`action = "gate"`).
 pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged) {

@@ -17,6 +17,8 @@
 //! - [`mann_whitney`]: the one-sided Mann-Whitney U test, pure
 //! - [`log_verdict`]: the `[gate]` verdict over a window of the log, pure
 //! - [`log_gate`]: reading every host's log incrementally over a step's window
+//! - [`ab`]: the A/B test (`strategy = "ab"`): both cohorts compared, the winner, pure
+//!   decision and its watch
 //!
 //! The flow of a deploy (driven by `rollout::executor`): [`prepare`] the new slot (link,
 //! start, ready) before any traffic; each step applies its percentage, then the gate
@@ -24,6 +26,7 @@
 //! drains and stops the old slot; [`back`] (failed gate, abort) moves everyone back at
 //! once and stops the new slot; [`rollback_to`] is `slipway rollback`'s part.
 
+pub mod ab;
 pub mod access_log;
 pub mod driver;
 pub mod log_gate;
