@@ -485,8 +485,9 @@ impl<'a> Executor<'a> {
         };
         let total = self.state.plan.steps.len();
         self.fleet.reporter.info(&format!(
-            "step {} of {total}: traffic gate on the access log for up to {}",
+            "step {} of {total}: traffic gate on {} for up to {}",
             k + 1,
+            watch.describe(),
             humantime::format_duration(gate.window)
         ));
         let interrupt = self.interrupt.clone();

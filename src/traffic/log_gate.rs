@@ -1,10 +1,16 @@
-//! The access-log gate of a `[traffic]` step (`[gate]`): from the moment the step's split
-//! is in force, every host's access log is read incrementally over the existing
-//! connections (only the bytes written since the last read, in bounded chunks, see
-//! `script::read_access_log`), the requests are counted per slot over all hosts, and
-//! [`log_verdict::judge`] decides. However large a log is, only the step's window is
-//! read, and memory holds one chunk of text plus the window's latencies (bounded by
-//! [`access_log::MAX_LATENCIES`]).
+//! The traffic gate of a `[traffic]` step (`[gate]`): from the moment the step's split is
+//! in force, each slot's numbers are read every interval, from one of two sources, and
+//! the same verdict ([`log_verdict::verdict`]) judges them; the same loop fails early
+//! after `max_consecutive_failures` failing readings and takes the last reading of the
+//! window as the step's verdict.
+//!
+//! - The access log (default): every host's log is read incrementally over the existing
+//!   connections (only the bytes written since the last read, in bounded chunks, see
+//!   `script::read_access_log`), the requests are counted per slot over all hosts.
+//!   However large a log is, only the step's window is read, and memory holds one chunk
+//!   of text plus the window's latencies (bounded by [`access_log::MAX_LATENCIES`]).
+//! - Prometheus ([`super::prometheus`]): its HTTP API answers each slot's numbers over
+//!   the time since the step began.
 //!
 //! Each verdict is reported with both slots' numbers (`--json`: an `info` event whose
 //! `data.gate` holds them) and appended to the audit log.
@@ -15,10 +21,11 @@ use chrono::Utc;
 
 use super::access_log::{self, Window};
 use super::driver::Driver;
-use super::log_verdict::{self, Judged};
+use super::log_verdict::{self, Judged, Source};
+use super::prometheus;
 use super::split::Slot;
 use crate::audit::{self, Record};
-use crate::config::Gate;
+use crate::config::{Gate, GateSource};
 use crate::rollout::health::Verdict;
 use crate::script;
 
@@ -28,11 +35,22 @@ pub const READ_MAX: u64 = 8 * 1024 * 1024;
 /// behind, and caught up at the next turns (or reported when the window ends).
 const READS_PER_TURN: usize = 16;
 
-/// One step's watch of the access logs: started when the split is in force.
+/// One step's traffic gate, whichever its source: started when the split is in force.
 pub struct LogGate<'a> {
-    driver: &'a Driver<'a>,
     gate: &'a Gate,
     started: Instant,
+    reader: Reader<'a>,
+}
+
+/// Where the numbers come from.
+enum Reader<'a> {
+    Log(LogReader<'a>),
+    Prometheus(prometheus::Reader),
+}
+
+/// The access logs of every host, read incrementally.
+struct LogReader<'a> {
+    driver: &'a Driver<'a>,
     /// Per host: where the next read starts (None: not known yet).
     offsets: Vec<Option<u64>>,
     /// Per host: why its last read failed.
@@ -43,13 +61,92 @@ pub struct LogGate<'a> {
 }
 
 impl<'a> LogGate<'a> {
-    /// Notes where every host's log ends now: the window's requests are what comes after.
+    /// The window starts now: with the access log, notes where every host's log ends
+    /// (the window's requests are what comes after).
     pub async fn begin(driver: &'a Driver<'a>, gate: &'a Gate) -> LogGate<'a> {
-        let n = driver.fleet.len();
-        let mut g = LogGate {
-            driver,
+        let reader = match &gate.source {
+            GateSource::AccessLog => Reader::Log(LogReader::begin(driver).await),
+            GateSource::Prometheus { url, queries } => Reader::Prometheus(
+                prometheus::Reader::begin(url, queries, &driver.fleet.stage.app, gate),
+            ),
+        };
+        LogGate {
             gate,
             started: Instant::now(),
+            reader,
+        }
+    }
+
+    /// Where the numbers come from, for the gate's progress line.
+    pub fn describe(&self) -> String {
+        match &self.reader {
+            Reader::Log(_) => "the access log".into(),
+            Reader::Prometheus(p) => p.describe(),
+        }
+    }
+
+    /// One reading: the numbers of the window so far, judged.
+    async fn reading(&mut self, canary: Slot, stable: Option<Slot>) -> Judged {
+        match &mut self.reader {
+            Reader::Log(r) => {
+                r.turn().await;
+                log_verdict::judge(&r.window, canary, stable, self.gate)
+            }
+            Reader::Prometheus(p) => p.read(canary, stable, self.gate).await,
+        }
+    }
+
+    /// Watches the window (less the time since [`LogGate::begin`]), reading every
+    /// interval; fails early after `max_consecutive_failures` failing readings in a row.
+    pub async fn judge(mut self, canary: Slot, stable: Option<Slot>) -> Judged {
+        let gate = self.gate;
+        let end = self.started + gate.window;
+        let mut failing = 0;
+        loop {
+            let tick = Instant::now() + gate.interval;
+            let mut j = self.reading(canary, stable).await;
+            let last = Instant::now() >= end;
+            if matches!(j.verdict, Verdict::Fail { .. }) {
+                failing += 1;
+                if failing >= gate.max_consecutive_failures {
+                    return j;
+                }
+            } else {
+                failing = 0;
+            }
+            if last {
+                let problems = match &self.reader {
+                    Reader::Log(r) => r.problems(),
+                    // Its reading says what it could not ask.
+                    Reader::Prometheus(_) => Vec::new(),
+                };
+                if !problems.is_empty() && matches!(j.verdict, Verdict::Pass { .. }) {
+                    j.verdict = Verdict::Inconclusive {
+                        reason: format!(
+                            "{} (the numbers read: {})",
+                            problems.join("; "),
+                            log_verdict::numbers_text(&j)
+                        ),
+                    };
+                }
+                return j;
+            }
+            let wake = tick.min(end);
+            let now = Instant::now();
+            if wake > now {
+                tokio::time::sleep(wake - now).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+impl<'a> LogReader<'a> {
+    async fn begin(driver: &'a Driver<'a>) -> LogReader<'a> {
+        let n = driver.fleet.len();
+        let mut g = LogReader {
+            driver,
             offsets: vec![None; n],
             unreadable: vec![None; n],
             behind: vec![0; n],
@@ -62,6 +159,23 @@ impl<'a> LogGate<'a> {
             }
         }
         g
+    }
+
+    /// Hosts whose log could not be read, or was written faster than it was read.
+    fn problems(&self) -> Vec<String> {
+        let fleet = self.driver.fleet;
+        (0..self.offsets.len())
+            .filter_map(|i| {
+                let name = fleet.name(i);
+                match (&self.unreadable[i], self.behind[i]) {
+                    (Some(e), _) => Some(format!("{name}: cannot read the access log: {e}")),
+                    (None, b) if b > 0 => Some(format!(
+                        "{name}: {b} bytes of the window were written faster than they could be read"
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// One read of host i's log from `offset`, at most `max` bytes: complete lines go
@@ -127,60 +241,6 @@ impl<'a> LogGate<'a> {
             self.unreadable[i] = result.err();
         }
     }
-
-    /// Watches the window (less the time since [`LogGate::begin`]), reading every
-    /// interval; fails early after `max_consecutive_failures` failing readings in a row.
-    pub async fn judge(mut self, canary: Slot, stable: Option<Slot>) -> Judged {
-        let gate = self.gate;
-        let end = self.started + gate.window;
-        let mut failing = 0;
-        loop {
-            let tick = Instant::now() + gate.interval;
-            self.turn().await;
-            let last = Instant::now() >= end;
-            let mut j = log_verdict::judge(&self.window, canary, stable, gate);
-            if matches!(j.verdict, Verdict::Fail { .. }) {
-                failing += 1;
-                if failing >= gate.max_consecutive_failures {
-                    return j;
-                }
-            } else {
-                failing = 0;
-            }
-            if last {
-                let fleet = self.driver.fleet;
-                let problems: Vec<String> = (0..self.offsets.len())
-                    .filter_map(|i| {
-                        let name = fleet.name(i);
-                        match (&self.unreadable[i], self.behind[i]) {
-                            (Some(e), _) => Some(format!("{name}: cannot read the access log: {e}")),
-                            (None, b) if b > 0 => Some(format!(
-                                "{name}: {b} bytes of the window were written faster than they could be read"
-                            )),
-                            _ => None,
-                        }
-                    })
-                    .collect();
-                if !problems.is_empty() && matches!(j.verdict, Verdict::Pass { .. }) {
-                    j.verdict = Verdict::Inconclusive {
-                        reason: format!(
-                            "{} (the numbers read: {})",
-                            problems.join("; "),
-                            log_verdict::numbers_text(&j)
-                        ),
-                    };
-                }
-                return j;
-            }
-            let wake = tick.min(end);
-            let now = Instant::now();
-            if wake > now {
-                tokio::time::sleep(wake - now).await;
-            } else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
 }
 
 /// Reports a verdict: a line (with `--json`, its numbers under `data.gate`) and an
@@ -192,10 +252,13 @@ pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged)
         Verdict::Fail { .. } => ("failed", "failed"),
         Verdict::Inconclusive { .. } => ("inconclusive", "inconclusive"),
     };
+    let read = match j.source {
+        Source::AccessLog => format!("{} KiB of access log read", j.bytes_read.div_ceil(1024)),
+        Source::Prometheus => format!("{} Prometheus queries answered", j.queries),
+    };
     let text = format!(
-        "traffic gate {word} at step {step}: {} ({} KiB of access log read)",
-        j.verdict.text(),
-        j.bytes_read.div_ceil(1024)
+        "traffic gate {word} at step {step}: {} ({read})",
+        j.verdict.text()
     );
     let mut data = serde_json::to_value(j).unwrap_or_default();
     if let Some(o) = data.as_object_mut() {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use slipway::config::{Gate, OnInconclusive};
+use slipway::config::{Gate, GateSource, OnInconclusive};
 use slipway::rollout::health::Verdict;
 use slipway::traffic::Slot;
 use slipway::traffic::access_log::Window;
@@ -45,13 +45,14 @@ fn gate() -> Gate {
         alpha: 0.05,
         max_consecutive_failures: 2,
         on_inconclusive: OnInconclusive::Pause,
+        source: GateSource::AccessLog,
     }
 }
 
 /// A steady, bounded load on loopback: `threads` clients, a new connection per request,
 /// each with its own cookie, until stopped (at most 60 s or 100,000 requests). Errors
 /// are what some tests want: they are counted, not judged.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     errors: Arc<AtomicUsize>,
@@ -59,7 +60,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: &str, threads: usize) -> Load {
+    pub(crate) fn start(addr: &str, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(AtomicUsize::new(0));
@@ -93,7 +94,7 @@ impl Load {
         }
     }
 
-    fn finish(self) -> (usize, usize) {
+    pub(crate) fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles {
             h.join().expect("load thread");
@@ -106,7 +107,7 @@ impl Load {
 }
 
 /// The gate verdicts a `--json` run reported (`data.gate` of its info events).
-fn gate_events(run: &Run) -> Vec<serde_json::Value> {
+pub(crate) fn gate_events(run: &Run) -> Vec<serde_json::Value> {
     run.stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -114,7 +115,7 @@ fn gate_events(run: &Run) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn result_message(run: &Run) -> String {
+pub(crate) fn result_message(run: &Run) -> String {
     run.stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

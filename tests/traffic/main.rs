@@ -15,5 +15,6 @@ mod feed;
 mod gate;
 mod input;
 mod load;
+mod prometheus;
 mod rollback;
 mod split;
