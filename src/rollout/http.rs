@@ -440,6 +440,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn get_text_reads_the_body_up_to_its_limit() {
+        let (address, server) = serve(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"status\":1}\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123",
+        ])
+        .await;
+        let url = url::Url::parse(&format!("http://{address}/api/v1/query?query=up")).unwrap();
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            get_text(&url, 32, t).await,
+            Ok((200, "{\"status\":1}\n".to_string()))
+        );
+        match get_text(&url, 32, t).await {
+            Err(HttpError::NoAnswer(why)) => assert!(why.contains("more than 32 bytes"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let heads = server.await.unwrap();
+        assert!(
+            heads[0].starts_with("GET /api/v1/query?query=up HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+    }
+
     #[test]
     fn a_ca_file_that_is_not_one_is_refused_with_its_name() {
         let dir = tempfile::tempdir().unwrap();

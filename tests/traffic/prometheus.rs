@@ -359,7 +359,9 @@ fn prometheus_fails_a_release_answering_5xx_pauses_on_too_few_requests_and_names
     let sent = trickle.finish();
     assert_eq!(run.code, 0, "{}", run.all());
     let gates = gate_events(&run);
-    let g = gates.last().expect("a verdict");
+    let g = gates
+        .last()
+        .unwrap_or_else(|| panic!("no verdict: {}", run.all()));
     eprintln!("trickle of {sent} requests: {}", g["reason"]);
     assert_eq!(g["verdict"], "inconclusive", "{g}");
     let reason = g["reason"].as_str().unwrap_or_default();
@@ -379,7 +381,9 @@ fn prometheus_fails_a_release_slower_at_p95_and_passes_one_as_fast() {
     let test_started = Instant::now();
     let mut t = Traffic::start(1);
     let prom = Prometheus::start(&targets(&t));
-    t.extra = config(&prom.url, "");
+    // Quantiles only, no rank test: the threshold sits halfway between the 40 % to catch
+    // and the up to ~10 % by which two equal slots' p95s differ here under load.
+    t.extra = config(&prom.url, "").replace("max_p95_increase = 0.3", "max_p95_increase = 0.25");
     release(&t, "v1", &[("DELAY_MS", "20")]);
     t.ok(&["deploy", "test"]);
     t.install_site(0, SITE);
@@ -388,10 +392,12 @@ fn prometheus_fails_a_release_slower_at_p95_and_passes_one_as_fast() {
     // 40 % slower, no errors: the relative p95 threshold fails it.
     release(&t, "v2", &[("DELAY_MS", "28")]);
     let run = t.slipway(&["--json", "deploy", "test"]);
-    assert_eq!(run.code, 1, "{}", run.all());
     let gates = gate_events(&run);
-    let g = gates.last().expect("a verdict");
+    let g = gates
+        .last()
+        .unwrap_or_else(|| panic!("no verdict: {}", run.all()));
     eprintln!("40% slower: {}", g["reason"]);
+    assert_eq!(run.code, 1, "{}", run.all());
     assert_eq!(
         (g["verdict"].as_str(), g["step"].as_u64()),
         (Some("fail"), Some(1)),
@@ -402,7 +408,7 @@ fn prometheus_fails_a_release_slower_at_p95_and_passes_one_as_fast() {
         g["canary"]["p95_ms"].as_u64().unwrap(),
         g["stable"]["p95_ms"].as_u64().unwrap(),
     );
-    assert!(cp as f64 > sp as f64 * 1.3, "{g}");
+    assert!(cp as f64 > sp as f64 * 1.25, "{g}");
     let message = result_message(&run);
     assert!(
         message.contains("above the stable slot's") && message.contains("no rank test"),
