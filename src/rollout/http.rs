@@ -447,7 +447,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123",
         ])
         .await;
-        let url = url::Url::parse(&format!("http://{address}/api/v1/query?query=up")).unwrap();
+        let url = url::Url::parse(&format!(
+            "http://mon:s3cret@{address}/api/v1/query?query=up"
+        ))
+        .unwrap();
         let t = Duration::from_secs(5);
         assert_eq!(
             get_text(&url, 32, t).await,
@@ -460,6 +463,13 @@ mod tests {
         let heads = server.await.unwrap();
         assert!(
             heads[0].starts_with("GET /api/v1/query?query=up HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+        // User-info in the URL is basic auth (mon:s3cret), not part of the request line.
+        assert!(
+            heads[0]
+                .to_ascii_lowercase()
+                .contains("authorization: basic bw9uonmzy3jlda=="),
             "{heads:?}"
         );
     }
