@@ -28,6 +28,7 @@ pub struct GateLayer {
     pub source: Option<String>,
     pub prometheus: Option<String>,
     pub queries: Option<QueriesLayer>,
+    pub access_log: Option<String>,
 }
 
 /// `[gate.queries]`: PromQL per number, each replacing a default.
@@ -121,6 +122,9 @@ pub struct Gate {
     pub on_inconclusive: OnInconclusive,
     /// The access log (default) or Prometheus.
     pub source: GateSource,
+    /// Without `[traffic]`: each host's access log (slipway's format, `slot=-`), the
+    /// switched hosts judged against those not switched yet.
+    pub hosts_log: Option<String>,
 }
 
 /// `has_traffic`: the stage has `[traffic]`, whose access log `[gate]` reads.
@@ -139,12 +143,33 @@ pub(super) fn resolve_gate(
     } else {
         KeyPath::root().key("gate")
     };
-    if !has_traffic {
-        return Err((
-            section,
-            "[gate] judges the requests in the access log of [traffic]: add [traffic], or remove [gate] (host canaries are judged by [health])".into(),
-        ));
-    }
+    let hosts_log = match (field!(s, t, at, "gate", access_log), has_traffic) {
+        (None, false) => {
+            return Err((
+                section,
+                "[gate] without [traffic] reads each host's own access log: set access_log = \"/var/log/nginx/shop-gate.log\" (see \"Host canaries judged by the access log\"), add [traffic], or remove [gate]".into(),
+            ));
+        }
+        (Some((_, p)), true) => {
+            return Err((
+                p,
+                "with [traffic] the gate reads [traffic] access_log: remove this one".into(),
+            ));
+        }
+        (Some((path, p)), false) => {
+            if !path.starts_with('/') || path.chars().any(char::is_control) || path.len() > 4096 {
+                return Err((
+                    p,
+                    format!(
+                        "`{}` is not an absolute path on the hosts (e.g. \"/var/log/nginx/shop-gate.log\")",
+                        path.escape_debug()
+                    ),
+                ));
+            }
+            Some(path.clone())
+        }
+        (None, true) => None,
+    };
     let window = duration(field!(s, t, at, "gate", window), Duration::from_secs(60))?;
     let interval = duration(field!(s, t, at, "gate", interval), Duration::from_secs(5))?;
     if interval.is_zero() || window < interval {
@@ -213,6 +238,12 @@ pub(super) fn resolve_gate(
     let on_inconclusive =
         super::health::on_inconclusive(field!(s, t, at, "gate", on_inconclusive))?;
     let source = resolve_source(stage, top, at, &section)?;
+    if hosts_log.is_some() && source != GateSource::AccessLog {
+        return Err((
+            section.key("source"),
+            "without [traffic] the gate reads each host's access_log: Prometheus judges [traffic] slots only".into(),
+        ));
+    }
     Ok(Some(Gate {
         window,
         interval,
@@ -226,6 +257,7 @@ pub(super) fn resolve_gate(
         max_consecutive_failures,
         on_inconclusive,
         source,
+        hosts_log,
     }))
 }
 
@@ -381,7 +413,29 @@ mod tests {
         let e = parse("[gate]\nwindow = \"10s\"\n").unwrap_err();
         assert_eq!(e.key, "gate");
         assert_eq!(e.line, Some(3));
-        assert!(e.message.contains("add [traffic]"), "{e}");
+        assert!(e.message.contains("set access_log"), "{e}");
+        // Host canaries: each host's own log.
+        let c = parse(
+            "[rollout]\nstrategy = \"canary\"\n[gate]\naccess_log = \"/var/log/nginx/g.log\"\n",
+        )
+        .unwrap();
+        let g = c.stage("prod").unwrap().gate.clone().expect("a gate");
+        assert_eq!(g.hosts_log.as_deref(), Some("/var/log/nginx/g.log"));
+        for (bad, key) in [
+            ("access_log = \"g.log\"", "gate.access_log"),
+            (
+                "access_log = \"/g.log\"\nsource = \"prometheus\"\nprometheus = \"http://p:1\"",
+                "gate.source",
+            ),
+        ] {
+            let e = parse(&format!("[gate]\n{bad}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{bad}: {e}");
+        }
+        let e = parse(&format!(
+            "[rollout]\nstrategy = \"canary\"\n{TRAFFIC}[gate]\naccess_log = \"/g.log\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "gate.access_log", "{e}");
 
         for (bad, key) in [
             ("max_error_rate = 5.0", "gate.max_error_rate"),

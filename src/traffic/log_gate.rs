@@ -24,8 +24,9 @@ use super::driver::Driver;
 use super::log_verdict::{self, Judged, Source};
 use super::prometheus;
 use super::split::Slot;
-use crate::audit::{self, Record};
+use crate::audit::{self, Actor, Record};
 use crate::config::{Gate, GateSource};
+use crate::fleet::Fleet;
 use crate::rollout::health::Verdict;
 use crate::script;
 
@@ -40,6 +41,8 @@ pub struct LogGate<'a> {
     gate: &'a Gate,
     started: Instant,
     reader: Reader<'a>,
+    /// A host canary: the new hosts' names and the old ones'.
+    hosts: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// Where the numbers come from.
@@ -50,7 +53,11 @@ enum Reader<'a> {
 
 /// The access logs of every host, read incrementally.
 struct LogReader<'a> {
-    driver: &'a Driver<'a>,
+    fleet: &'a Fleet,
+    log: String,
+    /// Per host: the side its requests count for (a host canary: new or old), or None
+    /// for the `slot=` of each line (`[traffic]`).
+    sides: Vec<Option<Slot>>,
     /// Per host: where the next read starts (None: not known yet).
     offsets: Vec<Option<u64>>,
     /// Per host: why its last read failed.
@@ -65,7 +72,11 @@ impl<'a> LogGate<'a> {
     /// (the window's requests are what comes after).
     pub async fn begin(driver: &'a Driver<'a>, gate: &'a Gate) -> LogGate<'a> {
         let reader = match &gate.source {
-            GateSource::AccessLog => Reader::Log(LogReader::begin(driver).await),
+            GateSource::AccessLog => {
+                let sides = vec![None; driver.fleet.len()];
+                let log = &driver.traffic.access_log;
+                Reader::Log(LogReader::begin(driver.fleet, log, sides).await)
+            }
             GateSource::Prometheus { url, queries } => Reader::Prometheus(
                 prometheus::Reader::begin(url, queries, &driver.fleet.stage.app, gate),
             ),
@@ -74,12 +85,42 @@ impl<'a> LogGate<'a> {
             gate,
             started: Instant::now(),
             reader,
+            hosts: None,
+        }
+    }
+
+    /// A host canary's gate (no `[traffic]`): every host's own access log (`log`), the
+    /// hosts in `new` (on the new release) against the others; the window starts now.
+    pub async fn begin_hosts(
+        fleet: &'a Fleet,
+        gate: &'a Gate,
+        log: &str,
+        new: &[usize],
+    ) -> LogGate<'a> {
+        let sides = (0..fleet.len())
+            .map(|i| Some(if new.contains(&i) { Slot::B } else { Slot::A }))
+            .collect();
+        let names = |new_side: bool| -> Vec<String> {
+            (0..fleet.len())
+                .filter(|i| new.contains(i) == new_side)
+                .map(|i| fleet.name(i).to_string())
+                .collect()
+        };
+        let hosts = Some((names(true), names(false)));
+        LogGate {
+            gate,
+            started: Instant::now(),
+            reader: Reader::Log(LogReader::begin(fleet, log, sides).await),
+            hosts,
         }
     }
 
     /// Where the numbers come from, for the gate's progress line.
     pub fn describe(&self) -> String {
         match &self.reader {
+            Reader::Log(r) if self.hosts.is_some() => {
+                format!("each host's access log {} (new hosts against old)", r.log)
+            }
             Reader::Log(_) => "the access log".into(),
             Reader::Prometheus(p) => p.describe(),
         }
@@ -90,7 +131,9 @@ impl<'a> LogGate<'a> {
         match &mut self.reader {
             Reader::Log(r) => {
                 r.turn().await;
-                log_verdict::judge(&r.window, canary, stable, self.gate)
+                let mut reading = log_verdict::reading(&r.window, canary, stable);
+                reading.hosts = self.hosts.clone();
+                log_verdict::verdict(reading, self.gate)
             }
             Reader::Prometheus(p) => p.read(canary, stable, self.gate).await,
         }
@@ -143,10 +186,12 @@ impl<'a> LogGate<'a> {
 }
 
 impl<'a> LogReader<'a> {
-    async fn begin(driver: &'a Driver<'a>) -> LogReader<'a> {
-        let n = driver.fleet.len();
+    async fn begin(fleet: &'a Fleet, log: &str, sides: Vec<Option<Slot>>) -> LogReader<'a> {
+        let n = fleet.len();
         let mut g = LogReader {
-            driver,
+            fleet,
+            log: log.to_string(),
+            sides,
             offsets: vec![None; n],
             unreadable: vec![None; n],
             behind: vec![0; n],
@@ -163,7 +208,7 @@ impl<'a> LogReader<'a> {
 
     /// Hosts whose log could not be read, or was written faster than it was read.
     fn problems(&self) -> Vec<String> {
-        let fleet = self.driver.fleet;
+        let fleet = self.fleet;
         (0..self.offsets.len())
             .filter_map(|i| {
                 let name = fleet.name(i);
@@ -181,8 +226,8 @@ impl<'a> LogReader<'a> {
     /// One read of host i's log from `offset`, at most `max` bytes: complete lines go
     /// into the window. Returns (the next offset, the file's size).
     async fn read(&mut self, i: usize, offset: u64, max: u64) -> Result<(u64, u64), String> {
-        let fleet = self.driver.fleet;
-        let text = script::read_access_log(&self.driver.traffic.access_log, offset, max);
+        let fleet = self.fleet;
+        let text = script::read_access_log(&self.log, offset, max);
         let out = fleet.hosts[i]
             .run(&text, None, fleet.stage.timeouts.command)
             .await
@@ -196,7 +241,7 @@ impl<'a> LogReader<'a> {
                 Some(fleet.name(i)),
                 &format!(
                     "the access log {} is smaller than when last read (rotated or truncated): reading it from the start",
-                    self.driver.traffic.access_log
+                    self.log
                 ),
             );
         }
@@ -206,7 +251,7 @@ impl<'a> LogReader<'a> {
             let from = if chunk.restarted { 0 } else { offset };
             self.window.bytes += chunk.next - from;
         }
-        self.window.add_lines(chunk.lines);
+        self.window.add_lines_as(chunk.lines, self.sides[i]);
         Ok((chunk.next, chunk.size))
     }
 
@@ -246,7 +291,36 @@ impl<'a> LogReader<'a> {
 /// Reports a verdict: a line (with `--json`, its numbers under `data.gate`) and an
 /// audit record (`action = "gate"`).
 pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged) {
-    let fleet = driver.fleet;
+    report_as(
+        driver.fleet,
+        &driver.actor,
+        &driver.command,
+        step,
+        release,
+        j,
+    )
+    .await
+}
+
+/// [`report`] for a host canary's gate (no traffic driver): the actor and the command
+/// line as `main` records them.
+pub async fn report_hosts(fleet: &Fleet, step: usize, release: &str, j: &Judged) {
+    let command = std::env::args()
+        .map(|a| a.escape_debug().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    report_as(fleet, &Actor::current(), &command, step, release, j).await
+}
+
+/// [`report`] with its actor and command line given.
+pub async fn report_as(
+    fleet: &Fleet,
+    actor: &Actor,
+    command: &str,
+    step: usize,
+    release: &str,
+    j: &Judged,
+) {
     let (word, result) = match &j.verdict {
         Verdict::Pass { .. } => ("passed", "ok"),
         Verdict::Fail { .. } => ("failed", "failed"),
@@ -271,8 +345,8 @@ pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged)
         time: Utc::now(),
         action: "gate".into(),
         stage: fleet.stage.name.clone(),
-        actor: driver.actor.clone(),
-        command: driver.command.clone(),
+        actor: actor.clone(),
+        command: command.to_string(),
         from: None,
         to: Some(release.to_string()),
         reason: Some(format!("traffic gate, step {step}")),

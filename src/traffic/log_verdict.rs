@@ -49,6 +49,9 @@ pub struct Reading {
     /// What explains the numbers without making them unusable (a series Prometheus
     /// does not have yet): shown after them.
     pub notes: Vec<String>,
+    /// A host canary (no `[traffic]`): the hosts on the new release and those not yet,
+    /// which stand for the canary and stable "slots".
+    pub hosts: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// A verdict and what it was made of.
@@ -70,13 +73,26 @@ pub struct Judged {
     pub queries: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// A host canary: the hosts on the new release (`canary`) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_hosts: Option<Vec<String>>,
+    /// ... and those not switched yet (`stable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_hosts: Option<Vec<String>>,
 }
 
 /// The numbers of both slots, as every verdict's text ends.
 pub fn numbers_text(j: &Judged) -> String {
-    let mut s = format!("slot {} (new): {}", j.canary_slot, j.canary);
-    if let (Some(slot), Some(n)) = (&j.stable_slot, &j.stable) {
-        s.push_str(&format!("; slot {slot} (stable): {n}"));
+    let mut s = match &j.new_hosts {
+        Some(hosts) => format!("new hosts ({}): {}", hosts.join(", "), j.canary),
+        None => format!("slot {} (new): {}", j.canary_slot, j.canary),
+    };
+    match (&j.old_hosts, &j.stable_slot, &j.stable) {
+        (Some(hosts), _, Some(n)) => {
+            s.push_str(&format!("; old hosts ({}): {n}", hosts.join(", ")))
+        }
+        (None, Some(slot), Some(n)) => s.push_str(&format!("; slot {slot} (stable): {n}")),
+        _ => {}
     }
     if let Some(p) = j.p_slower {
         s.push_str(&format!(
@@ -112,25 +128,28 @@ fn pct(r: f64) -> String {
 /// Judges `window` of the access log: the new slot `canary` against `stable` (None on a
 /// first deploy, where only the absolute thresholds apply).
 pub fn judge(window: &Window, canary: Slot, stable: Option<Slot>, gate: &Gate) -> Judged {
+    verdict(reading(window, canary, stable), gate)
+}
+
+/// The numbers of `window` of the access log, and the rank test on its latencies.
+pub fn reading(window: &Window, canary: Slot, stable: Option<Slot>) -> Reading {
     let p_slower = stable.map(|st| {
         mann_whitney::greater_p(&window.slot(canary).latencies, &window.slot(st).latencies)
     });
-    verdict(
-        Reading {
-            source: Source::AccessLog,
-            canary_slot: canary,
-            canary: window.slot(canary).numbers(),
-            stable_slot: stable,
-            stable: stable.map(|s| window.slot(s).numbers()),
-            p_slower,
-            malformed_lines: window.malformed,
-            bytes_read: window.bytes,
-            queries: 0,
-            unsure: Vec::new(),
-            notes: Vec::new(),
-        },
-        gate,
-    )
+    Reading {
+        source: Source::AccessLog,
+        canary_slot: canary,
+        canary: window.slot(canary).numbers(),
+        stable_slot: stable,
+        stable: stable.map(|s| window.slot(s).numbers()),
+        p_slower,
+        malformed_lines: window.malformed,
+        bytes_read: window.bytes,
+        queries: 0,
+        unsure: Vec::new(),
+        notes: Vec::new(),
+        hosts: None,
+    }
 }
 
 /// The verdict on `reading`, whichever source it came from.
@@ -150,6 +169,8 @@ pub fn verdict(reading: Reading, gate: &Gate) -> Judged {
         bytes_read: reading.bytes_read,
         queries: reading.queries,
         notes: reading.notes,
+        new_hosts: reading.hosts.as_ref().map(|h| h.0.clone()),
+        old_hosts: reading.hosts.map(|h| h.1),
     };
     let numbers = numbers_text(&j);
     j.verdict = if reading.unsure.is_empty() {
@@ -291,6 +312,7 @@ mod tests {
             max_consecutive_failures: 2,
             on_inconclusive: OnInconclusive::Pause,
             source: crate::config::GateSource::AccessLog,
+            hosts_log: None,
         }
     }
 
@@ -426,6 +448,7 @@ mod tests {
             queries: 12,
             unsure: vec![],
             notes: vec![],
+            hosts: None,
         }
     }
 

@@ -232,6 +232,7 @@ impl Reader {
                 queries: answered,
                 unsure,
                 notes,
+                hosts: None,
             },
             gate,
         )

@@ -46,6 +46,7 @@ fn gate() -> Gate {
         max_consecutive_failures: 2,
         on_inconclusive: OnInconclusive::Pause,
         source: GateSource::AccessLog,
+        hosts_log: None,
     }
 }
 
@@ -234,14 +235,19 @@ fn a_release_slower_at_p95_fails_and_one_as_fast_passes() {
     // of the no-false-alarm loop below has a p95 of more than a handful of requests.
     let load = Load::start(&t.address(0), 8);
 
-    // 40 % slower, no errors: the relative-latency gate fails.
+    // 40 % slower, no errors: the relative-latency gate fails. At 25 %: a loaded machine
+    // adds latency to both slots and shrinks the relative difference (seen: 44 ms
+    // against 34 ms, +29 %, with the whole traffic crate running).
+    t.extra = config("0s").replace("max_p95_increase = 0.3", "max_p95_increase = 0.25");
     t.write_app("v2", None);
     t.app_file("DELAY_MS", "28");
     let run = t.slipway(&["--json", "deploy", "test"]);
-    assert_eq!(run.code, 1, "{}", run.all());
     let gates = gate_events(&run);
-    let g = gates.last().expect("a verdict");
+    let g = gates
+        .last()
+        .unwrap_or_else(|| panic!("no verdict: {}", run.all()));
     eprintln!("40% slower: {}", g["reason"]);
+    assert_eq!(run.code, 1, "{}", run.all());
     assert_eq!(g["verdict"], "fail", "{g}");
     assert_eq!(g["canary"]["rate_5xx"].as_f64(), Some(0.0), "{g}");
     assert!(g["p_slower"].as_f64().unwrap() < 0.05, "{g}");
@@ -252,6 +258,7 @@ fn a_release_slower_at_p95_fails_and_one_as_fast_passes() {
     );
 
     // As fast: the whole rollout passes both steps' gates and is promoted.
+    t.extra = config("0s");
     t.write_app("v3", None);
     t.app_file("DELAY_MS", "20");
     let run = t.slipway(&["--json", "deploy", "test"]);

@@ -13,6 +13,7 @@ mod schema;
 
 mod feed;
 mod gate;
+mod host_gate;
 mod input;
 mod load;
 mod prometheus;
