@@ -1,10 +1,11 @@
 //! `[gate]`: judging each `[traffic]` step by the requests users actually made, read
-//! from the proxy's access log (the new slot against the stable one, in the same
-//! window). Validated like every other section: errors name the key.
+//! from the proxy's access log or asked of Prometheus (the new slot against the stable
+//! one, in the same window). Validated like every other section: errors name the key.
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use url::Url;
 
 use super::OnInconclusive;
 use super::field::{Invalid, duration, field, parse_duration};
@@ -24,6 +25,73 @@ pub struct GateLayer {
     pub alpha: Option<f64>,
     pub max_consecutive_failures: Option<i64>,
     pub on_inconclusive: Option<String>,
+    pub source: Option<String>,
+    pub prometheus: Option<String>,
+    pub queries: Option<QueriesLayer>,
+    pub access_log: Option<String>,
+}
+
+/// `[gate.queries]`: PromQL per number, each replacing a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueriesLayer {
+    pub requests: Option<String>,
+    pub errors_5xx: Option<String>,
+    pub errors_4xx: Option<String>,
+    pub p50: Option<String>,
+    pub p95: Option<String>,
+    pub p99: Option<String>,
+}
+
+/// Where a step's numbers come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateSource {
+    /// The include's access log on every host (`[traffic] access_log`), read over ssh.
+    AccessLog,
+    /// Prometheus's HTTP API (`/api/v1/query`), asked from the deployer.
+    Prometheus { url: Url, queries: Box<Queries> },
+}
+
+/// The PromQL of each number, `{slot}`, `{window}` and `{app}` still in them. Counts
+/// answer a number of requests, latencies seconds; an empty query is not asked (its
+/// number shows as `-`). `requests`, `errors_5xx` and `p95` are never empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queries {
+    pub requests: String,
+    pub errors_5xx: String,
+    pub errors_4xx: String,
+    pub p50: String,
+    pub p95: String,
+    pub p99: String,
+}
+
+/// The defaults: a counter `http_requests_total` with a `code` label and a histogram
+/// `http_request_duration_seconds`, both carrying a `slot` label (what the common
+/// Prometheus client libraries' HTTP middlewares expose, plus the slot).
+pub const DEFAULT_REQUESTS: &str = r#"sum(increase(http_requests_total{slot="{slot}"}[{window}]))"#;
+pub const DEFAULT_ERRORS_5XX: &str =
+    r#"sum(increase(http_requests_total{slot="{slot}",code=~"5.."}[{window}]))"#;
+pub const DEFAULT_ERRORS_4XX: &str =
+    r#"sum(increase(http_requests_total{slot="{slot}",code=~"4.."}[{window}]))"#;
+
+/// The default latency query for quantile `q` (0.5, 0.95, 0.99).
+pub fn default_quantile(q: &str) -> String {
+    format!(
+        r#"histogram_quantile({q}, sum by (le) (increase(http_request_duration_seconds_bucket{{slot="{{slot}}"}}[{{window}}])))"#
+    )
+}
+
+impl Default for Queries {
+    fn default() -> Queries {
+        Queries {
+            requests: DEFAULT_REQUESTS.into(),
+            errors_5xx: DEFAULT_ERRORS_5XX.into(),
+            errors_4xx: DEFAULT_ERRORS_4XX.into(),
+            p50: default_quantile("0.5"),
+            p95: default_quantile("0.95"),
+            p99: default_quantile("0.99"),
+        }
+    }
 }
 
 /// The resolved `[gate]` section: the thresholds of the access-log gate.
@@ -52,6 +120,11 @@ pub struct Gate {
     /// window is over.
     pub max_consecutive_failures: u32,
     pub on_inconclusive: OnInconclusive,
+    /// The access log (default) or Prometheus.
+    pub source: GateSource,
+    /// Without `[traffic]`: each host's access log (slipway's format, `slot=-`), the
+    /// switched hosts judged against those not switched yet.
+    pub hosts_log: Option<String>,
 }
 
 /// `has_traffic`: the stage has `[traffic]`, whose access log `[gate]` reads.
@@ -70,12 +143,33 @@ pub(super) fn resolve_gate(
     } else {
         KeyPath::root().key("gate")
     };
-    if !has_traffic {
-        return Err((
-            section,
-            "[gate] judges the requests in the access log of [traffic]: add [traffic], or remove [gate] (host canaries are judged by [health])".into(),
-        ));
-    }
+    let hosts_log = match (field!(s, t, at, "gate", access_log), has_traffic) {
+        (None, false) => {
+            return Err((
+                section,
+                "[gate] without [traffic] reads each host's own access log: set access_log = \"/var/log/nginx/shop-gate.log\" (see \"Host canaries judged by the access log\"), add [traffic], or remove [gate]".into(),
+            ));
+        }
+        (Some((_, p)), true) => {
+            return Err((
+                p,
+                "with [traffic] the gate reads [traffic] access_log: remove this one".into(),
+            ));
+        }
+        (Some((path, p)), false) => {
+            if !path.starts_with('/') || path.chars().any(char::is_control) || path.len() > 4096 {
+                return Err((
+                    p,
+                    format!(
+                        "`{}` is not an absolute path on the hosts (e.g. \"/var/log/nginx/shop-gate.log\")",
+                        path.escape_debug()
+                    ),
+                ));
+            }
+            Some(path.clone())
+        }
+        (None, true) => None,
+    };
     let window = duration(field!(s, t, at, "gate", window), Duration::from_secs(60))?;
     let interval = duration(field!(s, t, at, "gate", interval), Duration::from_secs(5))?;
     if interval.is_zero() || window < interval {
@@ -143,6 +237,13 @@ pub(super) fn resolve_gate(
     };
     let on_inconclusive =
         super::health::on_inconclusive(field!(s, t, at, "gate", on_inconclusive))?;
+    let source = resolve_source(stage, top, at, &section)?;
+    if hosts_log.is_some() && source != GateSource::AccessLog {
+        return Err((
+            section.key("source"),
+            "without [traffic] the gate reads each host's access_log: Prometheus judges [traffic] slots only".into(),
+        ));
+    }
     Ok(Some(Gate {
         window,
         interval,
@@ -155,7 +256,131 @@ pub(super) fn resolve_gate(
         alpha,
         max_consecutive_failures,
         on_inconclusive,
+        source,
+        hosts_log,
     }))
+}
+
+fn resolve_source(
+    stage: &Layer,
+    top: &Layer,
+    at: &KeyPath,
+    section: &KeyPath,
+) -> Result<GateSource, Invalid> {
+    let (s, t) = (&stage.gate, &top.gate);
+    let url = field!(s, t, at, "gate", prometheus);
+    let queries = field!(s, t, at, "gate", queries);
+    match field!(s, t, at, "gate", source) {
+        None => {}
+        Some((v, _)) if v == "access_log" => {}
+        Some((v, _)) if v == "prometheus" => {
+            let Some((text, p)) = url else {
+                return Err((
+                    section.key("prometheus"),
+                    "source = \"prometheus\" needs the server's address: prometheus = \"http://127.0.0.1:9090\"".into(),
+                ));
+            };
+            let url = prometheus_url(text).map_err(|m| (p, m))?;
+            let queries = Box::new(resolve_queries(queries)?);
+            return Ok(GateSource::Prometheus { url, queries });
+        }
+        Some((v, p)) => {
+            return Err((
+                p,
+                format!(
+                    "unknown source `{}` (use \"access_log\" or \"prometheus\")",
+                    v.escape_debug()
+                ),
+            ));
+        }
+    }
+    // The access log: Prometheus's keys would be silently ignored.
+    if let Some((_, p)) = url {
+        return Err((
+            p,
+            "is read only with source = \"prometheus\": add that, or remove it".into(),
+        ));
+    }
+    if let Some((_, p)) = queries {
+        return Err((
+            p,
+            "are asked only with source = \"prometheus\": add that, or remove them".into(),
+        ));
+    }
+    Ok(GateSource::AccessLog)
+}
+
+/// Prometheus's base address: http(s), a host, no query or fragment (the API's path is
+/// appended to it, so a server under a path prefix works).
+fn prometheus_url(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text.trim()).map_err(|e| {
+        format!(
+            "`{}` is not a URL ({e}); write it like \"http://127.0.0.1:9090\"",
+            text.escape_debug()
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "`{}` is not an http:// or https:// address of a server",
+            text.escape_debug()
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the server's base address takes no `?query` or `#fragment`".into());
+    }
+    // A password in the URL (basic auth) is masked in everything slipway shows.
+    if let Some(password) = url.password() {
+        crate::redact::register(password);
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn resolve_queries(found: Option<(&QueriesLayer, KeyPath)>) -> Result<Queries, Invalid> {
+    let mut q = Queries::default();
+    let Some((layer, at)) = found else {
+        return Ok(q);
+    };
+    let slots = [
+        (&layer.requests, &mut q.requests, "requests", true),
+        (&layer.errors_5xx, &mut q.errors_5xx, "errors_5xx", true),
+        (&layer.errors_4xx, &mut q.errors_4xx, "errors_4xx", false),
+        (&layer.p50, &mut q.p50, "p50", false),
+        (&layer.p95, &mut q.p95, "p95", true),
+        (&layer.p99, &mut q.p99, "p99", false),
+    ];
+    for (given, into, key, needed) in slots {
+        let Some(text) = given else { continue };
+        let p = at.key(key);
+        let text = text.trim();
+        if text.is_empty() {
+            if needed {
+                return Err((
+                    p,
+                    "the gate needs this number: write its PromQL, or leave the key out for the default".into(),
+                ));
+            }
+            into.clear();
+            continue;
+        }
+        if text.contains('\0') || text.len() > 8192 {
+            return Err((
+                p,
+                "a PromQL query of at most 8192 bytes, without NUL".into(),
+            ));
+        }
+        if !text.contains("{slot}") {
+            return Err((
+                p,
+                "must select one slot with `{slot}` (e.g. `slot=\"{slot}\"`): without it both slots get the same number".into(),
+            ));
+        }
+        *into = text.to_string();
+    }
+    Ok(q)
 }
 
 #[cfg(test)]
@@ -188,7 +413,29 @@ mod tests {
         let e = parse("[gate]\nwindow = \"10s\"\n").unwrap_err();
         assert_eq!(e.key, "gate");
         assert_eq!(e.line, Some(3));
-        assert!(e.message.contains("add [traffic]"), "{e}");
+        assert!(e.message.contains("set access_log"), "{e}");
+        // Host canaries: each host's own log.
+        let c = parse(
+            "[rollout]\nstrategy = \"canary\"\n[gate]\naccess_log = \"/var/log/nginx/g.log\"\n",
+        )
+        .unwrap();
+        let g = c.stage("prod").unwrap().gate.clone().expect("a gate");
+        assert_eq!(g.hosts_log.as_deref(), Some("/var/log/nginx/g.log"));
+        for (bad, key) in [
+            ("access_log = \"g.log\"", "gate.access_log"),
+            (
+                "access_log = \"/g.log\"\nsource = \"prometheus\"\nprometheus = \"http://p:1\"",
+                "gate.source",
+            ),
+        ] {
+            let e = parse(&format!("[gate]\n{bad}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{bad}: {e}");
+        }
+        let e = parse(&format!(
+            "[rollout]\nstrategy = \"canary\"\n{TRAFFIC}[gate]\naccess_log = \"/g.log\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "gate.access_log", "{e}");
 
         for (bad, key) in [
             ("max_error_rate = 5.0", "gate.max_error_rate"),
@@ -205,6 +452,111 @@ mod tests {
             ))
             .unwrap_err();
             assert_eq!(e.key, key, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn prometheus_as_the_source() {
+        use super::{GateSource, Queries};
+        let c = parse(&format!(
+            "[rollout]\nstrategy = \"canary\"\n{TRAFFIC}[gate]\nsource = \"prometheus\"\nprometheus = \"http://127.0.0.1:9090\"\n[gate.queries]\np95 = 'histogram_quantile(0.95, sum by (le) (rate(lat_bucket{{app=\"{{app}}\",slot=\"{{slot}}\"}}[{{window}}])))'\np99 = \"\"\n"
+        ))
+        .unwrap();
+        let g = c.stage("prod").unwrap().gate.clone().expect("a gate");
+        let GateSource::Prometheus { url, queries } = &g.source else {
+            panic!("{:?}", g.source)
+        };
+        assert_eq!(url.as_str(), "http://127.0.0.1:9090/");
+        assert_eq!(queries.requests, Queries::default().requests);
+        assert!(
+            queries
+                .p95
+                .starts_with("histogram_quantile(0.95, sum by (le) (rate(lat_bucket{app=\"{app}\"")
+        );
+        assert_eq!(queries.p99, "");
+        // The access log stays the default.
+        let c = parse(&format!(
+            "[rollout]\nstrategy = \"canary\"\n{TRAFFIC}[gate]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.stage("prod").unwrap().gate.as_ref().unwrap().source,
+            GateSource::AccessLog
+        );
+
+        for (bad, key, needle) in [
+            ("source = \"graphite\"", "gate.source", "unknown source"),
+            (
+                "source = \"prometheus\"",
+                "gate.prometheus",
+                "needs the server's address",
+            ),
+            (
+                "source = \"prometheus\"\nprometheus = \"127.0.0.1:9090\"",
+                "gate.prometheus",
+                "http://",
+            ),
+            (
+                "source = \"prometheus\"\nprometheus = \"ftp://p:9090\"",
+                "gate.prometheus",
+                "http://",
+            ),
+            (
+                "source = \"prometheus\"\nprometheus = \"http://p:9090/?x=1\"",
+                "gate.prometheus",
+                "no `?query`",
+            ),
+            (
+                "prometheus = \"http://p:9090\"",
+                "gate.prometheus",
+                "only with source = \"prometheus\"",
+            ),
+            (
+                "[gate.queries]\nrequests = 'sum(x{slot=\"{slot}\"})'",
+                "gate.queries",
+                "only with source",
+            ),
+            (
+                "source = \"prometheus\"\nprometheus = \"http://p:9090\"\n[gate.queries]\nrequests = 'sum(x)'",
+                "gate.queries.requests",
+                "{slot}",
+            ),
+            (
+                "source = \"prometheus\"\nprometheus = \"http://p:9090\"\n[gate.queries]\np95 = ''",
+                "gate.queries.p95",
+                "needs this number",
+            ),
+            (
+                "source = \"prometheus\"\nprometheus = \"http://p:9090\"\n[gate.queries]\np90 = 'x'",
+                "gate.queries",
+                "p90",
+            ),
+        ] {
+            let e = parse(&format!(
+                "[rollout]\nstrategy = \"canary\"\n{TRAFFIC}[gate]\n{bad}\n"
+            ))
+            .unwrap_err();
+            assert!(e.key.starts_with(key), "{bad}: {e}");
+            assert!(e.to_string().contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_readme_shows_the_default_queries() {
+        let readme = include_str!("../../README.md");
+        let q = super::Queries::default();
+        for query in [
+            &q.requests,
+            &q.errors_5xx,
+            &q.errors_4xx,
+            &q.p50,
+            &q.p95,
+            &q.p99,
+        ] {
+            assert!(
+                readme.contains(query.as_str()),
+                "README lacks the default query {query}"
+            );
         }
     }
 }

@@ -18,7 +18,7 @@ mod traffic;
 mod validate;
 
 pub use database::{Database, DbCommands, DbDriver, Framework, FrameworkMigrator};
-pub use gate::{Gate, GateLayer};
+pub use gate::{Gate, GateLayer, GateSource, Queries, QueriesLayer};
 pub use health::{Check, Health, HealthLayer, OnInconclusive};
 pub use rollout::{AbTest, Batch, Pause, Rollout, RolloutLayer, Strategy, WinnerRule};
 pub use traffic::{Endpoint, ProxyKind, SlotsLayer, SplitKey, Traffic, TrafficLayer, parse_key};

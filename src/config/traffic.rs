@@ -246,6 +246,15 @@ pub(super) fn resolve_traffic(
                 format!("strategy = \"ab\" needs {what}: add it, or use another strategy"),
             ));
         }
+        let source = [&stage.gate, &top.gate]
+            .into_iter()
+            .find_map(|g| g.as_ref().and_then(|g| g.source.clone()));
+        if source.as_deref() == Some("prometheus") {
+            return Err((
+                super::rollout::strategy_at(&stage.rollout, &top.rollout, at),
+                "strategy = \"ab\" compares every request of both cohorts (a rank test on their latencies), which only the access log gives: set [gate] source = \"access_log\", or use strategy = \"canary\" with Prometheus".into(),
+            ));
+        }
     }
     if s.is_none() && t.is_none() {
         return Ok(None);

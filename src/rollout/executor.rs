@@ -216,6 +216,18 @@ impl<'a> Executor<'a> {
                     );
                     None
                 }
+                // A host canary: each host's own access log, the hosts switched so far
+                // against the others.
+                (None, Some(g), _) => match &g.hosts_log {
+                    Some(log) => {
+                        let new = self.switched_through(k + 1);
+                        Some(
+                            crate::traffic::log_gate::LogGate::begin_hosts(fleet, g, log, &new)
+                                .await,
+                        )
+                    }
+                    None => None,
+                },
                 _ => None,
             };
             if let Some(health) = &stage.health {
@@ -295,15 +307,19 @@ impl<'a> Executor<'a> {
                     self.event("gate-passed", Some(k + 1)).await;
                 }
             }
-            if let (Some(watch), Some(driver), Some(g)) = (log_gate, self.traffic, &stage.gate) {
-                if let (true, crate::config::Strategy::Ab(test)) = (ab_test, &rollout.strategy) {
+            if let (Some(watch), Some(g)) = (log_gate, &stage.gate) {
+                if let (true, crate::config::Strategy::Ab(test), Some(driver)) =
+                    (ab_test, &rollout.strategy, self.traffic)
+                {
                     if let Some(progress) =
                         self.ab_test(watch, driver, g, test, k, switched).await?
                     {
                         return Ok(progress);
                     }
                 } else {
-                    if let Some(progress) = self.judge_log(watch, driver, g, k, switched).await? {
+                    if let Some(progress) =
+                        self.judge_log(watch, self.traffic, g, k, switched).await?
+                    {
                         return Ok(progress);
                     }
                     self.event("gate-passed", Some(k + 1)).await;
@@ -493,24 +509,34 @@ impl<'a> Executor<'a> {
     async fn judge_log(
         &mut self,
         watch: crate::traffic::log_gate::LogGate<'_>,
-        driver: &crate::traffic::Driver<'_>,
+        driver: Option<&crate::traffic::Driver<'_>>,
         gate: &crate::config::Gate,
         k: usize,
         switched: Vec<usize>,
     ) -> Result<Option<Progress>, Failure> {
         use super::health::Verdict;
-        let Some(t) = self.state.traffic.clone() else {
-            return Ok(None);
+        use crate::traffic::Slot;
+        // With [traffic] the slots; for a host canary the new hosts stand for the
+        // canary "slot" and the others (if any are left) for the stable one.
+        let (canary, stable) = match (&self.state.traffic, driver) {
+            (Some(t), Some(_)) => (t.canary, t.stable),
+            (_, None) => {
+                let all = self.fleet.len();
+                let new = self.switched_through(k + 1).len();
+                (Slot::B, (new < all).then_some(Slot::A))
+            }
+            (None, Some(_)) => return Ok(None),
         };
         let total = self.state.plan.steps.len();
         self.fleet.reporter.info(&format!(
-            "step {} of {total}: traffic gate on the access log for up to {}",
+            "step {} of {total}: traffic gate on {} for up to {}",
             k + 1,
+            watch.describe(),
             humantime::format_duration(gate.window)
         ));
         let interrupt = self.interrupt.clone();
         let judged = tokio::select! {
-            j = watch.judge(t.canary, t.stable) => j,
+            j = watch.judge(canary, stable) => j,
             signal = interrupt.wait() => {
                 let why = format!(
                     "{signal} received during the traffic gate of step {}: its users are moved but not judged (`rollout resume` gates them again)",
@@ -519,7 +545,20 @@ impl<'a> Executor<'a> {
                 return Ok(Some(self.pause(why).await));
             }
         };
-        crate::traffic::log_gate::report(driver, k + 1, self.release.as_str(), &judged).await;
+        match driver {
+            Some(d) => {
+                crate::traffic::log_gate::report(d, k + 1, self.release.as_str(), &judged).await
+            }
+            None => {
+                crate::traffic::log_gate::report_hosts(
+                    self.fleet,
+                    k + 1,
+                    self.release.as_str(),
+                    &judged,
+                )
+                .await
+            }
+        }
         let (verdict, text) = match &judged.verdict {
             Verdict::Pass { summary } => ("pass", summary.clone()),
             Verdict::Fail { reason } => ("fail", reason.clone()),

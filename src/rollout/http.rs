@@ -1,5 +1,6 @@
 //! slipway's one HTTP client (reqwest over rustls): the health gate's checks through an
-//! ssh forward, and the rollout event webhook (`http://` or `https://`). Redirects,
+//! ssh forward, the rollout event webhook (`http://` or `https://`), and the traffic
+//! gate's Prometheus queries. Redirects,
 //! chunked answers, keep-alive and TLS come with it.
 //!
 //! One client per process, built on first use and kept (its connection pool is what
@@ -84,6 +85,36 @@ pub async fn post_json(
         .body(body.to_string())
         .timeout(timeout);
     answer(request, url, timeout).await
+}
+
+/// `GET url` (`http://` or `https://`, redirects followed): the final answer's status
+/// and its body as text, which may not exceed `limit` bytes (an API's answer, e.g.
+/// Prometheus's JSON).
+pub async fn get_text(
+    url: &url::Url,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(u16, String), HttpError> {
+    let request = client(None)?.get(url.clone()).timeout(timeout);
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| classify(&e, url, timeout))?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| classify(&e, url, timeout))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(HttpError::NoAnswer(format!(
+                "an answer of more than {limit} bytes (status {status})"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The certificates of PEM file `path`, checked to be usable as trust anchors; the error
@@ -406,6 +437,40 @@ mod tests {
         assert!(
             request.contains("content-type: application/json"),
             "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn get_text_reads_the_body_up_to_its_limit() {
+        let (address, server) = serve(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"status\":1}\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123",
+        ])
+        .await;
+        let url = url::Url::parse(&format!(
+            "http://mon:s3cret@{address}/api/v1/query?query=up"
+        ))
+        .unwrap();
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            get_text(&url, 32, t).await,
+            Ok((200, "{\"status\":1}\n".to_string()))
+        );
+        match get_text(&url, 32, t).await {
+            Err(HttpError::NoAnswer(why)) => assert!(why.contains("more than 32 bytes"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let heads = server.await.unwrap();
+        assert!(
+            heads[0].starts_with("GET /api/v1/query?query=up HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+        // User-info in the URL is basic auth (mon:s3cret), not part of the request line.
+        assert!(
+            heads[0]
+                .to_ascii_lowercase()
+                .contains("authorization: basic bw9uonmzy3jlda=="),
+            "{heads:?}"
         );
     }
 

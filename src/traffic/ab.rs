@@ -643,6 +643,8 @@ mod tests {
             alpha: 0.05,
             max_consecutive_failures: 2,
             on_inconclusive: crate::config::OnInconclusive::Pause,
+            source: crate::config::GateSource::AccessLog,
+            hosts_log: None,
         };
         let numbers = |n, errors| window(&[lines("b", n, 20, errors)]).b.numbers();
         assert!(over_guard(&numbers(100, 10), &gate));

@@ -27,17 +27,27 @@ pub struct Entry {
 
 /// One line of slipway's log format, or `None` when it is something else.
 pub fn parse_line(line: &str) -> Option<Entry> {
+    let slot = match line.split(' ').nth(1)?.strip_prefix("slot=")? {
+        "a" => Slot::A,
+        "b" => Slot::B,
+        _ => return None,
+    };
+    parse_as(line, slot)
+}
+
+/// One line of slipway's log format whatever its `slot=` says (a host canary's log,
+/// `slot=-`, where the host tells old from new), counted as `slot`.
+pub fn parse_as(line: &str, slot: Slot) -> Option<Entry> {
     let mut fields = line.split(' ');
     let time = fields.next()?;
     // `$time_iso8601`: 2026-11-30T13:00:00+00:00 (25 characters, a `T` at 10).
     if time.len() != 25 || time.as_bytes().get(10) != Some(&b'T') {
         return None;
     }
-    let slot = match fields.next()?.strip_prefix("slot=")? {
-        "a" => Slot::A,
-        "b" => Slot::B,
+    match fields.next()?.strip_prefix("slot=")? {
+        "a" | "b" | "-" => {}
         _ => return None,
-    };
+    }
     let status: u16 = fields.next()?.strip_prefix("status=")?.parse().ok()?;
     if !(100..=599).contains(&status) {
         return None;
@@ -173,12 +183,22 @@ impl Window {
 
     /// Adds complete lines (each ending in `\n`).
     pub fn add_lines(&mut self, text: &str) {
+        self.add_lines_as(text, None);
+    }
+
+    /// Adds complete lines, each counted under `slot` when given (a host canary's log:
+    /// the host says whether its requests are new or old), else under its own `slot=`.
+    pub fn add_lines_as(&mut self, text: &str, slot: Option<Slot>) {
         self.bytes += text.len() as u64;
         for line in text.lines() {
             if line.is_empty() {
                 continue;
             }
-            match parse_line(line) {
+            let entry = match slot {
+                Some(s) => parse_as(line, s),
+                None => parse_line(line),
+            };
+            match entry {
                 Some(e) => match e.slot {
                     Slot::A => self.a.add(&e),
                     Slot::B => self.b.add(&e),
@@ -276,6 +296,17 @@ mod tests {
         ] {
             assert_eq!(parse_line(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_host_canarys_line_counts_as_the_hosts_side() {
+        let line = "2026-11-30T13:00:00+00:00 slot=- status=500 request_time=0.004 upstream_time=0.004 method=GET uri=/";
+        assert_eq!(parse_line(line), None);
+        let mut w = Window::new();
+        w.add_lines_as(&format!("{line}\n{LINE}\nnot a line\n"), Some(Slot::A));
+        assert_eq!((w.a.requests, w.a.errors_5xx, w.b.requests), (2, 2, 0));
+        assert_eq!(w.malformed, 1);
+        assert_eq!(parse_as(&line.replace("slot=-", "slot=x"), Slot::A), None);
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! The access-log verdict: a pure function from a window's requests (the new slot and
-//! the stable one, over every host) and the `[gate]` thresholds to pass, fail or
-//! inconclusive, with the numbers of both slots in its text.
+//! The `[gate]` verdict: a pure function from both slots' numbers in a window (the new
+//! slot and the stable one, over every host) and the `[gate]` thresholds to pass, fail
+//! or inconclusive, with the numbers of both slots in its text. The numbers come from
+//! the access log ([`judge`], over a [`Window`] of its lines) or from Prometheus
+//! ([`super::prometheus`]); either way [`verdict`] decides, with the same thresholds.
 //!
-//! The latency gate fails only when the new slot's p95 is more than `max_p95_increase`
-//! above the stable slot's AND the one-sided Mann-Whitney U test says its latencies are
-//! larger (p < `alpha`): a p95 that moved by noise alone does not roll back.
+//! The latency gate fails when the new slot's p95 is more than `max_p95_increase` (and
+//! more than `min_p95_difference`) above the stable slot's AND, when the source has the
+//! requests' own latencies (the access log), the one-sided Mann-Whitney U test says its
+//! latencies are larger (p < `alpha`): a p95 that moved by noise alone does not roll
+//! back. Prometheus answers quantiles, not requests: there is no rank test, and the p95
+//! thresholds decide alone.
 
 use serde::Serialize;
 
@@ -14,28 +19,80 @@ use super::split::Slot;
 use crate::config::Gate;
 use crate::rollout::health::Verdict;
 
+/// Where a verdict's numbers came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    AccessLog,
+    Prometheus,
+}
+
+/// Both slots' numbers in one window, from either source: what a verdict is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub source: Source,
+    pub canary_slot: Slot,
+    pub canary: SlotNumbers,
+    /// None on a first deploy (no stable slot): the absolute thresholds alone apply.
+    pub stable_slot: Option<Slot>,
+    pub stable: Option<SlotNumbers>,
+    /// The one-sided Mann-Whitney p-value of "the new slot is slower", when the source
+    /// has each request's latency (the access log) and there is a stable slot.
+    pub p_slower: Option<f64>,
+    pub malformed_lines: u64,
+    pub bytes_read: u64,
+    /// Queries answered (Prometheus).
+    pub queries: u64,
+    /// Why some numbers are missing or unsure (a source's own problems): the verdict is
+    /// inconclusive when this is not empty, whatever the numbers say.
+    pub unsure: Vec<String>,
+    /// What explains the numbers without making them unusable (a series Prometheus
+    /// does not have yet): shown after them.
+    pub notes: Vec<String>,
+    /// A host canary (no `[traffic]`): the hosts on the new release and those not yet,
+    /// which stand for the canary and stable "slots".
+    pub hosts: Option<(Vec<String>, Vec<String>)>,
+}
+
 /// A verdict and what it was made of.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Judged {
     #[serde(flatten)]
     pub verdict: Verdict,
+    pub source: Source,
     pub canary_slot: String,
     pub canary: SlotNumbers,
     pub stable_slot: Option<String>,
     pub stable: Option<SlotNumbers>,
     /// The one-sided Mann-Whitney p-value of "the new slot is slower" (None without a
-    /// stable slot to compare with).
+    /// stable slot to compare with, or from Prometheus).
     pub p_slower: Option<f64>,
     pub alpha: f64,
     pub malformed_lines: u64,
     pub bytes_read: u64,
+    pub queries: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// A host canary: the hosts on the new release (`canary`) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_hosts: Option<Vec<String>>,
+    /// ... and those not switched yet (`stable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_hosts: Option<Vec<String>>,
 }
 
 /// The numbers of both slots, as every verdict's text ends.
 pub fn numbers_text(j: &Judged) -> String {
-    let mut s = format!("slot {} (new): {}", j.canary_slot, j.canary);
-    if let (Some(slot), Some(n)) = (&j.stable_slot, &j.stable) {
-        s.push_str(&format!("; slot {slot} (stable): {n}"));
+    let mut s = match &j.new_hosts {
+        Some(hosts) => format!("new hosts ({}): {}", hosts.join(", "), j.canary),
+        None => format!("slot {} (new): {}", j.canary_slot, j.canary),
+    };
+    match (&j.old_hosts, &j.stable_slot, &j.stable) {
+        (Some(hosts), _, Some(n)) => {
+            s.push_str(&format!("; old hosts ({}): {n}", hosts.join(", ")))
+        }
+        (None, Some(slot), Some(n)) => s.push_str(&format!("; slot {slot} (stable): {n}")),
+        _ => {}
     }
     if let Some(p) = j.p_slower {
         s.push_str(&format!(
@@ -49,6 +106,9 @@ pub fn numbers_text(j: &Judged) -> String {
             "; {} malformed log line(s) ignored",
             j.malformed_lines
         ));
+    }
+    for note in &j.notes {
+        s.push_str(&format!("; {note}"));
     }
     s
 }
@@ -65,29 +125,67 @@ fn pct(r: f64) -> String {
     format!("{:.1}%", r * 100.0)
 }
 
-/// Judges `window`: the new slot `canary` against `stable` (None on a first deploy,
-/// where only the absolute thresholds apply).
+/// Judges `window` of the access log: the new slot `canary` against `stable` (None on a
+/// first deploy, where only the absolute thresholds apply).
 pub fn judge(window: &Window, canary: Slot, stable: Option<Slot>, gate: &Gate) -> Judged {
-    let c = window.slot(canary).numbers();
-    let s = stable.map(|s| window.slot(s).numbers());
+    verdict(reading(window, canary, stable), gate)
+}
+
+/// The numbers of `window` of the access log, and the rank test on its latencies.
+pub fn reading(window: &Window, canary: Slot, stable: Option<Slot>) -> Reading {
     let p_slower = stable.map(|st| {
         mann_whitney::greater_p(&window.slot(canary).latencies, &window.slot(st).latencies)
     });
+    Reading {
+        source: Source::AccessLog,
+        canary_slot: canary,
+        canary: window.slot(canary).numbers(),
+        stable_slot: stable,
+        stable: stable.map(|s| window.slot(s).numbers()),
+        p_slower,
+        malformed_lines: window.malformed,
+        bytes_read: window.bytes,
+        queries: 0,
+        unsure: Vec::new(),
+        notes: Vec::new(),
+        hosts: None,
+    }
+}
+
+/// The verdict on `reading`, whichever source it came from.
+pub fn verdict(reading: Reading, gate: &Gate) -> Judged {
     let mut j = Judged {
         verdict: Verdict::Inconclusive {
             reason: String::new(),
         },
-        canary_slot: canary.name().to_string(),
-        canary: c,
-        stable_slot: stable.map(|s| s.name().to_string()),
-        stable: s,
-        p_slower,
+        source: reading.source,
+        canary_slot: reading.canary_slot.name().to_string(),
+        canary: reading.canary,
+        stable_slot: reading.stable_slot.map(|s| s.name().to_string()),
+        stable: reading.stable,
+        p_slower: reading.p_slower,
         alpha: gate.alpha,
-        malformed_lines: window.malformed,
-        bytes_read: window.bytes,
+        malformed_lines: reading.malformed_lines,
+        bytes_read: reading.bytes_read,
+        queries: reading.queries,
+        notes: reading.notes,
+        new_hosts: reading.hosts.as_ref().map(|h| h.0.clone()),
+        old_hosts: reading.hosts.map(|h| h.1),
     };
     let numbers = numbers_text(&j);
-    j.verdict = decide(&c, s.as_ref(), p_slower, gate, &numbers);
+    j.verdict = if reading.unsure.is_empty() {
+        decide(
+            &reading.canary,
+            reading.stable.as_ref(),
+            reading.p_slower,
+            gate,
+            &numbers,
+        )
+    } else {
+        Verdict::Inconclusive {
+            reason: format!("{}: {numbers}", reading.unsure.join("; ")),
+        }
+    };
     j
 }
 
@@ -126,34 +224,66 @@ fn decide(
             pct(s.rate_5xx)
         ));
     }
+    // A latency threshold with no p95 of the new slot (a source that answered its
+    // requests but no latency): the step cannot be judged on latency.
+    let relative = gate.max_p95_increase.is_some() && s.is_some_and(|s| s.p95_ms.is_some());
+    if c.p95_ms.is_none() && (gate.max_p95.is_some() || relative) {
+        return Verdict::Inconclusive {
+            reason: format!(
+                "no p95 of the new slot to judge its latency by (max_p95 or max_p95_increase is set): {numbers}"
+            ),
+        };
+    }
     if let (Some(max), Some(p95)) = (gate.max_p95, c.p95_ms)
         && u128::from(p95) > max.as_millis()
     {
         return fail(format!("p95 {p95}ms > max_p95 {}ms", max.as_millis()));
     }
     let mut note = String::new();
-    if let (Some(inc), Some(s), Some(p)) = (gate.max_p95_increase, s, p_slower)
+    if let (Some(inc), Some(s)) = (gate.max_p95_increase, s)
         && let (Some(cp), Some(sp)) = (c.p95_ms, s.p95_ms)
     {
         // A stable p95 of 0ms (nginx's resolution) counts as 1ms: no division by zero.
         let increase = (f64::from(cp) - f64::from(sp)) / f64::from(sp.max(1));
         let beyond_floor = u128::from(cp.saturating_sub(sp)) > gate.min_p95_difference.as_millis();
-        if increase > inc && beyond_floor {
-            if p < gate.alpha {
-                return fail(format!(
-                    "p95 {cp}ms is {:.0}% above the stable slot's {sp}ms (max_p95_increase {:.0}%) and the new slot is slower beyond noise (Mann-Whitney p = {} < alpha {})",
-                    increase * 100.0,
-                    inc * 100.0,
-                    p_text(p),
-                    gate.alpha
-                ));
-            }
+        // Without a rank test, a p95 of a handful of stable requests (the stragglers of a
+        // 100 % step) is no yardstick.
+        let comparable = p_slower.is_some() || s.requests >= gate.min_requests;
+        if increase > inc && beyond_floor && !comparable {
             note = format!(
-                " (p95 {:.0}% above the stable slot's, but within noise: p = {} >= alpha {})",
-                increase * 100.0,
-                p_text(p),
-                gate.alpha
+                " (p95 not compared with the stable slot's: only {} stable request(s), fewer than min_requests)",
+                s.requests
             );
+        } else if increase > inc && beyond_floor {
+            let above = format!(
+                "p95 {cp}ms is {:.0}% above the stable slot's {sp}ms (max_p95_increase {:.0}%)",
+                increase * 100.0,
+                inc * 100.0,
+            );
+            match p_slower {
+                Some(p) if p < gate.alpha => {
+                    return fail(format!(
+                        "{above} and the new slot is slower beyond noise (Mann-Whitney p = {} < alpha {})",
+                        p_text(p),
+                        gate.alpha
+                    ));
+                }
+                Some(p) => {
+                    note = format!(
+                        " (p95 {:.0}% above the stable slot's, but within noise: p = {} >= alpha {})",
+                        increase * 100.0,
+                        p_text(p),
+                        gate.alpha
+                    );
+                }
+                // Quantiles only (Prometheus): no rank test to tell noise apart.
+                None => {
+                    return fail(format!(
+                        "{above} and more than min_p95_difference {}ms (no rank test: the source gives quantiles, not each request)",
+                        gate.min_p95_difference.as_millis()
+                    ));
+                }
+            }
         }
     }
     Verdict::Pass {
@@ -181,6 +311,8 @@ mod tests {
             alpha: 0.05,
             max_consecutive_failures: 2,
             on_inconclusive: OnInconclusive::Pause,
+            source: crate::config::GateSource::AccessLog,
+            hosts_log: None,
         }
     }
 
@@ -300,5 +432,117 @@ mod tests {
         let j = judge(&w, Slot::B, None, &gate());
         assert!(matches!(j.verdict, Verdict::Pass { .. }), "{j:?}");
         assert_eq!(j.p_slower, None);
+    }
+
+    /// Numbers as Prometheus gives them: counts and quantiles, no latencies.
+    fn prom(canary: SlotNumbers, stable: SlotNumbers) -> Reading {
+        Reading {
+            source: Source::Prometheus,
+            canary_slot: Slot::B,
+            canary,
+            stable_slot: Some(Slot::A),
+            stable: Some(stable),
+            p_slower: None,
+            malformed_lines: 0,
+            bytes_read: 0,
+            queries: 12,
+            unsure: vec![],
+            notes: vec![],
+            hosts: None,
+        }
+    }
+
+    fn numbers(requests: u64, rate_5xx: f64, p95: Option<u32>) -> SlotNumbers {
+        SlotNumbers {
+            requests,
+            rate_5xx,
+            rate_4xx: 0.0,
+            p50_ms: p95.map(|p| p / 2),
+            p95_ms: p95,
+            p99_ms: p95.map(|p| p + 5),
+        }
+    }
+
+    #[test]
+    fn quantiles_alone_decide_by_the_p95_thresholds() {
+        let g = gate();
+        // 40 % slower at p95: fails without a rank test, and says why.
+        let j = verdict(
+            prom(numbers(200, 0.0, Some(42)), numbers(200, 0.0, Some(30))),
+            &g,
+        );
+        let Verdict::Fail { reason } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(
+            reason.starts_with("p95 42ms is 40% above the stable slot's 30ms (max_p95_increase 30%) and more than min_p95_difference 5ms (no rank test"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("slot b (new): 200 requests")
+                && reason.contains("slot a (stable): 200 requests"),
+            "{reason}"
+        );
+        assert_eq!(j.p_slower, None);
+        // As fast, or slower only within the floor: passes.
+        for (c, s) in [(31, 30), (4, 1)] {
+            let j = verdict(
+                prom(numbers(200, 0.0, Some(c)), numbers(200, 0.0, Some(s))),
+                &g,
+            );
+            assert!(matches!(j.verdict, Verdict::Pass { .. }), "{j:?}");
+        }
+        // The same errors rule as the access log's.
+        let j = verdict(
+            prom(numbers(200, 0.2, Some(30)), numbers(200, 0.0, Some(30))),
+            &g,
+        );
+        assert!(
+            j.verdict
+                .text()
+                .starts_with("5xx rate 20.0% > max_error_rate 5.0%"),
+            "{j:?}"
+        );
+        // A stable slot of a few stragglers (a 100 % step) is no yardstick.
+        let j = verdict(
+            prom(numbers(200, 0.0, Some(60)), numbers(3, 0.0, Some(30))),
+            &g,
+        );
+        let Verdict::Pass { summary } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(summary.contains("only 3 stable request(s)"), "{summary}");
+        // Requests but no p95 (a latency query that matches nothing): inconclusive.
+        let j = verdict(
+            prom(numbers(200, 0.0, None), numbers(200, 0.0, Some(30))),
+            &g,
+        );
+        let Verdict::Inconclusive { reason } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(reason.starts_with("no p95 of the new slot"), "{reason}");
+        // The source's own problems: inconclusive whatever the numbers, and both slots'
+        // numbers still shown.
+        let mut r = prom(numbers(200, 0.5, Some(30)), numbers(200, 0.0, Some(30)));
+        r.unsure = vec![
+            "Prometheus at http://127.0.0.1:9/ over the last 5s: 6 queries got no answer".into(),
+        ];
+        r.notes = vec!["Prometheus had no series for the requests of slot a".into()];
+        let j = verdict(r, &g);
+        let Verdict::Inconclusive { reason } = &j.verdict else {
+            panic!("{j:?}")
+        };
+        assert!(
+            reason.starts_with("Prometheus at http://127.0.0.1:9/"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("(stable): 200 requests")
+                && reason.ends_with("no series for the requests of slot a"),
+            "{reason}"
+        );
+        let json = serde_json::to_value(&j).unwrap();
+        assert_eq!(json["source"], "prometheus");
+        assert_eq!(json["canary"]["requests"], 200);
     }
 }

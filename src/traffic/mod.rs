@@ -15,8 +15,10 @@
 //! - [`driver`]: the same operations on every host of a fleet
 //! - [`access_log`]: the include's access log, parsed and counted per slot, pure
 //! - [`mann_whitney`]: the one-sided Mann-Whitney U test, pure
-//! - [`log_verdict`]: the `[gate]` verdict over a window of the log, pure
-//! - [`log_gate`]: reading every host's log incrementally over a step's window
+//! - [`log_verdict`]: the `[gate]` verdict over both slots' numbers (from either source), pure
+//! - [`prometheus`]: the same numbers asked of Prometheus's HTTP API, and its answers read
+//! - [`log_gate`]: a step's gate: every host's log read incrementally over its window (or
+//!   Prometheus asked), judged every interval
 //! - [`ab`]: the A/B test (`strategy = "ab"`): both cohorts compared, the winner, pure
 //!   decision and its watch
 //!
@@ -34,6 +36,7 @@ pub mod log_verdict;
 pub mod mann_whitney;
 pub mod murmur;
 pub mod nginx;
+pub mod prometheus;
 pub mod proxy;
 pub mod split;
 pub mod state;

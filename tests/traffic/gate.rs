@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use slipway::config::{Gate, OnInconclusive};
+use slipway::config::{Gate, GateSource, OnInconclusive};
 use slipway::rollout::health::Verdict;
 use slipway::traffic::Slot;
 use slipway::traffic::access_log::Window;
@@ -45,13 +45,15 @@ fn gate() -> Gate {
         alpha: 0.05,
         max_consecutive_failures: 2,
         on_inconclusive: OnInconclusive::Pause,
+        source: GateSource::AccessLog,
+        hosts_log: None,
     }
 }
 
 /// A steady, bounded load on loopback: `threads` clients, a new connection per request,
 /// each with its own cookie, until stopped (at most 60 s or 100,000 requests). Errors
 /// are what some tests want: they are counted, not judged.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     errors: Arc<AtomicUsize>,
@@ -59,7 +61,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: &str, threads: usize) -> Load {
+    pub(crate) fn start(addr: &str, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(AtomicUsize::new(0));
@@ -93,7 +95,7 @@ impl Load {
         }
     }
 
-    fn finish(self) -> (usize, usize) {
+    pub(crate) fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles {
             h.join().expect("load thread");
@@ -106,7 +108,7 @@ impl Load {
 }
 
 /// The gate verdicts a `--json` run reported (`data.gate` of its info events).
-fn gate_events(run: &Run) -> Vec<serde_json::Value> {
+pub(crate) fn gate_events(run: &Run) -> Vec<serde_json::Value> {
     run.stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -114,7 +116,7 @@ fn gate_events(run: &Run) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn result_message(run: &Run) -> String {
+pub(crate) fn result_message(run: &Run) -> String {
     run.stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -233,14 +235,19 @@ fn a_release_slower_at_p95_fails_and_one_as_fast_passes() {
     // of the no-false-alarm loop below has a p95 of more than a handful of requests.
     let load = Load::start(&t.address(0), 8);
 
-    // 40 % slower, no errors: the relative-latency gate fails.
+    // 40 % slower, no errors: the relative-latency gate fails. At 25 %: a loaded machine
+    // adds latency to both slots and shrinks the relative difference (seen: 44 ms
+    // against 34 ms, +29 %, with the whole traffic crate running).
+    t.extra = config("0s").replace("max_p95_increase = 0.3", "max_p95_increase = 0.25");
     t.write_app("v2", None);
     t.app_file("DELAY_MS", "28");
     let run = t.slipway(&["--json", "deploy", "test"]);
-    assert_eq!(run.code, 1, "{}", run.all());
     let gates = gate_events(&run);
-    let g = gates.last().expect("a verdict");
+    let g = gates
+        .last()
+        .unwrap_or_else(|| panic!("no verdict: {}", run.all()));
     eprintln!("40% slower: {}", g["reason"]);
+    assert_eq!(run.code, 1, "{}", run.all());
     assert_eq!(g["verdict"], "fail", "{g}");
     assert_eq!(g["canary"]["rate_5xx"].as_f64(), Some(0.0), "{g}");
     assert!(g["p_slower"].as_f64().unwrap() < 0.05, "{g}");
@@ -251,6 +258,7 @@ fn a_release_slower_at_p95_fails_and_one_as_fast_passes() {
     );
 
     // As fast: the whole rollout passes both steps' gates and is promoted.
+    t.extra = config("0s");
     t.write_app("v3", None);
     t.app_file("DELAY_MS", "20");
     let run = t.slipway(&["--json", "deploy", "test"]);
