@@ -490,7 +490,7 @@ impl<'a> Executor<'a> {
             humantime::format_duration(gate.window)
         ));
         let interrupt = self.interrupt.clone();
-        let judged = tokio::select! {
+        let (judged, series) = tokio::select! {
             j = watch.judge(t.canary, t.stable) => j,
             signal = interrupt.wait() => {
                 let why = format!(
@@ -500,7 +500,12 @@ impl<'a> Executor<'a> {
                 return Ok(Some(self.pause(why).await));
             }
         };
-        crate::traffic::log_gate::report(driver, k + 1, self.release.as_str(), &judged).await;
+        let chart =
+            crate::traffic::log_gate::report(driver, k + 1, self.release.as_str(), &judged, series)
+                .await;
+        let chart = chart
+            .map(|p| format!(" (chart: {})", p.display()))
+            .unwrap_or_default();
         let (verdict, text) = match &judged.verdict {
             Verdict::Pass { summary } => ("pass", summary.clone()),
             Verdict::Fail { reason } => ("fail", reason.clone()),
@@ -514,11 +519,11 @@ impl<'a> Executor<'a> {
         });
         match verdict {
             "fail" => {
-                let reason = format!("traffic gate failed at step {}: {text}", k + 1);
+                let reason = format!("traffic gate failed at step {}: {text}{chart}", k + 1);
                 Err(self.fail(switched, reason).await)
             }
             "inconclusive" => {
-                let reason = format!("traffic gate inconclusive at step {}: {text}", k + 1);
+                let reason = format!("traffic gate inconclusive at step {}: {text}{chart}", k + 1);
                 if gate.on_inconclusive == OnInconclusive::Fail {
                     return Err(self.fail(switched, reason).await);
                 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::access_log::{self, Window};
+use super::chart::{self, Series};
 use super::driver::Driver;
 use super::log_verdict::{self, Judged};
 use super::split::Slot;
@@ -40,6 +41,8 @@ pub struct LogGate<'a> {
     /// Per host: bytes still unread after the last turn.
     behind: Vec<u64>,
     window: Window,
+    /// Every reading's numbers, for the step's picture ([`chart`]).
+    series: Series,
 }
 
 impl<'a> LogGate<'a> {
@@ -54,6 +57,7 @@ impl<'a> LogGate<'a> {
             unreadable: vec![None; n],
             behind: vec![0; n],
             window: Window::new(),
+            series: Series::new(gate.window),
         };
         for i in 0..n {
             match g.read(i, 0, 0).await {
@@ -130,7 +134,8 @@ impl<'a> LogGate<'a> {
 
     /// Watches the window (less the time since [`LogGate::begin`]), reading every
     /// interval; fails early after `max_consecutive_failures` failing readings in a row.
-    pub async fn judge(mut self, canary: Slot, stable: Option<Slot>) -> Judged {
+    /// Returns the verdict and every reading, for [`report`]'s picture.
+    pub async fn judge(mut self, canary: Slot, stable: Option<Slot>) -> (Judged, Series) {
         let gate = self.gate;
         let end = self.started + gate.window;
         let mut failing = 0;
@@ -139,10 +144,11 @@ impl<'a> LogGate<'a> {
             self.turn().await;
             let last = Instant::now() >= end;
             let mut j = log_verdict::judge(&self.window, canary, stable, gate);
+            self.series.record(self.started.elapsed(), &j);
             if matches!(j.verdict, Verdict::Fail { .. }) {
                 failing += 1;
                 if failing >= gate.max_consecutive_failures {
-                    return j;
+                    return (j, self.series);
                 }
             } else {
                 failing = 0;
@@ -170,7 +176,7 @@ impl<'a> LogGate<'a> {
                         ),
                     };
                 }
-                return j;
+                return (j, self.series);
             }
             let wake = tick.min(end);
             let now = Instant::now();
@@ -183,23 +189,37 @@ impl<'a> LogGate<'a> {
     }
 }
 
-/// Reports a verdict: a line (with `--json`, its numbers under `data.gate`) and an
-/// audit record (`action = "gate"`).
-pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged) {
+/// Reports a verdict: a line (with `--json`, its numbers under `data.gate`), an audit
+/// record (`action = "gate"`) and the step's picture on the deployer ([`chart`]; its
+/// path in the line and in `data.gate.chart`). Returns that path, when it was written.
+pub async fn report(
+    driver: &Driver<'_>,
+    step: usize,
+    release: &str,
+    j: &Judged,
+    series: Series,
+) -> Option<std::path::PathBuf> {
     let fleet = driver.fleet;
     let (word, result) = match &j.verdict {
         Verdict::Pass { .. } => ("passed", "ok"),
         Verdict::Fail { .. } => ("failed", "failed"),
         Verdict::Inconclusive { .. } => ("inconclusive", "inconclusive"),
     };
-    let text = format!(
+    let chart = picture(driver, step, release, j, series);
+    let mut text = format!(
         "traffic gate {word} at step {step}: {} ({} KiB of access log read)",
         j.verdict.text(),
         j.bytes_read.div_ceil(1024)
     );
+    if let Some(p) = &chart {
+        text.push_str(&format!("; chart: {}", p.display()));
+    }
     let mut data = serde_json::to_value(j).unwrap_or_default();
     if let Some(o) = data.as_object_mut() {
         o.insert("step".into(), step.into());
+        if let Some(p) = &chart {
+            o.insert("chart".into(), p.display().to_string().into());
+        }
     }
     fleet
         .reporter
@@ -220,4 +240,44 @@ pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged)
         took_over: None,
     };
     audit::append(fleet, &record).await;
+    chart
+}
+
+/// Writes the step's picture; a picture that cannot be written is a warning, never a
+/// change of the verdict.
+fn picture(
+    driver: &Driver<'_>,
+    step: usize,
+    release: &str,
+    j: &Judged,
+    mut series: Series,
+) -> Option<std::path::PathBuf> {
+    let fleet = driver.fleet;
+    let gate = fleet.stage.gate.as_ref()?;
+    let Some(dir) = chart::dir(&fleet.stage.app, &fleet.stage.name) else {
+        fleet.reporter.warning(
+            None,
+            "no chart of the traffic gate written: neither SLIPWAY_STATE_DIR, XDG_STATE_HOME nor HOME is set",
+        );
+        return None;
+    };
+    series.release = release.to_string();
+    series.step = step;
+    series.verdict = Some(
+        match &j.verdict {
+            Verdict::Pass { .. } => "pass",
+            Verdict::Fail { .. } => "fail",
+            Verdict::Inconclusive { .. } => "inconclusive",
+        }
+        .into(),
+    );
+    match chart::write(&dir, &series, &chart::Thresholds::from(gate)) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            fleet
+                .reporter
+                .warning(None, &format!("no chart of the traffic gate written: {e}"));
+            None
+        }
+    }
 }

@@ -17,6 +17,7 @@
 //! - [`mann_whitney`]: the one-sided Mann-Whitney U test, pure
 //! - [`log_verdict`]: the `[gate]` verdict over a window of the log, pure
 //! - [`log_gate`]: reading every host's log incrementally over a step's window
+//! - [`chart`]: the step's readings as an SVG picture on the deployer, pure
 //!
 //! The flow of a deploy (driven by `rollout::executor`): [`prepare`] the new slot (link,
 //! start, ready) before any traffic; each step applies its percentage, then the gate
@@ -25,6 +26,7 @@
 //! once and stops the new slot; [`rollback_to`] is `slipway rollback`'s part.
 
 pub mod access_log;
+pub mod chart;
 pub mod driver;
 pub mod log_gate;
 pub mod log_verdict;

@@ -24,7 +24,7 @@ const LOG: &str = "/srv/nginx/logs/slipway-shop.log";
 
 /// Two user steps, no pause between them, and the access-log gate: 3 s per step, read
 /// every 500 ms, at least 40 requests to the new slot.
-fn config(pause: &str) -> String {
+pub(crate) fn config(pause: &str) -> String {
     format!(
         "{}\n[gate]\nwindow = \"3s\"\ninterval = \"500ms\"\nmin_requests = 40\nmax_error_rate = 0.05\nmax_p95_increase = 0.3\nalpha = 0.05\nmax_consecutive_failures = 2\n",
         app_config(pause).replace("steps = [10, 50, 100]", "steps = [50, 100]")
@@ -51,7 +51,7 @@ fn gate() -> Gate {
 /// A steady, bounded load on loopback: `threads` clients, a new connection per request,
 /// each with its own cookie, until stopped (at most 60 s or 100,000 requests). Errors
 /// are what some tests want: they are counted, not judged.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     errors: Arc<AtomicUsize>,
@@ -59,7 +59,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: &str, threads: usize) -> Load {
+    pub(crate) fn start(addr: &str, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(AtomicUsize::new(0));
@@ -93,7 +93,7 @@ impl Load {
         }
     }
 
-    fn finish(self) -> (usize, usize) {
+    pub(crate) fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles {
             h.join().expect("load thread");

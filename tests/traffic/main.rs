@@ -11,6 +11,7 @@ mod hosts;
 #[path = "../e2e/schema.rs"]
 mod schema;
 
+mod chart;
 mod feed;
 mod gate;
 mod input;
