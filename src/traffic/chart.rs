@@ -1,6 +1,7 @@
 //! Pictures of an access-log gate: the readings the gate made over a step's window,
-//! the new slot against the stable one, drawn as an SVG the deployer keeps next to the
-//! verdict (`.slipway/gates/<release>-step<N>.svg` in the project directory).
+//! the new slot against the stable one, drawn as an SVG the deployer keeps beside the
+//! verdict (`gates/<app>/<stage>/<release>-step<N>.svg` under its state directory, see
+//! [`dir`]).
 //!
 //! [`Series`] is plain data, filled by [`Series::record`] from each reading's
 //! [`Judged`] numbers; [`render`] is a pure function from it and the [`Thresholds`] to
@@ -8,7 +9,7 @@
 //! requests per interval, the 5xx rate and the p95 latency of the window so far (the
 //! numbers the gate judged at that reading), with each threshold drawn where there is
 //! one: a fixed line for the absolute ones, a line following the stable slot for the
-//! relative ones.
+//! relative ones. A reading whose numbers failed a threshold is a pale red band.
 //!
 //! Drawn with plotters' SVG backend alone (no font files: text is `<text>` elements
 //! that the viewer lays out, so label sizes are estimated, not measured).
@@ -198,6 +199,7 @@ pub fn write(dir: &Path, series: &Series, thresholds: &Thresholds) -> Result<Pat
 const NEW: RGBColor = RGBColor(214, 39, 40);
 const STABLE: RGBColor = RGBColor(31, 119, 180);
 const LIMIT: RGBColor = RGBColor(110, 110, 110);
+const FAILING: RGBColor = RGBColor(250, 200, 200);
 const FONT: &str = "sans-serif";
 
 /// A line to draw in a panel.
@@ -388,6 +390,21 @@ fn draw(
                 }
             })
             .draw()?;
+        // Behind the lines: the readings whose numbers failed.
+        let failing: Vec<f64> = series
+            .readings
+            .iter()
+            .filter(|r| r.failing)
+            .map(|r| r.at_secs)
+            .collect();
+        if !failing.is_empty() {
+            chart
+                .draw_series(failing.iter().map(|&x| {
+                    PathElement::new(vec![(x, 0.0), (x, y_end)], FAILING.stroke_width(8))
+                }))?
+                .label("a reading failing a threshold")
+                .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 20, y + 4)], FAILING.filled()));
+        }
         for line in panel.lines {
             let color = line.color;
             if line.dashed {
@@ -599,6 +616,7 @@ mod tests {
         ] {
             assert!(has(needle), "no text {needle:?} in {texts:?}");
         }
+        assert!(has("a reading failing a threshold"), "{texts:?}");
         // Each slot in each of the 3 panels' legends.
         assert_eq!(texts.iter().filter(|t| *t == "slot b (new)").count(), 3);
         assert_eq!(texts.iter().filter(|t| *t == "slot a (stable)").count(), 3);
@@ -636,6 +654,7 @@ mod tests {
         );
         assert!(texts.iter().any(|t| t.contains("no verdict")), "{texts:?}");
         assert!(!texts.iter().any(|t| t.contains("(stable)")), "{texts:?}");
+        assert!(!texts.iter().any(|t| t.contains("failing")), "{texts:?}");
         // A hostile release name is escaped, never markup.
         s.release = "<x&y>".into();
         let svg = render(&s, &t).unwrap();

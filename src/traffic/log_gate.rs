@@ -189,9 +189,10 @@ impl<'a> LogGate<'a> {
     }
 }
 
-/// Reports a verdict: a line (with `--json`, its numbers under `data.gate`), an audit
-/// record (`action = "gate"`) and the step's picture on the deployer ([`chart`]; its
-/// path in the line and in `data.gate.chart`). Returns that path, when it was written.
+/// Reports a verdict: the step's picture on the deployer ([`chart`]), a line (with
+/// `--json`, its numbers under `data.gate`; the picture's path ends the line and is
+/// `data.gate.chart`) and an audit record (`action = "gate"`). Returns the picture's
+/// path, when it was written.
 pub async fn report(
     driver: &Driver<'_>,
     step: usize,
@@ -206,14 +207,17 @@ pub async fn report(
         Verdict::Inconclusive { .. } => ("inconclusive", "inconclusive"),
     };
     let chart = picture(driver, step, release, j, series);
-    let mut text = format!(
+    let text = format!(
         "traffic gate {word} at step {step}: {} ({} KiB of access log read)",
         j.verdict.text(),
         j.bytes_read.div_ceil(1024)
     );
-    if let Some(p) = &chart {
-        text.push_str(&format!("; chart: {}", p.display()));
-    }
+    // The chart is on this machine: its path is for the person running slipway, not
+    // for the hosts' audit log.
+    let line = match &chart {
+        Some(p) => format!("{text}; chart: {}", p.display()),
+        None => text.clone(),
+    };
     let mut data = serde_json::to_value(j).unwrap_or_default();
     if let Some(o) = data.as_object_mut() {
         o.insert("step".into(), step.into());
@@ -223,7 +227,7 @@ pub async fn report(
     }
     fleet
         .reporter
-        .info_data(&text, serde_json::json!({ "gate": data }));
+        .info_data(&line, serde_json::json!({ "gate": data }));
     let record = Record {
         time: Utc::now(),
         action: "gate".into(),
