@@ -216,6 +216,12 @@ pub async fn status(stage: &Stage, ctx: &Context, key: Option<&str>) -> Result<O
     if let Some(ab) = &st.ab {
         human.push_str(&format!("  {}\n", ab.text().replace('\n', "\n  ")));
     }
+    // The pictures of this release's traffic gates, if this machine ran them.
+    let charts =
+        crate::traffic::chart::written(&stage.app, &stage.name, &st.desired, st.plan.steps.len());
+    for (step, path) in &charts {
+        human.push_str(&format!("  gate chart, step {step}: {}\n", path.display()));
+    }
     let mut hosts = Vec::new();
     for s in &states {
         let current = s.current().map(|c| c.to_string());
@@ -279,7 +285,15 @@ pub async fn status(stage: &Stage, ctx: &Context, key: Option<&str>) -> Result<O
     }
     Ok(Outcome {
         human: human.trim_end().to_string(),
-        data: json!({ "rollout": st, "hosts": hosts, "traffic": split }),
+        data: json!({
+            "rollout": st,
+            "hosts": hosts,
+            "traffic": split,
+            "gate_charts": charts
+                .iter()
+                .map(|(step, p)| json!({ "step": step, "path": p.display().to_string() }))
+                .collect::<Vec<_>>(),
+        }),
     })
 }
 

@@ -535,7 +535,7 @@ impl<'a> Executor<'a> {
             humantime::format_duration(gate.window)
         ));
         let interrupt = self.interrupt.clone();
-        let judged = tokio::select! {
+        let (judged, series) = tokio::select! {
             j = watch.judge(canary, stable) => j,
             signal = interrupt.wait() => {
                 let why = format!(
@@ -545,9 +545,10 @@ impl<'a> Executor<'a> {
                 return Ok(Some(self.pause(why).await));
             }
         };
-        match driver {
+        let chart = match driver {
             Some(d) => {
-                crate::traffic::log_gate::report(d, k + 1, self.release.as_str(), &judged).await
+                crate::traffic::log_gate::report(d, k + 1, self.release.as_str(), &judged, series)
+                    .await
             }
             None => {
                 crate::traffic::log_gate::report_hosts(
@@ -555,10 +556,14 @@ impl<'a> Executor<'a> {
                     k + 1,
                     self.release.as_str(),
                     &judged,
+                    series,
                 )
                 .await
             }
-        }
+        };
+        let chart = chart
+            .map(|p| format!(" (chart: {})", p.display()))
+            .unwrap_or_default();
         let (verdict, text) = match &judged.verdict {
             Verdict::Pass { summary } => ("pass", summary.clone()),
             Verdict::Fail { reason } => ("fail", reason.clone()),
@@ -572,11 +577,11 @@ impl<'a> Executor<'a> {
         });
         match verdict {
             "fail" => {
-                let reason = format!("traffic gate failed at step {}: {text}", k + 1);
+                let reason = format!("traffic gate failed at step {}: {text}{chart}", k + 1);
                 Err(self.fail(switched, reason).await)
             }
             "inconclusive" => {
-                let reason = format!("traffic gate inconclusive at step {}: {text}", k + 1);
+                let reason = format!("traffic gate inconclusive at step {}: {text}{chart}", k + 1);
                 if gate.on_inconclusive == OnInconclusive::Fail {
                     return Err(self.fail(switched, reason).await);
                 }

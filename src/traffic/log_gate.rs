@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::access_log::{self, Window};
+use super::chart::{self, Series};
 use super::driver::Driver;
 use super::log_verdict::{self, Judged, Source};
 use super::prometheus;
@@ -43,6 +44,8 @@ pub struct LogGate<'a> {
     reader: Reader<'a>,
     /// A host canary: the new hosts' names and the old ones'.
     hosts: Option<(Vec<String>, Vec<String>)>,
+    /// Every reading's numbers, for the step's picture ([`chart`]).
+    series: Series,
 }
 
 /// Where the numbers come from.
@@ -86,6 +89,7 @@ impl<'a> LogGate<'a> {
             started: Instant::now(),
             reader,
             hosts: None,
+            series: Series::new(gate.window),
         }
     }
 
@@ -112,6 +116,7 @@ impl<'a> LogGate<'a> {
             started: Instant::now(),
             reader: Reader::Log(LogReader::begin(fleet, log, sides).await),
             hosts,
+            series: Series::new(gate.window),
         }
     }
 
@@ -141,7 +146,8 @@ impl<'a> LogGate<'a> {
 
     /// Watches the window (less the time since [`LogGate::begin`]), reading every
     /// interval; fails early after `max_consecutive_failures` failing readings in a row.
-    pub async fn judge(mut self, canary: Slot, stable: Option<Slot>) -> Judged {
+    /// Returns the verdict and every reading, for [`report`]'s picture.
+    pub async fn judge(mut self, canary: Slot, stable: Option<Slot>) -> (Judged, Series) {
         let gate = self.gate;
         let end = self.started + gate.window;
         let mut failing = 0;
@@ -149,10 +155,11 @@ impl<'a> LogGate<'a> {
             let tick = Instant::now() + gate.interval;
             let mut j = self.reading(canary, stable).await;
             let last = Instant::now() >= end;
+            self.series.record(self.started.elapsed(), &j);
             if matches!(j.verdict, Verdict::Fail { .. }) {
                 failing += 1;
                 if failing >= gate.max_consecutive_failures {
-                    return j;
+                    return (j, self.series);
                 }
             } else {
                 failing = 0;
@@ -172,7 +179,7 @@ impl<'a> LogGate<'a> {
                         ),
                     };
                 }
-                return j;
+                return (j, self.series);
             }
             let wake = tick.min(end);
             let now = Instant::now();
@@ -323,9 +330,17 @@ impl LogGate<'_> {
     }
 }
 
-/// Reports a verdict: a line (with `--json`, its numbers under `data.gate`) and an
-/// audit record (`action = "gate"`).
-pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged) {
+/// Reports a verdict: the step's picture on the deployer ([`chart`]), a line (with
+/// `--json`, its numbers under `data.gate`; the picture's path ends the line and is
+/// `data.gate.chart`) and an audit record (`action = "gate"`). Returns the picture's
+/// path, when it was written.
+pub async fn report(
+    driver: &Driver<'_>,
+    step: usize,
+    release: &str,
+    j: &Judged,
+    series: Series,
+) -> Option<std::path::PathBuf> {
     report_as(
         driver.fleet,
         &driver.actor,
@@ -333,21 +348,29 @@ pub async fn report(driver: &Driver<'_>, step: usize, release: &str, j: &Judged)
         step,
         release,
         j,
+        series,
     )
     .await
 }
 
 /// [`report`] for a host canary's gate (no traffic driver): the actor and the command
 /// line as `main` records them.
-pub async fn report_hosts(fleet: &Fleet, step: usize, release: &str, j: &Judged) {
+pub async fn report_hosts(
+    fleet: &Fleet,
+    step: usize,
+    release: &str,
+    j: &Judged,
+    series: Series,
+) -> Option<std::path::PathBuf> {
     let command = std::env::args()
         .map(|a| a.escape_debug().to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    report_as(fleet, &Actor::current(), &command, step, release, j).await
+    report_as(fleet, &Actor::current(), &command, step, release, j, series).await
 }
 
 /// [`report`] with its actor and command line given.
+#[allow(clippy::too_many_arguments)]
 pub async fn report_as(
     fleet: &Fleet,
     actor: &Actor,
@@ -355,7 +378,8 @@ pub async fn report_as(
     step: usize,
     release: &str,
     j: &Judged,
-) {
+    series: Series,
+) -> Option<std::path::PathBuf> {
     let (word, result) = match &j.verdict {
         Verdict::Pass { .. } => ("passed", "ok"),
         Verdict::Fail { .. } => ("failed", "failed"),
@@ -365,17 +389,27 @@ pub async fn report_as(
         Source::AccessLog => format!("{} KiB of access log read", j.bytes_read.div_ceil(1024)),
         Source::Prometheus => format!("{} Prometheus queries answered", j.queries),
     };
+    let chart = picture(fleet, step, release, j, series);
     let text = format!(
         "traffic gate {word} at step {step}: {} ({read})",
         j.verdict.text()
     );
+    // The chart is on this machine: its path is for the person running slipway, not
+    // for the hosts' audit log.
+    let line = match &chart {
+        Some(p) => format!("{text}; chart: {}", p.display()),
+        None => text.clone(),
+    };
     let mut data = serde_json::to_value(j).unwrap_or_default();
     if let Some(o) = data.as_object_mut() {
         o.insert("step".into(), step.into());
+        if let Some(p) = &chart {
+            o.insert("chart".into(), p.display().to_string().into());
+        }
     }
     fleet
         .reporter
-        .info_data(&text, serde_json::json!({ "gate": data }));
+        .info_data(&line, serde_json::json!({ "gate": data }));
     let record = Record {
         time: Utc::now(),
         action: "gate".into(),
@@ -392,4 +426,43 @@ pub async fn report_as(
         took_over: None,
     };
     audit::append(fleet, &record).await;
+    chart
+}
+
+/// Writes the step's picture; a picture that cannot be written is a warning, never a
+/// change of the verdict.
+fn picture(
+    fleet: &Fleet,
+    step: usize,
+    release: &str,
+    j: &Judged,
+    mut series: Series,
+) -> Option<std::path::PathBuf> {
+    let gate = fleet.stage.gate.as_ref()?;
+    let Some(dir) = chart::dir(&fleet.stage.app, &fleet.stage.name) else {
+        fleet.reporter.warning(
+            None,
+            "no chart of the traffic gate written: neither SLIPWAY_STATE_DIR, XDG_STATE_HOME nor HOME is set",
+        );
+        return None;
+    };
+    series.release = release.to_string();
+    series.step = step;
+    series.verdict = Some(
+        match &j.verdict {
+            Verdict::Pass { .. } => "pass",
+            Verdict::Fail { .. } => "fail",
+            Verdict::Inconclusive { .. } => "inconclusive",
+        }
+        .into(),
+    );
+    match chart::write(&dir, &series, &chart::Thresholds::from(gate)) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            fleet
+                .reporter
+                .warning(None, &format!("no chart of the traffic gate written: {e}"));
+            None
+        }
+    }
 }

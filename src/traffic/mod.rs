@@ -19,6 +19,7 @@
 //! - [`prometheus`]: the same numbers asked of Prometheus's HTTP API, and its answers read
 //! - [`log_gate`]: a step's gate: every host's log read incrementally over its window (or
 //!   Prometheus asked), judged every interval
+//! - [`chart`]: the step's readings as an SVG picture on the deployer, pure
 //! - [`ab`]: the A/B test (`strategy = "ab"`): both cohorts compared, the winner, pure
 //!   decision and its watch
 //!
@@ -30,6 +31,7 @@
 
 pub mod ab;
 pub mod access_log;
+pub mod chart;
 pub mod driver;
 pub mod log_gate;
 pub mod log_verdict;

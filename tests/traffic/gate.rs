@@ -24,7 +24,7 @@ const LOG: &str = "/srv/nginx/logs/slipway-shop.log";
 
 /// Two user steps, no pause between them, and the access-log gate: 3 s per step, read
 /// every 500 ms, at least 40 requests to the new slot.
-fn config(pause: &str) -> String {
+pub(crate) fn config(pause: &str) -> String {
     format!(
         "{}\n[gate]\nwindow = \"3s\"\ninterval = \"500ms\"\nmin_requests = 40\nmax_error_rate = 0.05\nmax_p95_increase = 0.3\nalpha = 0.05\nmax_consecutive_failures = 2\n",
         app_config(pause).replace("steps = [10, 50, 100]", "steps = [50, 100]")

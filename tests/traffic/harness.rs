@@ -283,6 +283,8 @@ impl Traffic {
             .arg(&config)
             .args(args)
             .env_remove("SLIPWAY_FAULT")
+            // The deployer's own files (the gates' charts) stay in the test's directory.
+            .env("SLIPWAY_STATE_DIR", self.dir.path().join("state"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         cmd

@@ -12,6 +12,7 @@ mod hosts;
 mod schema;
 
 mod ab;
+mod chart;
 mod feed;
 mod gate;
 mod host_gate;
