@@ -205,6 +205,12 @@ exec /bin/cat \"$@\"
             log = log.display()
         ),
     );
+    let plan = s.slipway(&["deploy", "test", "--dry-run"]).ok();
+    assert!(
+        plan.stdout.contains("[upload] relay") && plan.stdout.contains("at most 2 at once"),
+        "{}",
+        plan.all_output()
+    );
     let run = s.slipway(&["deploy", "test", "--json"]).ok();
     // Three hosts served, never more than relay_fanout = 2 at once.
     let counts: Vec<usize> = fs::read_to_string(&log)
