@@ -335,7 +335,7 @@ fn a_host_that_cannot_reach_its_relay_gets_the_release_directly() {
 
 #[test]
 fn a_failed_relayed_deploy_leaves_no_key_no_server_and_no_partial_release() {
-    let s = relayed(3, "/srv/relay-failed", 2).shared_file("config/secret.yml");
+    let mut s = relayed(3, "/srv/relay-failed", 2).shared_file("config/secret.yml");
     // Host 2 lacks the shared file: it fetches the release, then its upload step fails.
     for i in 0..2 {
         let p = s.app_path(i, "shared/config/secret.yml");
@@ -354,4 +354,14 @@ fn a_failed_relayed_deploy_leaves_no_key_no_server_and_no_partial_release() {
     }
     s.assert_no_partial_and_no_lock();
     assert_no_relay_left(&s);
+
+    // A fan-out out of range is refused, naming the key, before any host is touched.
+    s.extra = "\n[upload]\nrelay = true\nrelay_fanout = 0\n".into();
+    let bad = s.slipway(&["deploy", "test"]);
+    assert_eq!(bad.code, 2, "{}", bad.all_output());
+    assert!(
+        bad.stderr.contains("upload.relay_fanout") && bad.stderr.contains("between 1 and 64"),
+        "{}",
+        bad.stderr
+    );
 }
