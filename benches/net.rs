@@ -5,7 +5,9 @@
 //! shaped here with `tc qdisc ... tbf`, one rate at a time.
 //!
 //! For each rate, N and app it measures, with the same hosts and in the same run:
-//! slipway (a cold deploy, then a second deploy of the next version), the hand-written
+//! slipway (a cold deploy, then a second deploy of the next version), slipway with
+//! `[upload] relay = true` (the same two deploys; the hosts fetch from one of them over
+//! their own, unshaped network), the hand-written
 //! `tar c | ssh host tar x` per host (every version is the whole tree again), and
 //! Capistrano's git strategy (each host clones or fetches from a git daemon inside the
 //! hosts' namespace; the deployer sends commands only). The figures are wall time and
@@ -15,7 +17,7 @@
 //! BENCH_NET_HOSTS_NS (the hosts' namespace, e.g. /run/netns/NAME), BENCH_NET_PREFIX
 //! (e.g. 10.77.0), BENCH_NET_BIN_V1 / _V2 (the two builds of the big binary). Choices:
 //! BENCH_HOSTS (1,4,16), BENCH_RATES (Mbit/s: 50,200), BENCH_RUNS (3), BENCH_APPS
-//! (sample,binary), BENCH_TOOLS (slipway,tar,cap).
+//! (sample,binary), BENCH_TOOLS (tar,slipway,slipway-relay,cap).
 
 #[path = "support/common.rs"]
 mod common;
@@ -246,19 +248,22 @@ fn start_git_daemon(base: &Path, netns: &str, address: &str) -> GitDaemon {
     child
 }
 
-fn slipway_config(dir: &Path, fleet: &Fleet, source: &Path, tag: &str) -> PathBuf {
+fn slipway_config(dir: &Path, fleet: &Fleet, source: &Path, tag: &str, relay: bool) -> PathBuf {
     let hosts: Vec<String> = fleet
         .hosts()
         .iter()
         .map(|h| format!("  {{ address = \"{}\", port = {} }},", h.address, h.port))
         .collect();
     let text = format!(
-        "app = \"bench\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 3\n[source]\npath = \"{}\"\n[ssh]\nconfig_file = \"{}\"\npersist = \"0s\"\n[stages.bench]\nhosts = [\n{}\n]\n",
+        "app = \"bench\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 3\n[source]\npath = \"{}\"\n[ssh]\nconfig_file = \"{}\"\npersist = \"0s\"\n[upload]\nrelay = {relay}\n[stages.bench]\nhosts = [\n{}\n]\n",
         source.display(),
         fleet.ssh_config().display(),
         hosts.join("\n")
     );
-    let path = dir.join(format!("deploy-{tag}.toml"));
+    let path = dir.join(format!(
+        "deploy-{tag}{}.toml",
+        if relay { "-relay" } else { "" }
+    ));
     fs::write(&path, text).expect("config");
     path
 }
@@ -347,7 +352,7 @@ fn main() {
         .unwrap_or(3)
         .max(1);
     let apps_wanted = env_list("BENCH_APPS", "sample,binary");
-    let tools = env_list("BENCH_TOOLS", "tar,slipway,cap");
+    let tools = env_list("BENCH_TOOLS", "tar,slipway,slipway-relay,cap");
     assert!(
         counts.iter().all(|&n| (1..=200).contains(&n)),
         "BENCH_HOSTS: 1 to 200 hosts"
@@ -393,20 +398,24 @@ fn main() {
             let fleet = Fleet::start_in_netns(Path::new(&hosts_ns), &addresses);
             for app in &apps {
                 let tag = format!("{}-{n}-{rate}", app.name);
-                let configs = [
-                    slipway_config(
-                        dir.path(),
-                        &fleet,
-                        &app.versions[0].dir,
-                        &format!("{tag}-1"),
-                    ),
-                    slipway_config(
-                        dir.path(),
-                        &fleet,
-                        &app.versions[1].dir,
-                        &format!("{tag}-2"),
-                    ),
-                ];
+                let configs = |relay: bool| {
+                    [
+                        slipway_config(
+                            dir.path(),
+                            &fleet,
+                            &app.versions[0].dir,
+                            &format!("{tag}-1"),
+                            relay,
+                        ),
+                        slipway_config(
+                            dir.path(),
+                            &fleet,
+                            &app.versions[1].dir,
+                            &format!("{tag}-2"),
+                            relay,
+                        ),
+                    ]
+                };
                 let cap = cap_project(
                     dir.path(),
                     &fleet,
@@ -448,7 +457,10 @@ fn main() {
                                     );
                                 }
                             }
-                            "slipway" => {
+                            "slipway" | "slipway-relay" => {
+                                let relay = tool == "slipway-relay";
+                                let label = if relay { "slipway (relay)" } else { "slipway" };
+                                let configs = configs(relay);
                                 clear(&fleet, "/srv/app");
                                 for (phase, config) in
                                     [("cold", &configs[0]), ("second", &configs[1])]
@@ -461,7 +473,7 @@ fn main() {
                                             .args(["deploy", "bench", "--json"]),
                                         "slipway deploy",
                                     );
-                                    record("slipway", phase, wall, tx_bytes(&dev) - before);
+                                    record(label, phase, wall, tx_bytes(&dev) - before);
                                 }
                             }
                             "cap" => {
@@ -486,7 +498,9 @@ fn main() {
                                 }
                             }
                             other => {
-                                panic!("BENCH_TOOLS: unknown tool {other:?} (tar, slipway, cap)")
+                                panic!(
+                                    "BENCH_TOOLS: unknown tool {other:?} (tar, slipway, slipway-relay, cap)"
+                                )
                             }
                         }
                     }
@@ -519,14 +533,22 @@ fn main() {
 fn targets(cells: &BTreeMap<Key, Cell>) {
     let wall = |key: Key| cells.get(&key).map(|c| median(c.wall.clone()));
     println!();
-    let cold = (50, 16, "sample", "slipway", "cold");
+    let plain = (50, 16, "sample", "slipway", "cold");
+    let relayed = (50, 16, "sample", "slipway (relay)", "cold");
+    // The target needs each byte over the link once: the relay's row when it ran.
+    let cold = if cells.contains_key(&relayed) {
+        relayed
+    } else {
+        plain
+    };
+    let who = cold.3;
     if let (Some(s), Some(t)) = (
         wall(cold),
         wall((50, 16, "sample", "tar c \\| ssh tar x", "cold")),
     ) {
         let verdict = if s <= 0.35 * t { "met" } else { "MISSED" };
         println!(
-            "cold deploy, sample app, 16 hosts, 50 Mbit/s: slipway {s:.1} s = {:.2} × tar|ssh ({t:.1} s) (target ≤ 0.35 ×) {verdict}",
+            "cold deploy, sample app, 16 hosts, 50 Mbit/s: {who} {s:.1} s = {:.2} × tar|ssh ({t:.1} s) (target ≤ 0.35 ×) {verdict}",
             s / t
         );
     }
@@ -536,7 +558,7 @@ fn targets(cells: &BTreeMap<Key, Cell>) {
     ) {
         let verdict = if s < c { "met" } else { "MISSED" };
         println!(
-            "cold deploy, sample app, 16 hosts, 50 Mbit/s: slipway {s:.1} s against Capistrano (git) {c:.1} s (target: faster) {verdict}"
+            "cold deploy, sample app, 16 hosts, 50 Mbit/s: {who} {s:.1} s against Capistrano (git) {c:.1} s (target: faster) {verdict}"
         );
     }
     if let Some(cell) = cells.get(&(50, 4, "binary", "slipway", "second")) {

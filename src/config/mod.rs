@@ -144,6 +144,8 @@ pub struct TimeoutsLayer {
 #[serde(deny_unknown_fields)]
 pub struct UploadLayer {
     pub compress: Option<String>,
+    pub relay: Option<bool>,
+    pub relay_fanout: Option<i64>,
 }
 
 /// `[database]`: see [`Database`] for what each key means.
@@ -312,6 +314,11 @@ pub struct Stage {
     pub timeouts: Timeouts,
     /// `[upload] compress`.
     pub compress: Compress,
+    /// `[upload] relay`: a release many hosts get goes to one of them, which serves it
+    /// to the others over the hosts' network (see `deploy::relay`).
+    pub relay: bool,
+    /// `[upload] relay_fanout`: how many hosts one relay serves at once.
+    pub relay_fanout: usize,
     pub hosts: Vec<Host>,
     /// `[database]`, when the app has one.
     pub database: Option<Database>,

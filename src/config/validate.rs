@@ -127,6 +127,18 @@ fn resolve_stage(
             ));
         }
     };
+    let relay = field!(stage.upload, top.upload, at, "upload", relay)
+        .map(|(v, _)| *v)
+        .unwrap_or(false);
+    let relay_fanout = match field!(stage.upload, top.upload, at, "upload", relay_fanout) {
+        None => 4,
+        Some((&n, p)) => {
+            if !(1..=64).contains(&n) {
+                return Err((p, format!("must be between 1 and 64 (got {n})")));
+            }
+            n as usize
+        }
+    };
     let ssh = resolve_ssh(stage, top, at, base)?;
 
     let mut shared_files = Vec::new();
@@ -198,6 +210,8 @@ fn resolve_stage(
         restart_hooks,
         timeouts,
         compress,
+        relay,
+        relay_fanout,
         hosts,
         database,
         rollout,

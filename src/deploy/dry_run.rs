@@ -69,6 +69,14 @@ pub(super) fn build_plan(
             v.join(", ")
         }
     };
+    let relay = if stage.relay && stage.transport == crate::config::TransportKind::Ssh {
+        format!(
+            "; [upload] relay: hosts that get the same payload of 1 MiB or more get it from the first of them over their own network (at most {} at once), checked against this deploy's digest; a host that cannot fetch it gets it directly",
+            stage.relay_fanout
+        )
+    } else {
+        String::new()
+    };
     let steps = vec![
         PlanStep {
             step: "lock".into(),
@@ -80,7 +88,7 @@ pub(super) fn build_plan(
         PlanStep {
             step: "upload".into(),
             detail: format!(
-                "check shared files ({}), stream the archive ({} files, {} bytes) into releases/{id}.partial on every host, verify it against its manifest, link shared files and dirs ({}), rename to releases/{id}{}",
+                "check shared files ({}), stream the archive ({} files, {} bytes) into releases/{id}.partial on every host, verify it against its manifest, link shared files and dirs ({}), rename to releases/{id}{}{relay}",
                 list(&stage.shared_files),
                 live.files,
                 live.bytes,

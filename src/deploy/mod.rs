@@ -30,6 +30,7 @@ mod compress;
 mod dry_run;
 mod patch;
 mod prune;
+mod relay;
 mod upload;
 
 use dry_run::dry_run;
@@ -226,17 +227,24 @@ async fn run_deploy(
         }
     };
     let linked = std::sync::atomic::AtomicUsize::new(0);
+    // `[upload] relay`: the hosts running a relay server (stopped whatever ends the
+    // upload), and per host the relay it fetched its release from.
+    let relays = std::sync::Mutex::new(Vec::new());
+    let relayed_from: std::sync::Mutex<Vec<Option<usize>>> =
+        std::sync::Mutex::new(vec![None; fleet.len()]);
     let upload = unless_interrupted(&ctx.interrupt, async {
         fault::point("deploy.before-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })?;
-        let results = fleet
-            .step_on_each(
-                &all,
-                "upload",
-                |i| receive(uploads[i].previous.as_ref(), uploads[i].encoding),
-                |i| Some(uploads[i].payload.clone()),
-                timeouts.upload,
-            )
-            .await;
+        let delivery = relay::deliver(
+            fleet,
+            &uploads,
+            |i| receive(uploads[i].previous.as_ref(), uploads[i].encoding),
+            &relays,
+        )
+        .await;
+        let results = delivery.results;
+        if let Ok(mut from) = relayed_from.lock() {
+            *from = delivery.relayed_from.clone();
+        }
         // A host that could not link from its previous release gets the whole release.
         let mut full: Vec<usize> = Vec::new();
         for (i, r) in &results {
@@ -248,8 +256,13 @@ async fn run_deploy(
             }
         }
         // Every payload that travelled counts, a refused incremental one included.
+        // A host that fetched from its relay got only this deploy's key from the deployer.
         for &i in &all {
-            count(i, uploads[i].payload.len(), uploads[i].raw);
+            let wire = match delivery.relayed_from[i] {
+                Some(_) => delivery.key_bytes,
+                None => uploads[i].payload.len(),
+            };
+            count(i, wire, uploads[i].raw);
         }
         let most = all.iter().filter(|i| !full.contains(i)).map(|&i| uploads[i].linked).max();
         linked.store(most.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
@@ -282,8 +295,15 @@ async fn run_deploy(
         fault::point("deploy.after-upload").await.map_err(|m| Error::Step { host: "-".into(), step: "upload".into(), message: m })
     })
     .await;
+    relay::stop(fleet, &relays).await;
     settle(fleet, &id, &meta, upload).await.map_err(fail)?;
     let sent = sent.into_inner().unwrap_or_default();
+    let relayed_from = relayed_from.into_inner().unwrap_or_default();
+    let relayed = |i: usize| match relayed_from.get(i).copied().flatten() {
+        Some(_) => uploads[i].payload.len(),
+        None => 0,
+    };
+    let bytes_relayed: u64 = (0..fleet.len()).map(relayed).sum();
     let bytes_sent: u64 = sent.iter().map(|(wire, _)| wire).sum();
     let bytes_raw: u64 = sent.iter().map(|(_, raw)| raw).sum();
     let linked = linked.load(std::sync::atomic::Ordering::Relaxed);
@@ -472,6 +492,8 @@ async fn run_deploy(
                 "host": fleet.name(i),
                 "bytes_sent": wire,
                 "bytes_raw": raw,
+                "relayed": relayed(i),
+                "relay": relayed_from.get(i).copied().flatten().map(|r| fleet.name(r)),
                 "encoding": uploads[i].encoding.name(),
                 "delta_files": uploads[i].patched.0,
                 "delta_of_bytes": uploads[i].patched.1,
@@ -492,6 +514,14 @@ async fn run_deploy(
             encodings.into_iter().collect::<Vec<_>>().join(", "),
             human_bytes(bytes_raw)
         )
+    };
+    let traffic = if bytes_relayed > 0 {
+        format!(
+            "{traffic}, {} relayed between hosts",
+            human_bytes(bytes_relayed)
+        )
+    } else {
+        traffic
     };
     let deltas = uploads.iter().map(|u| u.patched.0).max().unwrap_or(0);
     let traffic = if deltas > 0 {
@@ -532,6 +562,7 @@ async fn run_deploy(
         "snapshot": migrated.as_ref().and_then(|m| m.snapshot()),
         "bytes_sent": bytes_sent,
         "bytes_raw": bytes_raw,
+        "bytes_relayed": bytes_relayed,
         "uploads": per_host_uploads,
         "files": archive.manifest.file_count(),
         "linked": linked,

@@ -13,6 +13,7 @@
 //! - `switch`: moving `current`, writing release records.
 //! - `prune`: removing, archiving and restoring releases.
 //! - `db`: database snapshots, restores, sqlite, migrations, migration commands.
+//! - `relay`: `[upload] relay`, a host serving the release to its group, the others fetching it.
 //! - `rollout`, `audit`: the state files beside the releases.
 //! - `traffic`: the proxy's include, the slots' instances, draining (`[traffic]`).
 //!
@@ -27,6 +28,7 @@ mod hooks;
 mod lock;
 mod probe;
 mod prune;
+mod relay;
 mod rollout;
 mod switch;
 mod traffic;
@@ -46,6 +48,7 @@ pub use probe::{check, probe};
 pub use prune::{
     archive_and_remove, discard_release, remove_new_release, remove_releases, restore_release,
 };
+pub use relay::{EXIT_RELAY, Endpoint, RELAY_LINE, relay_fetch, relay_serve, relay_stop};
 pub use rollout::{read_rollout, write_rollout};
 pub use switch::{switch, switch_link, write_meta, write_meta_if_present};
 pub use traffic::{

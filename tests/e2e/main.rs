@@ -19,6 +19,7 @@ mod lock;
 mod new_user;
 mod output;
 mod quickstart;
+mod relay;
 mod rollout;
 mod schema;
 mod status;

@@ -1,0 +1,367 @@
+//! `[upload] relay = true`: the release crosses the deployer's link once per group; the
+//! other hosts fetch it from the group's relay over their own network, through a one-time
+//! sshd, and check it against the deployer's digest and manifest. A relay that dies
+//! mid-stream or cannot be reached costs a direct upload, never a partial release; no
+//! key and no relay server outlives the deploy.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::scenario::{Run, Scenario, set_executable};
+
+fn result(run: &Run) -> serde_json::Value {
+    let last = run.stdout.lines().last().expect("a --json result line");
+    serde_json::from_str::<serde_json::Value>(last).expect("json")["data"]["result"].clone()
+}
+
+/// Deterministic incompressible bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 32) as u8
+        })
+        .collect()
+}
+
+/// `n` hosts deploying to `deploy_to` (each test its own: the relay servers it looks for
+/// are named by it) with the relay on, `fanout` at once, and a 3 MiB app.
+fn relayed(n: usize, deploy_to: &str, fanout: usize) -> Scenario {
+    let mut s = Scenario::new().hosts(n).deploy_to(deploy_to);
+    s.extra = format!("\n[upload]\nrelay = true\nrelay_fanout = {fanout}\n");
+    fs::create_dir_all(s.dir().join("app/assets")).unwrap();
+    for k in 0..24 {
+        fs::write(
+            s.dir().join(format!("app/assets/blob{k:02}.bin")),
+            noise(k + 1, 128 * 1024),
+        )
+        .unwrap();
+    }
+    s.app_file("config/app.toml", "name = \"relayed\"\n");
+    s
+}
+
+/// How slipway names host `i` in messages and `--json`.
+fn name(s: &Scenario, i: usize) -> String {
+    let h = s.fleet().host(i);
+    format!("{}:{}", h.address, h.port)
+}
+
+/// Host `i`'s login shell (bash reads ~/.bashrc for every ssh command, the relay's
+/// one-time sshd's too; the host's home is its own) puts first on PATH a directory
+/// holding every command of the system's, with `command` replaced by `wrapper`.
+fn wrap_command(s: &Scenario, i: usize, command: &str, wrapper: &str) {
+    let bin = s.dir().join(format!("path-{i}-{command}"));
+    fs::create_dir_all(&bin).unwrap();
+    for dir in ["/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name == command || bin.join(&name).exists() {
+                continue;
+            }
+            symlink(entry.path(), bin.join(&name)).unwrap();
+        }
+    }
+    fs::write(bin.join(command), wrapper).unwrap();
+    set_executable(&bin.join(command));
+    let home = s.fleet().host(i).home();
+    fs::write(
+        home.join(".bashrc"),
+        format!("PATH={}\nexport PATH\n", bin.display()),
+    )
+    .unwrap();
+    let seen = s.fleet().ssh_ok(i, &format!("command -v {command}"));
+    assert_eq!(
+        Path::new(seen.trim()),
+        bin.join(command),
+        "host {i} does not run the wrapped {command}"
+    );
+}
+
+/// Every file of the source tree is in host `i`'s current release, byte for byte, and
+/// the release checks against its manifest's digest list.
+fn assert_same_tree(s: &Scenario, i: usize) {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in fs::read_dir(root.join(rel)).unwrap().flatten() {
+            let rel = rel.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &rel, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let app = s.dir().join("app");
+    let mut files = Vec::new();
+    walk(&app, Path::new(""), &mut files);
+    assert!(files.len() > 20);
+    for rel in &files {
+        let here = fs::read(app.join(rel)).unwrap();
+        let there = fs::read(s.app_path(i, &format!("current/{}", rel.display())))
+            .unwrap_or_else(|e| panic!("host {i}: {}: {e}", rel.display()));
+        assert!(here == there, "host {i}: {} differs", rel.display());
+    }
+    let out = std::process::Command::new("b2sum")
+        .args(["--quiet", "--strict", "-c", ".slipway/manifest.b2"])
+        .current_dir(s.app_path(i, "current"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "host {i}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// No relay directory, fetched copy or key on any host, and no relay server running.
+fn assert_no_relay_left(s: &Scenario) {
+    for i in 0..s.host_count() {
+        if let Ok(entries) = fs::read_dir(s.app_path(i, ".slipway")) {
+            let left: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("relay"))
+                .collect();
+            assert!(left.is_empty(), "host {i} keeps {left:?} in .slipway");
+        }
+        let host = s.fleet().host(i);
+        for dir in [host.srv(), host.home()] {
+            let out = std::process::Command::new("grep")
+                .args(["-rl", "PRIVATE KEY"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "host {i}: a private key is left in {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    // The servers are stopped before slipway exits; give sshd a moment to go.
+    let config = format!("{}/.slipway/relay/sshd_config", s.deploy_to);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running: Vec<String> = fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&config))
+            .collect();
+        if running.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay servers still run: {running:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn uploads(result: &serde_json::Value) -> Vec<serde_json::Value> {
+    result["uploads"]
+        .as_array()
+        .expect("per-host uploads in the result")
+        .clone()
+}
+
+#[test]
+fn relayed_uploads_arrive_byte_for_byte_and_cross_the_deployers_link_once() {
+    let s = relayed(4, "/srv/relay-ok", 2);
+    // The relay's serving command notes how many serve at once (each holds on 1 s).
+    let serving = s.dir().join("serving");
+    let log = s.dir().join("serving.log");
+    wrap_command(
+        &s,
+        0,
+        "cat",
+        &format!(
+            "#!/bin/sh
+if [ \"$1\" = \"--\" ] && [ \"${{2%/.slipway/relay/stream}}\" != \"$2\" ]; then
+  mkdir -p {dir}
+  : > {dir}/$$
+  ls {dir} | wc -l >> {log}
+  sleep 1
+  /bin/cat -- \"$2\"
+  rc=$?
+  rm -f {dir}/$$
+  exit $rc
+fi
+exec /bin/cat \"$@\"
+",
+            dir = serving.display(),
+            log = log.display()
+        ),
+    );
+    let plan = s.slipway(&["deploy", "test", "--dry-run"]).ok();
+    assert!(
+        plan.stdout.contains("[upload] relay") && plan.stdout.contains("at most 2 at once"),
+        "{}",
+        plan.all_output()
+    );
+    let run = s.slipway(&["deploy", "test", "--json"]).ok();
+    // Three hosts served, never more than relay_fanout = 2 at once.
+    let counts: Vec<usize> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    println!("hosts served at once, as each fetch began: {counts:?}");
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.iter().all(|&n| (1..=2).contains(&n)), "{counts:?}");
+    let cold = result(&run);
+    let up = uploads(&cold);
+    for (i, u) in up.iter().enumerate() {
+        println!(
+            "host {i}: {} bytes sent, {} relayed from {}",
+            u["bytes_sent"], u["relayed"], u["relay"]
+        );
+    }
+    // The relay got the stream from the deployer ...
+    let payload = up[0]["bytes_sent"].as_u64().unwrap();
+    assert!(payload > 3 << 20, "{cold}");
+    assert_eq!(up[0]["relayed"], 0, "{cold}");
+    assert!(up[0]["relay"].is_null(), "{cold}");
+    // ... the others the same bytes from it, and from the deployer only a key.
+    for (i, u) in up.iter().enumerate().skip(1) {
+        assert_eq!(u["relayed"].as_u64(), Some(payload), "host {i}: {cold}");
+        assert_eq!(u["relay"].as_str(), Some(name(&s, 0).as_str()), "{cold}");
+        assert!(u["bytes_sent"].as_u64().unwrap() < 1024, "host {i}: {cold}");
+        assert_eq!(u["bytes_raw"], up[0]["bytes_raw"], "host {i}");
+    }
+    assert_eq!(cold["bytes_relayed"].as_u64(), Some(3 * payload), "{cold}");
+    assert!(
+        cold["bytes_sent"].as_u64().unwrap() < payload + 4096,
+        "{cold}"
+    );
+    let id = cold["release"].as_str().unwrap().to_string();
+    s.assert_current_everywhere(&id);
+    for i in 0..4 {
+        assert_same_tree(&s, i);
+    }
+    s.assert_no_partial_and_no_lock();
+    assert_no_relay_left(&s);
+
+    // A second deploy sends the few changed files: below the relay's threshold, directly.
+    s.app_file("config/app.toml", "name = \"second\"\n");
+    let run = s.slipway(&["deploy", "test"]).ok();
+    assert!(
+        !run.stdout.contains("relayed between hosts"),
+        "{}",
+        run.all_output()
+    );
+    for i in 0..4 {
+        assert_same_tree(&s, i);
+    }
+    assert_no_relay_left(&s);
+}
+
+#[test]
+fn a_relay_killed_mid_stream_leaves_no_partial_release_and_its_group_gets_the_release_directly() {
+    let s = relayed(3, "/srv/relay-killed", 2);
+    // The relay's serving command sends 1 MiB, then its sshd session is SIGKILLed.
+    wrap_command(
+        &s,
+        0,
+        "cat",
+        "#!/bin/sh\nif [ \"$1\" = \"--\" ] && [ \"${2%/.slipway/relay/stream}\" != \"$2\" ]; then\n  head -c 1048576 -- \"$2\"\n  kill -KILL \"$PPID\"\n  exit 1\nfi\nexec /bin/cat \"$@\"\n",
+    );
+    let run = s.slipway(&["deploy", "test", "--json"]).ok();
+    let cold = result(&run);
+    let up = uploads(&cold);
+    let payload = up[0]["bytes_sent"].as_u64().unwrap();
+    for (i, u) in up.iter().enumerate().skip(1) {
+        assert_eq!(u["relayed"], 0, "host {i}: {cold}");
+        assert_eq!(u["bytes_sent"].as_u64(), Some(payload), "host {i}: {cold}");
+        let warning = run
+            .stdout
+            .lines()
+            .find(|l| {
+                l.contains(&name(&s, i))
+                    && l.contains("cannot fetch the release from the relay")
+                    && l.contains("sending the release directly")
+            })
+            .unwrap_or_else(|| panic!("no warning for host {i}: {}", run.all_output()));
+        println!("{warning}");
+    }
+    for i in 0..3 {
+        assert_same_tree(&s, i);
+    }
+    s.assert_no_partial_and_no_lock();
+    assert_no_relay_left(&s);
+}
+
+#[test]
+fn a_host_that_cannot_reach_its_relay_gets_the_release_directly() {
+    let s = relayed(3, "/srv/relay-unreachable", 2);
+    // Host 1's ssh goes to 127.0.0.1 instead, where nothing listens on the relay's port.
+    wrap_command(
+        &s,
+        1,
+        "ssh",
+        "#!/bin/sh\nexec /usr/bin/ssh -o HostName=127.0.0.1 \"$@\"\n",
+    );
+    let run = s.slipway(&["deploy", "test", "--json"]).ok();
+    let cold = result(&run);
+    let up = uploads(&cold);
+    let payload = up[0]["bytes_sent"].as_u64().unwrap();
+    assert_eq!(up[1]["relayed"], 0, "{cold}");
+    assert_eq!(up[1]["bytes_sent"].as_u64(), Some(payload), "{cold}");
+    assert_eq!(up[2]["relayed"].as_u64(), Some(payload), "{cold}");
+    let warning = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("cannot fetch the release from the relay"))
+        .unwrap_or_else(|| panic!("no warning: {}", run.all_output()));
+    assert!(warning.contains(&name(&s, 1)), "{warning}");
+    for i in 0..3 {
+        assert_same_tree(&s, i);
+    }
+    s.assert_no_partial_and_no_lock();
+    assert_no_relay_left(&s);
+}
+
+#[test]
+fn a_failed_relayed_deploy_leaves_no_key_no_server_and_no_partial_release() {
+    let mut s = relayed(3, "/srv/relay-failed", 2).shared_file("config/secret.yml");
+    // Host 2 lacks the shared file: it fetches the release, then its upload step fails.
+    for i in 0..2 {
+        let p = s.app_path(i, "shared/config/secret.yml");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, "x: 1\n").unwrap();
+    }
+    let run = s.slipway(&["deploy", "test"]);
+    assert_ne!(run.code, 0, "{}", run.all_output());
+    assert!(
+        run.stderr.contains(&name(&s, 2)) && run.stderr.contains("secret.yml"),
+        "{}",
+        run.all_output()
+    );
+    for i in 0..3 {
+        assert_eq!(s.current(i), None, "host {i} switched");
+    }
+    s.assert_no_partial_and_no_lock();
+    assert_no_relay_left(&s);
+
+    // A fan-out out of range is refused, naming the key, before any host is touched.
+    s.extra = "\n[upload]\nrelay = true\nrelay_fanout = 0\n".into();
+    let bad = s.slipway(&["deploy", "test"]);
+    assert_eq!(bad.code, 2, "{}", bad.all_output());
+    assert!(
+        bad.stderr.contains("upload.relay_fanout") && bad.stderr.contains("between 1 and 64"),
+        "{}",
+        bad.stderr
+    );
+}
