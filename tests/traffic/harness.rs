@@ -152,9 +152,9 @@ pause = "{pause}"
 
 [health]
 http = {{ port = 18001, path = "/healthz" }}
-window = "1s"
+window = "2s"
 interval = "100ms"
-min_samples = 3
+min_samples = 2
 max_consecutive_failures = 2
 
 [traffic]
