@@ -512,7 +512,7 @@ pub async fn mark_replaced(fleet: &Fleet, r: &AbResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::access_log::Window;
+    use crate::traffic::log_verdict::tests::{lines, window};
 
     fn rules() -> Rules {
         Rules {
@@ -520,26 +520,6 @@ mod tests {
             min_requests: 50,
             min_difference_ms: 5,
         }
-    }
-
-    /// `n` requests on `slot`, latencies spread over [base/2, 3·base/2) ms, the first
-    /// `errors` of them 500s.
-    fn lines(slot: &str, n: u32, base: u32, errors: u32) -> String {
-        (0..n)
-            .map(|i| {
-                let ms = base / 2 + (i * 7919) % base.max(1);
-                let status = if i < errors { 500 } else { 200 };
-                format!("2026-11-30T13:00:00+00:00 slot={slot} status={status} request_time={}.{:03} upstream_time=- method=GET uri=/\n", ms / 1000, ms % 1000)
-            })
-            .collect()
-    }
-
-    fn window(parts: &[String]) -> Window {
-        let mut w = Window::new();
-        for p in parts {
-            w.add_lines(p);
-        }
-        w
     }
 
     fn decided(parts: &[String]) -> Decision {

@@ -292,7 +292,7 @@ fn decide(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -318,7 +318,7 @@ mod tests {
 
     /// `n` requests to `slot`, latencies spread evenly over [base/2, 3*base/2) ms, the
     /// first `errors` of them 500s.
-    fn lines(slot: &str, n: u32, base: u32, errors: u32) -> String {
+    pub(crate) fn lines(slot: &str, n: u32, base: u32, errors: u32) -> String {
         (0..n)
             .map(|i| {
                 let ms = base / 2 + (i * 7919) % base.max(1);
@@ -328,7 +328,7 @@ mod tests {
             .collect()
     }
 
-    fn window(text: &[String]) -> Window {
+    pub(crate) fn window(text: &[String]) -> Window {
         let mut w = Window::new();
         for t in text {
             w.add_lines(t);
