@@ -486,3 +486,22 @@ pub async fn restore_snapshot(fleet: &Fleet, config: &Database, name: &str) -> R
     db.close().await;
     result
 }
+
+/// `db status`'s ending: exit 0 only when the database is what the live release
+/// records; otherwise the same report, as a failure (exit 4) that says what to do.
+pub(crate) fn disagreeing(
+    disagrees: bool,
+    human: String,
+    data: serde_json::Value,
+) -> crate::error::Result<crate::run::Outcome> {
+    if !disagrees {
+        return Ok(crate::run::Outcome { human, data });
+    }
+    Err(crate::error::Error::Disagrees {
+        message: format!(
+            "{human}\nthe database is not what the live release records: a deploy or rollback that could not finish its schema step left it so. \
+             Deploy again (migrations the new release has are kept, others are refused by name), roll back, or restore a snapshot (`slipway db restore STAGE SNAPSHOT --yes`)"
+        ),
+        report: data,
+    })
+}

@@ -168,26 +168,7 @@ async fn status_on(fleet: &Fleet, config: &Database) -> Result<Outcome> {
             "releases": releases,
             "snapshots": snapshots,
     });
-    disagreeing(agrees == json!(false), human.trim_end().to_string(), data)
-}
-
-/// `db status`'s ending: exit 0 only when the database is what the live release
-/// records; otherwise the same report, as a failure (exit 4) that says what to do.
-pub(super) fn disagreeing(
-    disagrees: bool,
-    human: String,
-    data: serde_json::Value,
-) -> Result<Outcome> {
-    if !disagrees {
-        return Ok(Outcome { human, data });
-    }
-    Err(Error::Disagrees {
-        message: format!(
-            "{human}\nthe database is not what the live release records: a deploy or rollback that could not finish its schema step left it so. \
-             Deploy again (migrations the new release has are kept, others are refused by name), roll back, or restore a snapshot (`slipway db restore STAGE SNAPSHOT --yes`)"
-        ),
-        report: data,
-    })
+    super::disagreeing(agrees == json!(false), human.trim_end().to_string(), data)
 }
 
 fn render_releases(releases: &[serde_json::Value]) -> String {

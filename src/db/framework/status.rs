@@ -209,7 +209,7 @@ pub async fn status(
         }
     }
     let disagrees = !problems.is_empty();
-    crate::db::status::disagreeing(
+    crate::db::disagreeing(
         disagrees,
         human,
         json!({
