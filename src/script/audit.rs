@@ -50,11 +50,20 @@ pub fn audit(layout: &Layout, record_json: &str) -> String {
     slipway_chain_append
   else
     # No flock(1): a lock directory next to the log. One left by a writer that died
-    # holding it (a few milliseconds' window) is taken over after 30 s.
+    # holding it (a few milliseconds' window) is taken over once it is 30 s old — its
+    # own age, not the time spent waiting behind live writers.
     tries=0
     until mkdir -- "$log.lock" 2>/dev/null; do
       tries=$((tries + 1))
-      if [ "$tries" -ge 300 ]; then rm -rf -- "$log.lock"; tries=0; continue; fi
+      if [ "$tries" -ge 300 ]; then
+        tries=0
+        if born=$(stat -c %Y -- "$log.lock" 2>/dev/null) && now=$(date +%s 2>/dev/null); then
+          [ $((now - born)) -lt 30 ] || rm -rf -- "$log.lock"
+        elif ! command -v stat >/dev/null 2>&1; then
+          rm -rf -- "$log.lock"
+        fi
+        continue
+      fi
       sleep 0.1 2>/dev/null || sleep 1
     done
     slipway_chain_append
@@ -152,7 +161,17 @@ mod tests {
     fn concurrent_writers_are_serialised_without_flock_too() {
         // A PATH with the tools the script needs, except flock(1).
         let bin = tempfile::tempdir().unwrap();
-        for tool in ["sh", "mkdir", "tail", "sha256sum", "rmdir", "rm", "sleep"] {
+        for tool in [
+            "sh",
+            "mkdir",
+            "tail",
+            "sha256sum",
+            "rmdir",
+            "rm",
+            "sleep",
+            "stat",
+            "date",
+        ] {
             let path = ["/usr/bin", "/bin"]
                 .iter()
                 .map(|d| std::path::Path::new(d).join(tool))
