@@ -235,12 +235,14 @@ fn a_release_slower_at_p95_fails_and_one_as_fast_passes() {
     // of the no-false-alarm loop below has a p95 of more than a handful of requests.
     let load = Load::start(&t.address(0), 8);
 
-    // 40 % slower, no errors: the relative-latency gate fails. At 25 %: a loaded machine
-    // adds latency to both slots and shrinks the relative difference (seen: 44 ms
-    // against 34 ms, +29 %, with the whole traffic crate running).
+    // At least 40 % slower, no errors: the relative-latency gate fails. The release
+    // sleeps 36 ms instead of 20: on a quiet machine its p95 is ~60 % above the stable
+    // slot's; a loaded one adds latency to both slots and shrinks the relative
+    // difference (seen: 45 ms against 37 ms, +22 %, with 28 ms), so the threshold is
+    // 25 %, still under what the release costs.
     t.extra = config("0s").replace("max_p95_increase = 0.3", "max_p95_increase = 0.25");
     t.write_app("v2", None);
-    t.app_file("DELAY_MS", "28");
+    t.app_file("DELAY_MS", "36");
     let run = t.slipway(&["--json", "deploy", "test"]);
     let gates = gate_events(&run);
     let g = gates

@@ -343,7 +343,7 @@ fn prometheus_fails_a_release_answering_5xx_pauses_on_too_few_requests_and_names
     }
     assert!(
         all.contains(&format!(
-            "traffic gate inconclusive at step 1: Prometheus at http://{closed}/ over the last 2s: "
+            "traffic gate inconclusive at step 1: Prometheus at http://{closed}/ over the last "
         )) && all.contains("queries (requests of slot")
             && all.contains("got no answer (cannot connect"),
         "{all}"
