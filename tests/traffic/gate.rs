@@ -167,27 +167,8 @@ fn a_release_failing_a_fifth_of_its_requests_fails_its_first_step_and_too_few_re
     assert_eq!(g["stable"]["rate_5xx"].as_f64(), Some(0.0), "{g}");
     assert!(g["canary"]["requests"].as_u64().unwrap() >= 40, "{g}");
     assert!(g["stable"]["requests"].as_u64().unwrap() >= 40, "{g}");
-    let canary = g["canary_slot"].as_str().unwrap().to_string();
-    let message = result_message(&run);
-    for needle in [
-        "traffic gate failed at step 1: 5xx rate",
-        &format!("slot {canary} (new): "),
-        "(stable): ",
-        "p50 ",
-        "p95 ",
-        "p99 ",
-        "every user is back on the stable slot",
-    ] {
-        assert!(message.contains(needle), "missing {needle:?} in {message}");
-    }
-    // The audit log has the verdict with both slots' numbers.
-    let audit = t.audit(0);
-    let record = audit
-        .iter()
-        .find(|r| r["action"] == "gate")
-        .unwrap_or_else(|| panic!("no gate record in {audit:?}"));
-    assert_eq!(record["result"], "failed");
-    let text = record["message"].as_str().unwrap_or_default();
+    let canary = failed_gate_reported(&run, g);
+    let text = gate_record_text(&t);
     assert!(
         text.contains("(new): ") && text.contains("(stable): "),
         "{text}"
@@ -211,6 +192,36 @@ fn a_release_failing_a_fifth_of_its_requests_fails_its_first_step_and_too_few_re
     );
     assert!(all.contains("rollout paused"), "{all}");
     assert_eq!(t.header_value(0, "percent").as_deref(), Some("50"));
+}
+
+/// A gate that failed at step 1 on its 5xx rate: the message names both slots' numbers and
+/// the way back, the audit log has a failed `gate` record. Returns the canary slot.
+pub(crate) fn failed_gate_reported(run: &Run, g: &serde_json::Value) -> String {
+    let canary = g["canary_slot"].as_str().unwrap().to_string();
+    let message = result_message(run);
+    for needle in [
+        "traffic gate failed at step 1: 5xx rate",
+        &format!("slot {canary} (new): "),
+        "(stable): ",
+        "p50 ",
+        "p95 ",
+        "p99 ",
+        "every user is back on the stable slot",
+    ] {
+        assert!(message.contains(needle), "missing {needle:?} in {message}");
+    }
+    canary
+}
+
+/// The message of the failed `gate` record in host 0's audit log.
+pub(crate) fn gate_record_text(t: &Traffic) -> String {
+    let audit = t.audit(0);
+    let record = audit
+        .iter()
+        .find(|r| r["action"] == "gate")
+        .unwrap_or_else(|| panic!("no gate record in {audit:?}"));
+    assert_eq!(record["result"], "failed");
+    record["message"].as_str().unwrap_or_default().to_string()
 }
 
 /// Complete lines added to the log since `offset`, into `window`; the next offset.

@@ -287,26 +287,8 @@ fn prometheus_fails_a_release_answering_5xx_pauses_on_too_few_requests_and_names
     assert!(g["canary"]["p95_ms"].as_u64().is_some(), "{g}");
     assert!(g["queries"].as_u64().unwrap() >= 6, "{g}");
     assert_eq!(g["p_slower"], serde_json::Value::Null, "no rank test: {g}");
-    let canary = g["canary_slot"].as_str().unwrap().to_string();
-    let message = result_message(&run);
-    for needle in [
-        "traffic gate failed at step 1: 5xx rate",
-        &format!("slot {canary} (new): "),
-        "(stable): ",
-        "p50 ",
-        "p95 ",
-        "p99 ",
-        "every user is back on the stable slot",
-    ] {
-        assert!(message.contains(needle), "missing {needle:?} in {message}");
-    }
-    let audit = t.audit(0);
-    let record = audit
-        .iter()
-        .find(|r| r["action"] == "gate")
-        .unwrap_or_else(|| panic!("no gate record in {audit:?}"));
-    assert_eq!(record["result"], "failed");
-    let text = record["message"].as_str().unwrap_or_default();
+    let canary = crate::gate::failed_gate_reported(&run, g);
+    let text = crate::gate::gate_record_text(&t);
     assert!(
         text.contains("(new): ")
             && text.contains("(stable): ")
