@@ -17,7 +17,10 @@
 //! BENCH_NET_HOSTS_NS (the hosts' namespace, e.g. /run/netns/NAME), BENCH_NET_PREFIX
 //! (e.g. 10.77.0), BENCH_NET_BIN_V1 / _V2 (the two builds of the big binary). Choices:
 //! BENCH_HOSTS (1,4,16), BENCH_RATES (Mbit/s: 50,200), BENCH_RUNS (3), BENCH_APPS
-//! (sample,binary), BENCH_TOOLS (tar,slipway,slipway-relay,cap).
+//! (sample,binary), BENCH_TOOLS (tar,slipway,slipway-relay,cap,copy: one compressed copy
+//! to one host, the floor the relay is judged against), BENCH_RELAY_FANOUT (the relay's
+//! `relay_fanout` when not slipway's default), BENCH_SHOW (print each run's output: the
+//! deploys' timed step lines).
 
 #[path = "support/common.rs"]
 mod common;
@@ -32,6 +35,9 @@ use std::time::{Duration, Instant};
 
 use common::{FILES, TOTAL_BYTES, change_files, generate_app, machine, median, parallel};
 use hosts::Fleet;
+
+/// The row of one compressed copy sent to one host (`copy`).
+const ONE_COPY: &str = "one copy (tar \\| zstd \\| ssh cat, 1 host)";
 
 /// Where the git daemon listens, in the hosts' namespace (hosts are .10 and up).
 const GIT_HOST: u8 = 2;
@@ -254,8 +260,13 @@ fn slipway_config(dir: &Path, fleet: &Fleet, source: &Path, tag: &str, relay: bo
         .iter()
         .map(|h| format!("  {{ address = \"{}\", port = {} }},", h.address, h.port))
         .collect();
+    // BENCH_RELAY_FANOUT: the relay's fan-out, when not slipway's default.
+    let fanout = std::env::var("BENCH_RELAY_FANOUT")
+        .ok()
+        .map(|n| format!("relay_fanout = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
-        "app = \"bench\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 3\n[source]\npath = \"{}\"\n[ssh]\nconfig_file = \"{}\"\npersist = \"0s\"\n[upload]\nrelay = {relay}\n[stages.bench]\nhosts = [\n{}\n]\n",
+        "app = \"bench\"\ndeploy_to = \"/srv/app\"\nkeep_releases = 3\n[source]\npath = \"{}\"\n[ssh]\nconfig_file = \"{}\"\npersist = \"0s\"\n[upload]\nrelay = {relay}\n{fanout}[stages.bench]\nhosts = [\n{}\n]\n",
         source.display(),
         fleet.ssh_config().display(),
         hosts.join("\n")
@@ -309,6 +320,13 @@ fn run_timed(cmd: &mut Command, what: &str) -> Duration {
         .output()
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let wall = started.elapsed();
+    if std::env::var_os("BENCH_SHOW").is_some() {
+        eprintln!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -352,7 +370,7 @@ fn main() {
         .unwrap_or(3)
         .max(1);
     let apps_wanted = env_list("BENCH_APPS", "sample,binary");
-    let tools = env_list("BENCH_TOOLS", "tar,slipway,slipway-relay,cap");
+    let tools = env_list("BENCH_TOOLS", "tar,slipway,slipway-relay,cap,copy");
     assert!(
         counts.iter().all(|&n| (1..=200).contains(&n)),
         "BENCH_HOSTS: 1 to 200 hosts"
@@ -457,6 +475,24 @@ fn main() {
                                     );
                                 }
                             }
+                            "copy" => {
+                                // The floor the relay is judged against: one compressed
+                                // copy of the release over the link, to one host, and
+                                // nothing done with it there.
+                                let h = fleet.host(0);
+                                let before = tx_bytes(&dev);
+                                let wall = run_timed(
+                                    Command::new("sh").arg("-c").arg(format!(
+                                        "tar -c -C '{}' . | zstd -3 -q | ssh -F '{}' -p {} {} 'cat > /dev/null'",
+                                        app.versions[0].dir.display(),
+                                        fleet.ssh_config().display(),
+                                        h.port,
+                                        h.address
+                                    )),
+                                    "one copy",
+                                );
+                                record(ONE_COPY, "cold", wall, tx_bytes(&dev) - before);
+                            }
                             "slipway" | "slipway-relay" => {
                                 let relay = tool == "slipway-relay";
                                 let label = if relay { "slipway (relay)" } else { "slipway" };
@@ -470,7 +506,7 @@ fn main() {
                                         Command::new(env!("CARGO_BIN_EXE_slipway"))
                                             .arg("-c")
                                             .arg(config)
-                                            .args(["deploy", "bench", "--json"]),
+                                            .args(["deploy", "bench"]),
                                         "slipway deploy",
                                     );
                                     record(label, phase, wall, tx_bytes(&dev) - before);
@@ -499,7 +535,7 @@ fn main() {
                             }
                             other => {
                                 panic!(
-                                    "BENCH_TOOLS: unknown tool {other:?} (tar, slipway, slipway-relay, cap)"
+                                    "BENCH_TOOLS: unknown tool {other:?} (tar, slipway, slipway-relay, cap, copy)"
                                 )
                             }
                         }
@@ -510,7 +546,12 @@ fn main() {
                         break;
                     }
                     let bytes = median(cell.bytes.clone());
-                    let per_host = bytes / n as f64;
+                    // One copy goes to one host, whatever N.
+                    let per_host = if *tool == ONE_COPY {
+                        bytes
+                    } else {
+                        bytes / n as f64
+                    };
                     let share = app
                         .big_file
                         .map(|size| {
@@ -559,6 +600,16 @@ fn targets(cells: &BTreeMap<Key, Cell>) {
         let verdict = if s < c { "met" } else { "MISSED" };
         println!(
             "cold deploy, sample app, 16 hosts, 50 Mbit/s: {who} {s:.1} s against Capistrano (git) {c:.1} s (target: faster) {verdict}"
+        );
+    }
+    if let (Some(r), Some(c)) = (
+        wall((50, 16, "sample", "slipway (relay)", "cold")),
+        wall((50, 16, "sample", ONE_COPY, "cold")),
+    ) {
+        let verdict = if r <= 1.3 * c { "met" } else { "MISSED" };
+        println!(
+            "cold deploy with the relay, sample app, 16 hosts, 50 Mbit/s: {r:.1} s = {:.2} × one compressed copy ({c:.1} s) (target ≤ 1.3 ×) {verdict}",
+            r / c
         );
     }
     if let Some(cell) = cells.get(&(50, 4, "binary", "slipway", "second")) {

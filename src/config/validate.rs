@@ -131,7 +131,7 @@ fn resolve_stage(
         .map(|(v, _)| *v)
         .unwrap_or(false);
     let relay_fanout = match field!(stage.upload, top.upload, at, "upload", relay_fanout) {
-        None => 4,
+        None => 16,
         Some((&n, p)) => {
             if !(1..=64).contains(&n) {
                 return Err((p, format!("must be between 1 and 64 (got {n})")));

@@ -71,7 +71,7 @@ pub(super) fn build_plan(
     };
     let relay = if stage.relay && stage.transport == crate::config::TransportKind::Ssh {
         format!(
-            "; [upload] relay: hosts that get the same payload of 1 MiB or more get it from the first of them over their own network (at most {} at once), checked against this deploy's digest; a host that cannot fetch it gets it directly",
+            "; [upload] relay: hosts that get the same payload of 1 MiB or more get it from the first of them over their own network as it arrives there (at most {} at once), checked against this deploy's digest; a host that cannot fetch it gets it directly",
             stage.relay_fanout
         )
     } else {

@@ -203,7 +203,7 @@ async fn run_deploy(
         shipped.as_str()
     };
     let receive = |previous: Option<&ReleaseId>, encoding: script::Encoding| {
-        script::receive(
+        script::receive_parts(
             &fleet.layout,
             &id,
             previous,
@@ -281,7 +281,7 @@ async fn run_deploy(
                 }
                 count(i, encoded[&encoding].len(), whole.len());
             }
-            let results = fleet.step_on_each(&full, "upload", |i| receive(None, uploads[i].encoding), |i| Some(encoded[&uploads[i].encoding].clone()), timeouts.upload).await;
+            let results = fleet.step_on_each(&full, "upload", |i| receive(None, uploads[i].encoding).whole(), |i| Some(encoded[&uploads[i].encoding].clone()), timeouts.upload).await;
             // step_on_each returns a script that ran and failed as Ok: the whole release
             // refused here is a failed upload, never a release to switch to.
             for (i, r) in &results {

@@ -1,11 +1,12 @@
 //! `[upload] relay = true`: each byte over the deployer's uplink once per group of hosts
 //! that get the same payload, not once per host.
 //!
-//! The first host of a group (the relay) gets the payload from the deployer as usual and
-//! keeps a copy; the deploy then makes it serve that copy through a one-time sshd of its
-//! own (`script::relay_serve`), and every other host of the group fetches it from there
-//! over the hosts' network (`script::relay_fetch`), at most `relay_fanout` at once. What
-//! this rests on:
+//! The first host of a group (the relay) starts a one-time sshd of its own
+//! (`script::relay_open`), then gets the payload from the deployer as usual while keeping
+//! a copy (`script::relay_keep`); every other host of the group fetches that copy from
+//! there over the hosts' network (`script::relay_fetch`), at most `relay_fanout` at once,
+//! as it grows: the first of them are done about when the relay is, and the deploy takes
+//! about the time of one copy over the deployer's link. What this rests on:
 //!
 //! - **Nothing long-lived.** The keys are made for this deploy: the client key on the
 //!   deployer (its private half goes to the fetching hosts on their script's stdin and is
@@ -217,7 +218,8 @@ enum Done {
 }
 
 /// Uploads the release to every host: directly, or (`[upload] relay`) through the relay
-/// of its group. `receive(i)` is host i's upload script as a direct upload runs it.
+/// of its group. `receive(i)` is host i's upload script (whole, as a direct upload runs
+/// it; in parts for a host that fetches from its relay).
 /// Every relay started is recorded in `started` before its script runs, for [`stop`].
 pub(super) async fn deliver<F>(
     fleet: &Fleet,
@@ -226,7 +228,7 @@ pub(super) async fn deliver<F>(
     started: &Mutex<Vec<usize>>,
 ) -> Delivery
 where
-    F: Fn(usize) -> String,
+    F: Fn(usize) -> script::Receive,
 {
     let timeout = fleet.stage.timeouts.upload;
     let mut delivery = Delivery {
@@ -239,7 +241,7 @@ where
             .step_on_each(
                 which,
                 "upload",
-                &receive,
+                |i| receive(i).whole(),
                 |i| Some(Arc::clone(&uploads[i].payload)),
                 timeout,
             )
@@ -272,40 +274,33 @@ where
         Some(async move {
             let mut done = Vec::new();
             let Role::Relay(followers, digest) = role else {
-                let result = step(fleet, i, &receive(i), Some(Arc::clone(&uploads[i].payload))).await;
+                let result = step(fleet, i, &receive(i).whole(), Some(Arc::clone(&uploads[i].payload))).await;
                 done.push(Done::Result(i, result, None));
                 return done;
             };
-            let script =
-                script::relay_serve(&fleet.layout, &receive(i), &key.public, life, fanout);
-            let result = step(fleet, i, &script, Some(Arc::clone(&uploads[i].payload))).await;
-            let endpoint = match &result {
-                Ok(out) if out.success() => parse_endpoint(&out.stdout).map_err(|why| {
+            // The relay's server first, before a byte of the release: the group's hosts
+            // then fetch the stream while the relay receives it.
+            let endpoint = match open(fleet, i, &key.public, life, fanout).await {
+                Ok(endpoint) => endpoint,
+                Err(why) => {
                     fleet.reporter.warning(
                         Some(fleet.name(i)),
                         &format!("cannot serve the release to its group ({why}); sending it to them directly"),
                     );
-                }),
-                Ok(out) if out.code == script::EXIT_RELAY => {
-                    fleet.reporter.warning(
-                        Some(fleet.name(i)),
-                        &format!("cannot relay the release ({}); sending it directly to this host and its group", out.message()),
-                    );
-                    done.push(Done::Direct(i));
+                    let result = step(fleet, i, &receive(i).whole(), Some(Arc::clone(&uploads[i].payload))).await;
+                    done.push(Done::Result(i, result, None));
                     done.extend(followers.iter().map(|&f| Done::Direct(f)));
                     return done;
                 }
-                Ok(out) if out.code == script::EXIT_NOT_VERIFIED => Err(()),
-                // The relay failed outright: that ends the deploy; its group waits.
-                _ => {
-                    done.push(Done::Result(i, result, None));
-                    return done;
-                }
             };
-            done.push(Done::Result(i, result, None));
-            let Ok(endpoint) = endpoint else {
-                done.extend(followers.iter().map(|&f| Done::Direct(f)));
-                return done;
+            let keep = async {
+                let script = script::relay_keep(&fleet.layout, &receive(i).whole());
+                let result = step(fleet, i, &script, Some(Arc::clone(&uploads[i].payload))).await;
+                if !matches!(&result, Ok(out) if out.success()) {
+                    // No stream, or not all of it: the fetches waiting for it end now.
+                    stop_one(fleet, i).await;
+                }
+                result
             };
             let slots = Semaphore::new(fanout.max(1));
             let fetches = followers.iter().map(|&f| {
@@ -328,7 +323,28 @@ where
                     }
                 }
             });
-            done.extend(join_all(fetches).await);
+            let (result, fetched) = tokio::join!(keep, join_all(fetches));
+            match &result {
+                Ok(out) if out.success() => done.push(Done::Result(i, result, None)),
+                Ok(out) if out.code == script::EXIT_RELAY => {
+                    fleet.reporter.warning(
+                        Some(fleet.name(i)),
+                        &format!("cannot relay the release ({}); sending it directly to this host and its group", out.message()),
+                    );
+                    done.push(Done::Direct(i));
+                }
+                // Not this host's release (a base that differs): the deploy sends it the
+                // whole release; its group's fetches stand or fall on their own.
+                Ok(out) if out.code == script::EXIT_NOT_VERIFIED => done.push(Done::Result(i, result, None)),
+                // The relay failed outright: that ends the deploy, so the hosts whose fetch
+                // failed with it are not sent the release directly.
+                _ => {
+                    done.push(Done::Result(i, result, None));
+                    done.extend(fetched.into_iter().filter(|d| matches!(d, Done::Result(..))));
+                    return done;
+                }
+            }
+            done.extend(fetched);
             done
         })
     });
@@ -405,6 +421,41 @@ async fn plan(fleet: &Fleet, uploads: &[Upload]) -> Option<(Vec<Group>, ClientKe
         }
     }
     Some((groups, key, digests))
+}
+
+/// Starts host `i`'s relay server ([`script::relay_open`]): its endpoint, or why there is
+/// none (said by the caller, whose group then gets the release directly).
+async fn open(
+    fleet: &Fleet,
+    i: usize,
+    client_key: &str,
+    life: u64,
+    fanout: usize,
+) -> Result<Endpoint, String> {
+    let script = script::relay_open(&fleet.layout, client_key, life, fanout);
+    match fleet
+        .exec(i, "relay-open", &script, None, fleet.stage.timeouts.command)
+        .await
+    {
+        Ok(out) if out.success() => parse_endpoint(&out.stdout),
+        Ok(out) => Err(out.message()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Stops host `i`'s relay server now, not when every upload is over: its stream will not
+/// grow any more, and a fetch waiting for it must not wait for the upload's time limit.
+/// A failure is left to [`stop`], which runs again at the end.
+async fn stop_one(fleet: &Fleet, i: usize) {
+    let _ = fleet
+        .exec(
+            i,
+            "relay-stop",
+            &script::relay_stop(&fleet.layout),
+            None,
+            fleet.stage.timeouts.command,
+        )
+        .await;
 }
 
 /// One host's upload step, reported as `Fleet::step_on_each` reports it.

@@ -92,14 +92,37 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
         ),
         ("finalize", finalize(&layout, &id, &files, &dirs)),
         (
-            "relay_serve",
-            relay_serve(
+            "relay_open",
+            relay_open(
                 &layout,
-                &receive(&layout, &id, None, Encoding::Zstd, &files, &dirs, &ready),
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO' $(x)",
                 1800,
                 4,
             ),
+        ),
+        (
+            "relay_keep",
+            relay_keep(
+                &layout,
+                &receive(&layout, &id, None, Encoding::Zstd, &files, &dirs, &ready),
+            ),
+        ),
+        (
+            "receive_parts",
+            receive_parts(
+                &layout,
+                &id,
+                Some(&prev),
+                Encoding::Zstd,
+                &files,
+                &dirs,
+                &ready,
+            )
+            .head,
+        ),
+        (
+            "whole",
+            receive_parts(&layout, &id, None, Encoding::Raw, &files, &dirs, &ready).whole(),
         ),
         (
             "relay_fetch",
@@ -112,7 +135,7 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
                     host_key: "ssh-ed25519 AAAA' `id`".into(),
                 },
                 "0123abcd'$(x)",
-                &receive(
+                &receive_parts(
                     &layout,
                     &id,
                     Some(&prev),

@@ -48,7 +48,9 @@ pub use probe::{check, probe};
 pub use prune::{
     archive_and_remove, discard_release, remove_new_release, remove_releases, restore_release,
 };
-pub use relay::{EXIT_RELAY, Endpoint, RELAY_LINE, relay_fetch, relay_serve, relay_stop};
+pub use relay::{
+    EXIT_RELAY, Endpoint, RELAY_LINE, relay_fetch, relay_keep, relay_open, relay_stop,
+};
 pub use rollout::{read_rollout, write_rollout};
 pub use switch::{switch, switch_link, write_meta, write_meta_if_present};
 pub use traffic::{
@@ -56,7 +58,8 @@ pub use traffic::{
     slot_commands,
 };
 pub use upload::{
-    BUILT_OVER, Encoding, finalize, make_read_only, read_manifest, receive, remove_partial, upload,
+    BUILT_OVER, Encoding, Receive, finalize, make_read_only, read_manifest, receive, receive_parts,
+    remove_partial, upload,
 };
 pub use verify::{record_shipped, record_stat, verify_likely_target, verify_release};
 

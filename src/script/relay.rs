@@ -1,8 +1,9 @@
-//! The relay's scripts (`[upload] relay`): one host of a group receives the release from
-//! the deployer, keeps the stream and serves it, for this deploy only, through an sshd of
-//! its own; the other hosts of the group fetch it from there over the hosts' network,
-//! check it against the digest the deployer gave them, and only then receive it as a
-//! direct upload would (`receive`, unchanged, reading the fetched copy).
+//! The relay's scripts (`[upload] relay`): one host of a group starts, for this deploy
+//! only, an sshd of its own ([`relay_open`]), then receives the release from the deployer
+//! while keeping the stream ([`relay_keep`]); the other hosts of the group fetch it from
+//! there over the hosts' network as it arrives ([`relay_fetch`]), check it against the
+//! digest the deployer gave them, and only then receive it as a direct upload would
+//! (`receive`, unchanged, reading the fetched copy).
 //!
 //! What each credential is and how long it lives (see `deploy::relay` for the design):
 //!
@@ -11,7 +12,7 @@
 //!   deployer (their `known_hosts`, nothing else trusted);
 //! - the client key: made on the deployer for this deploy; the relay's
 //!   `authorized_keys` (read by the relay's own sshd only, never the user's) lists its
-//!   public half with `restrict`, a forced `cat` of the kept stream and an
+//!   public half with `restrict`, a forced command that reads the kept stream and an
 //!   `expiry-time`; its private half reaches each fetching host on the stdin of the
 //!   fetch script (never a command line), lives in a 0700 directory while `ssh` runs and
 //!   is removed as soon as it returns.
@@ -21,6 +22,7 @@
 //! stopped and removed by the next relayed deploy of the app.
 
 use super::PRELUDE;
+use super::upload::Receive;
 use crate::layout::{Layout, quote};
 
 /// Exit status of the relay scripts when the relayed stream could not be had (the relay
@@ -29,7 +31,7 @@ use crate::layout::{Layout, quote};
 /// directly.
 pub const EXIT_RELAY: i32 = 79;
 
-/// The first field of the line [`relay_serve`] prints about its server.
+/// The first field of the line [`relay_open`] prints about its server.
 pub const RELAY_LINE: &str = "slipway-relay";
 
 /// The relay's directory on a host: the kept stream, the server's keys and config.
@@ -52,22 +54,18 @@ const STOP_SERVER: &str = r#"if [ -f "$rd/pid" ]; then
 fi
 "#;
 
-/// The relay's upload step: keeps the release stream (stdin) in `.slipway/relay/stream`,
-/// receives the release from that copy with `receive` (the direct upload's script, run
-/// as is), then starts a one-time sshd on the address the deployer reached this host at,
-/// serving only that copy to `client_key`, for at most `life_seconds`. Prints
+/// The relay's server, started before a byte of the release reaches it: a one-time sshd
+/// on the address the deployer reached this host at, serving to `client_key` only, for
+/// at most `life_seconds`, the stream [`relay_keep`] is still writing — from its first
+/// byte, following it as it grows, until its writer ends (`tail -f --pid`). The group's
+/// hosts fetch while the relay receives: the deployer's link, not the relay's own
+/// extraction, sets the pace. Prints
 /// `slipway-relay<TAB>on<TAB>ADDRESS<TAB>PORT<TAB>USER<TAB>HOSTKEY`, or
-/// `slipway-relay<TAB>off<TAB>why` when no server could be started (this host's release
-/// is in place either way; its group is then sent the release directly). `fanout`
-/// bounds the connections the server takes at once. The relay directory's path must
-/// hold only `[A-Za-z0-9/._+-]` (see `deploy::relay::path_ok`): sshd's files name it.
-pub fn relay_serve(
-    layout: &Layout,
-    receive: &str,
-    client_key: &str,
-    life_seconds: u64,
-    fanout: usize,
-) -> String {
+/// `slipway-relay<TAB>off<TAB>why` when no server could be started (its group is then sent
+/// the release directly). `fanout` bounds the connections the server takes at once. The
+/// relay directory's path must hold only `[A-Za-z0-9/._+-]` (see
+/// `deploy::relay::path_ok`): sshd's files name it.
+pub fn relay_open(layout: &Layout, client_key: &str, life_seconds: u64, fanout: usize) -> String {
     format!(
         r#"{PRELUDE}d={d}
 rd={rd}
@@ -75,28 +73,12 @@ rd={rd}
 if [ -d "$rd" ]; then
 {STOP_SERVER}  rm -rf -- "$rd"
 fi
-if ! {{ mkdir -p -- "$d/.slipway" && (umask 077 && mkdir -- "$rd"); }}; then
-  echo "cannot create the relay directory $rd" >&2
-  exit {EXIT_RELAY}
-fi
-if ! cat > "$rd/stream"; then
-  rm -rf -- "$rd"
-  echo "cannot keep a copy of the release stream in $rd (is the disk full?)" >&2
-  exit {EXIT_RELAY}
-fi
-(
-{receive}
-) < "$rd/stream"
-rc=$?
-if [ "$rc" -ne 0 ]; then
-  rm -rf -- "$rd"
-  exit "$rc"
-fi
 off() {{
   printf '{RELAY_LINE}\toff\t%s\n' "$1"
   rm -rf -- "$rd"
   exit 0
 }}
+{{ mkdir -p -- "$d/.slipway" && (umask 077 && mkdir -- "$rd") && : > "$rd/stream"; }} || off "cannot create the relay directory $rd"
 sshd=""
 for s in /usr/sbin/sshd /usr/local/sbin/sshd /usr/bin/sshd /sbin/sshd; do
   if [ -x "$s" ]; then sshd=$s; break; fi
@@ -104,6 +86,7 @@ done
 [ -n "$sshd" ] || off "no sshd on this host (install openssh-server)"
 command -v ssh-keygen >/dev/null 2>&1 || off "no ssh-keygen on this host (install openssh-client)"
 command -v timeout >/dev/null 2>&1 || off "no timeout on this host (install coreutils)"
+tail -c 0 --pid=$$ -- /dev/null >/dev/null 2>&1 || off "this host's tail cannot follow a growing file (install GNU coreutils)"
 ip=$(printf '%s\n' "${{SSH_CONNECTION:-}}" | cut -d ' ' -f 3)
 case "$ip" in
   ''|*[!0-9A-Fa-f.:]*) off "the address this host was reached at is unknown (SSH_CONNECTION)" ;;
@@ -112,11 +95,25 @@ user=$(id -un 2>/dev/null) || user=""
 case "$user" in
   ''|*[!A-Za-z0-9._-]*) off "the login user's name is not a plain name" ;;
 esac
+# What the one-time key may run: the stream from its first byte, followed until its
+# writer (relay_keep's tee, named in $rd/writer) ends; it waits for the writer to start.
+cat > "$rd/serve" <<SERVE || off "cannot write the relay's command"
+n=0
+while [ ! -s "$rd/writer" ]; do
+  [ -d "$rd" ] || exit 1
+  n=\$((n + 1))
+  [ "\$n" -le {waits} ] || exit 1
+  sleep 0.1
+done
+read -r pid < "$rd/writer" || exit 1
+case "\$pid" in ''|*[!0-9]*) exit 1 ;; esac
+exec tail -c +1 -s 0.2 -f --pid="\$pid" -- "$rd/stream"
+SERVE
 ssh-keygen -q -t ed25519 -N '' -C slipway-relay -f "$rd/host_key" < /dev/null > /dev/null 2>&1 || off "ssh-keygen failed"
 now=$(date +%s)
 expiry=$(date -d "@$((now + {life}))" +%Y%m%d%H%M 2>/dev/null) || off "date cannot compute the key's expiry time"
-printf 'restrict,command="exec cat -- %s/stream",expiry-time="%s" %s\n' "$rd" "$expiry" {client_key} > "$rd/authorized_keys" || off "cannot write the relay's authorized_keys"
-cat > "$rd/sshd_config" <<EOF || off "cannot write the relay's sshd_config"
+printf 'restrict,command="exec sh -- %s/serve",expiry-time="%s" %s\n' "$rd" "$expiry" {client_key} > "$rd/authorized_keys" || off "cannot write the relay's authorized_keys"
+cat > "$rd/sshd_config" <<CONFIG || off "cannot write the relay's sshd_config"
 HostKey $rd/host_key
 AuthorizedKeysFile $rd/authorized_keys
 AllowUsers $user
@@ -145,7 +142,7 @@ ClientAliveCountMax 4
 UseDNS no
 PrintMotd no
 LogLevel VERBOSE
-EOF
+CONFIG
 port=""
 tries=0
 while [ -z "$port" ] && [ "$tries" -lt 20 ]; do
@@ -181,6 +178,9 @@ printf '{RELAY_LINE}\ton\t%s\t%s\t%s\t%s\n' "$ip" "$port" "$user" "$(cut -d ' ' 
         rd = quote(&relay_dir(layout)),
         client_key = quote(client_key),
         life = life_seconds.max(60),
+        // A fetch waits at most this long (in tenths of a second) for the relay's upload
+        // to begin: the server's whole life.
+        waits = life_seconds.max(60) * 10,
         // Unauthenticated connections at once: the hosts it serves, and as many again
         // for retries; a stranger's connection attempts cannot starve them for long
         // (LoginGraceTime), and cannot log in (no key but this deploy's).
@@ -188,7 +188,29 @@ printf '{RELAY_LINE}\ton\t%s\t%s\t%s\t%s\n' "$ip" "$port" "$user" "$(cut -d ' ' 
     )
 }
 
-/// Where a host fetches the release from: the relay's server, as [`relay_serve`]
+/// The relay's upload step: receives the release with `receive` (the direct upload's
+/// script, run as is) while `tee` keeps every byte of the stream in
+/// `.slipway/relay/stream` for [`relay_open`]'s server, which the group's hosts are
+/// already reading. A copy that could not be kept whole (a full disk) only fails the
+/// fetches (their digest differs): this host's own release is received either way.
+/// Without the relay's directory (its server was removed) nothing is read and the step
+/// ends with [`EXIT_RELAY`].
+pub fn relay_keep(layout: &Layout, receive: &str) -> String {
+    format!(
+        r#"{PRELUDE}rd={rd}
+if [ ! -f "$rd/stream" ] || [ -e "$rd/writer" ]; then
+  echo "the relay's directory $rd is gone or already written" >&2
+  exit {EXIT_RELAY}
+fi
+sh -c 'echo "$$" > "$1/writer.new" && mv -f -- "$1/writer.new" "$1/writer" && exec tee -- "$1/stream"' sh "$rd" | (
+{receive}
+)
+"#,
+        rd = quote(&relay_dir(layout)),
+    )
+}
+
+/// Where a host fetches the release from: the relay's server, as [`relay_open`]
 /// printed it (checked by the deployer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -200,61 +222,86 @@ pub struct Endpoint {
 }
 
 /// A fetching host's upload step: reads this deploy's client key on stdin, fetches the
-/// relay's copy of the stream over ssh (the relay's one-time host key the only one
-/// trusted), removes the key, and checks the copy: exactly `digest` (the SHA-256 the
-/// deployer computed of the stream it would have sent). Only then `receive` (the direct
-/// upload's script, unchanged) reads it. A relay that cannot be reached, dies mid-stream
-/// or serves other bytes ends this with [`EXIT_RELAY`] and nothing extracted.
-pub fn relay_fetch(layout: &Layout, from: &Endpoint, digest: &str, receive: &str) -> String {
+/// relay's stream over ssh (the relay's one-time host key the only one trusted; the key
+/// removed as soon as `ssh` returns) and extracts it as it arrives with `receive.head`
+/// (the direct upload's extraction, unchanged; what it says is kept until the digest is
+/// known) while `sha256sum` reads the same bytes.
+/// Only a stream whose SHA-256 is exactly `digest` (what the deployer computed of the
+/// stream it would have sent) goes on to `receive.tail` (the manifest check, the shared
+/// links, the rename into place); any other — a relay that cannot be reached, dies
+/// mid-stream or serves other bytes — has its partial release removed and ends this with
+/// [`EXIT_RELAY`]: the host then gets the release directly. The extraction is GNU tar's
+/// into the partial release (members outside it refused, links out of it made last), the
+/// same as for a direct upload; a host without GNU tee (`tee -p`) is not fetched for.
+pub fn relay_fetch(layout: &Layout, from: &Endpoint, digest: &str, receive: &Receive) -> String {
     format!(
         r#"{PRELUDE}d={d}
+t={t}
+tee -p < /dev/null > /dev/null 2>&1 || {{ echo "this host's tee cannot feed two readers (install GNU coreutils)" >&2; exit {EXIT_RELAY}; }}
 [ -d "$d/.slipway" ] || mkdir -p -- "$d/.slipway" || exit {EXIT_RELAY}
-for old in "$d"/.slipway/relay-in.*; do
-  [ -e "$old" ] || continue
-  rm -rf -- "$old"
-done
-t=$(umask 077 && mktemp -d "$d/.slipway/relay-in.XXXXXX") || {{ echo "cannot create a directory in $d/.slipway" >&2; exit {EXIT_RELAY}; }}
+rm -rf -- "$t"
+(umask 077 && mkdir -- "$t") || {{ echo "cannot create $t" >&2; exit {EXIT_RELAY}; }}
 trap 'rm -rf -- "$t"; exit 1' HUP INT TERM PIPE
-if ! (umask 077 && cat > "$t/key" && printf 'slipway-relay %s\n' {host_key} > "$t/known_hosts"); then
+if ! (umask 077 && cat > "$t/key" && printf 'slipway-relay %s\n' {host_key} > "$t/known_hosts" && mkfifo -- "$t/tap"); then
   rm -rf -- "$t"
   echo "cannot write this deploy's relay key in $t" >&2
   exit {EXIT_RELAY}
 fi
+sha256sum < "$t/tap" > "$t/sum" &
+hashing=$!
 rc=0
-ssh -F /dev/null -T -n -i "$t/key" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
-  -o StrictHostKeyChecking=yes -o HostKeyAlias=slipway-relay -o UserKnownHostsFile="$t/known_hosts" \
-  -o GlobalKnownHostsFile=/dev/null -o CheckHostIP=no -o UpdateHostKeys=no -o ConnectTimeout=10 \
-  -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o ForwardAgent=no -o ClearAllForwardings=yes \
-  -o LogLevel=ERROR -p {port} -l {user} {address} > "$t/stream" 2> "$t/err" || rc=$?
-rm -f -- "$t/key"
-if [ "$rc" -ne 0 ]; then
+{{
+  s=0
+  ssh -F /dev/null -T -n -i "$t/key" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+    -o StrictHostKeyChecking=yes -o HostKeyAlias=slipway-relay -o UserKnownHostsFile="$t/known_hosts" \
+    -o GlobalKnownHostsFile=/dev/null -o CheckHostIP=no -o UpdateHostKeys=no -o ConnectTimeout=10 \
+    -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o ForwardAgent=no -o ClearAllForwardings=yes \
+    -o LogLevel=ERROR -p {port} -l {user} {address} 2> "$t/err" || s=$?
+  rm -f -- "$t/key"
+  echo "$s" > "$t/ssh"
+}} | tee -p -- "$t/tap" | (
+{head}
+) 2> "$t/said" || rc=$?
+wait "$hashing" || true
+s=""
+read -r s < "$t/ssh" || s=""
+got=""
+read -r got _ < "$t/sum" || got=""
+if [ "$s" != 0 ]; then
   why=$(tail -n 3 "$t/err" | tr '\n\t\r' '   ')
-  rm -rf -- "$t"
-  echo "cannot fetch the release from the relay at "{address}":{port} (ssh exit status $rc): $why" >&2
+  rm -rf -- {partial} "$t"
+  echo "cannot fetch the release from the relay at "{address}":{port} (ssh exit status $s): $why" >&2
   exit {EXIT_RELAY}
 fi
-got=$(sha256sum < "$t/stream") || got=""
-got=${{got%% *}}
 if [ "$got" != {digest} ]; then
-  size=$(wc -c < "$t/stream")
-  rm -rf -- "$t"
-  echo "the stream from the relay at "{address}":{port} is not the deployer's ($size bytes, SHA-256 differs): not used" >&2
+  rm -rf -- {partial} "$t"
+  echo "the stream from the relay at "{address}":{port} is not the deployer's (its SHA-256 differs): not used" >&2
   exit {EXIT_RELAY}
 fi
-(
-{receive}
-) < "$t/stream"
-rc=$?
+# What the extraction said matters only for the deployer's own bytes.
+cat -- "$t/said" >&2
 rm -rf -- "$t"
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+(
+{tail}
+)
 "#,
         d = quote(layout.deploy_to()),
+        t = quote(&fetched_dir(layout)),
         host_key = quote(&from.host_key),
         port = from.port,
         user = quote(&from.user),
         address = quote(&from.address),
         digest = quote(digest),
+        partial = quote(&receive.partial),
+        head = receive.head,
+        tail = receive.tail,
     )
+}
+
+/// Where a fetching host keeps its key and the stream's digest while it fetches.
+fn fetched_dir(layout: &Layout) -> String {
+    format!("{}/relay-in", layout.state_dir())
 }
 
 /// Stops a host's relay server and removes its directory (the kept stream, its keys).
@@ -280,15 +327,9 @@ mod tests {
 
     #[test]
     fn the_relay_key_serves_one_file_and_expires_with_the_server() {
-        let s = relay_serve(
-            &Layout::new("/srv/app"),
-            "RECEIVE-HERE\n",
-            "ssh-ed25519 AAAA",
-            1800,
-            4,
-        );
+        let s = relay_open(&Layout::new("/srv/app"), "ssh-ed25519 AAAA", 1800, 4);
         assert!(
-            s.contains(r#"restrict,command="exec cat -- %s/stream",expiry-time="%s""#),
+            s.contains(r#"restrict,command="exec sh -- %s/serve",expiry-time="%s""#),
             "{s}"
         );
         for line in [
@@ -298,15 +339,25 @@ mod tests {
             "PasswordAuthentication no",
             "MaxStartups 8",
             "timeout -s TERM 1800",
+            // The forced command follows the stream until its writer ends, and waits
+            // for a writer no longer than the server lives.
+            r#"exec tail -c +1 -s 0.2 -f --pid="\$pid" -- "$rd/stream""#,
+            r#"[ "\$n" -le 18000 ] || exit 1"#,
         ] {
             assert!(s.contains(line), "{line} missing");
         }
-        // The stream is kept before the release is received from it; the server starts
-        // once this host's own release is in place.
-        let keep = s.find("cat > \"$rd/stream\"").unwrap();
+    }
+
+    #[test]
+    fn the_relay_keeps_the_stream_while_it_receives_it() {
+        let s = relay_keep(&Layout::new("/srv/app"), "RECEIVE-HERE\n");
+        // The writer is named before its first byte; the release is received from the
+        // same stream, not after it.
+        let writer = s.find(r#"mv -f -- "$1/writer.new" "$1/writer""#).unwrap();
+        let tee = s.find(r#"exec tee -- "$1/stream"' sh "$rd" | ("#).unwrap();
         let receive = s.find("RECEIVE-HERE").unwrap();
-        let serve = s.find("timeout -s TERM").unwrap();
-        assert!(keep < receive && receive < serve, "{s}");
+        assert!(writer < tee && tee < receive, "{s}");
+        assert!(s.contains(&format!("exit {EXIT_RELAY}")), "{s}");
     }
 
     #[test]
@@ -318,11 +369,26 @@ mod tests {
             user: "deploy".into(),
             host_key: "ssh-ed25519 AAAAC3Nza".into(),
         };
-        let s = relay_fetch(&layout, &from, "ab12", "RECEIVE-HERE\n");
-        let check = s.find("sha256sum").unwrap();
-        let receive = s.find("RECEIVE-HERE").unwrap();
+        let receive = Receive {
+            head: "EXTRACT-HERE\n".into(),
+            tail: "FINISH-HERE\n".into(),
+            partial: "/srv/app/releases/1.partial".into(),
+        };
+        let s = relay_fetch(&layout, &from, "ab12", &receive);
+        // Extracted as it arrives, with the digest taken of the same bytes; finished only
+        // once the digest is the deployer's, removed otherwise.
+        let tap = s.find(r#"| tee -p -- "$t/tap" | ("#).unwrap();
+        let extract = s.find("EXTRACT-HERE").unwrap();
+        let check = s.find(r#"if [ "$got" != 'ab12' ]; then"#).unwrap();
+        let discard = check
+            + s[check..]
+                .find("rm -rf -- '/srv/app/releases/1.partial' \"$t\"")
+                .unwrap();
+        let finish = s.find("FINISH-HERE").unwrap();
+        assert!(tap < extract && extract < check && discard < finish, "{s}");
+        // The key is gone as soon as ssh returns.
         let key_gone = s.find("rm -f -- \"$t/key\"").unwrap();
-        assert!(key_gone < check && check < receive, "{s}");
+        assert!(key_gone < tap, "{s}");
         // No agent, no forwarding, only the relay's one-time host key trusted.
         for option in [
             "IdentityAgent=none",

@@ -165,23 +165,60 @@ pub fn receive(
     dirs: &[String],
     then: &str,
 ) -> String {
-    let mut s = format!("{PRELUDE}d={}\n", quote(layout.deploy_to()));
+    receive_parts(layout, id, previous, encoding, files, dirs, then).whole()
+}
+
+/// [`receive`] in its two parts, for a host that must check what it read before the
+/// release is finished (a host fetching from a relay checks the stream's digest).
+#[derive(Debug, Clone)]
+pub struct Receive {
+    /// Checks the shared files and extracts the archive (stdin) into `partial`.
+    pub head: String,
+    /// Verifies the partial release, links the shared paths, renames it into place and
+    /// runs the step's `then`.
+    pub tail: String,
+    /// `releases/ID.partial`, where `head` extracts.
+    pub partial: String,
+}
+
+impl Receive {
+    /// The whole step, as a direct upload runs it.
+    pub fn whole(&self) -> String {
+        format!("{}{}", self.head, self.tail)
+    }
+}
+
+/// [`receive`]'s two parts: see [`Receive`].
+pub fn receive_parts(
+    layout: &Layout,
+    id: &ReleaseId,
+    previous: Option<&ReleaseId>,
+    encoding: Encoding,
+    files: &[String],
+    dirs: &[String],
+    then: &str,
+) -> Receive {
+    let mut head = format!("{PRELUDE}d={}\n", quote(layout.deploy_to()));
     for f in files {
-        s.push_str(&format!(
+        head.push_str(&format!(
             "[ -f {shared} ] || {{ echo \"shared file \"{name}\" is missing in $d/shared (create it, or remove it from [shared] files)\" >&2; exit 1; }}\n",
             shared = quote(&layout.shared_path(f)),
             name = quote(f),
         ));
     }
-    s.push_str(&upload(layout, id, previous, encoding));
-    s.push_str(&finalize(layout, id, files, dirs));
+    head.push_str(&upload(layout, id, previous, encoding));
+    let mut tail = finalize(layout, id, files, dirs);
     if !then.is_empty() {
-        s.push_str(&format!(
+        tail.push_str(&format!(
             "cd -- {} || exit 1\n{then}",
             quote(&layout.release(id))
         ));
     }
-    s
+    Receive {
+        head,
+        tail,
+        partial: layout.partial(id),
+    }
 }
 
 /// Checks the shared files, links shared files and dirs into the partial release, then

@@ -56,7 +56,13 @@ fn name(s: &Scenario, i: usize) -> String {
 /// one-time sshd's too; the host's home is its own) puts first on PATH a directory
 /// holding every command of the system's, with `command` replaced by `wrapper`.
 fn wrap_command(s: &Scenario, i: usize, command: &str, wrapper: &str) {
-    let bin = s.dir().join(format!("path-{i}-{command}"));
+    wrap_commands(s, i, &[(command, wrapper)]);
+}
+
+/// [`wrap_command`] for several commands at once (one PATH per host).
+fn wrap_commands(s: &Scenario, i: usize, wrappers: &[(&str, &str)]) {
+    let names: Vec<&str> = wrappers.iter().map(|(c, _)| *c).collect();
+    let bin = s.dir().join(format!("path-{i}-{}", names.join("-")));
     fs::create_dir_all(&bin).unwrap();
     for dir in ["/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
         let Ok(entries) = fs::read_dir(dir) else {
@@ -64,26 +70,30 @@ fn wrap_command(s: &Scenario, i: usize, command: &str, wrapper: &str) {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name == command || bin.join(&name).exists() {
+            if names.iter().any(|c| name == *c) || bin.join(&name).exists() {
                 continue;
             }
             symlink(entry.path(), bin.join(&name)).unwrap();
         }
     }
-    fs::write(bin.join(command), wrapper).unwrap();
-    set_executable(&bin.join(command));
+    for (command, wrapper) in wrappers {
+        fs::write(bin.join(command), wrapper).unwrap();
+        set_executable(&bin.join(command));
+    }
     let home = s.fleet().host(i).home();
     fs::write(
         home.join(".bashrc"),
         format!("PATH={}\nexport PATH\n", bin.display()),
     )
     .unwrap();
-    let seen = s.fleet().ssh_ok(i, &format!("command -v {command}"));
-    assert_eq!(
-        Path::new(seen.trim()),
-        bin.join(command),
-        "host {i} does not run the wrapped {command}"
-    );
+    for command in names {
+        let seen = s.fleet().ssh_ok(i, &format!("command -v {command}"));
+        assert_eq!(
+            Path::new(seen.trim()),
+            bin.join(command),
+            "host {i} does not run the wrapped {command}"
+        );
+    }
 }
 
 /// Every file of the source tree is in host `i`'s current release, byte for byte, and
@@ -180,31 +190,34 @@ fn uploads(result: &serde_json::Value) -> Vec<serde_json::Value> {
 #[test]
 fn relayed_uploads_arrive_byte_for_byte_and_cross_the_deployers_link_once() {
     let s = relayed(4, "/srv/relay-ok", 2);
-    // The relay's serving command notes how many serve at once (each holds on 1 s).
+    // The relay's serving command (`tail -f` of the kept stream) notes how many serve at
+    // once (each holds on 1 s) and how much of the stream the relay had kept when each
+    // fetch began; the relay's tee keeps the first MiB, then waits 3 s for the rest.
     let serving = s.dir().join("serving");
     let log = s.dir().join("serving.log");
-    wrap_command(
-        &s,
-        0,
-        "cat",
-        &format!(
-            "#!/bin/sh
-if [ \"$1\" = \"--\" ] && [ \"${{2%/.slipway/relay/stream}}\" != \"$2\" ]; then
+    let kept = s.dir().join("kept.log");
+    let tail = format!(
+        "#!/bin/sh
+for last; do :; done
+if [ \"${{last%/.slipway/relay/stream}}\" != \"$last\" ]; then
+  wc -c < \"$last\" >> {kept}
   mkdir -p {dir}
   : > {dir}/$$
   ls {dir} | wc -l >> {log}
   sleep 1
-  /bin/cat -- \"$2\"
+  /usr/bin/tail \"$@\"
   rc=$?
   rm -f {dir}/$$
   exit $rc
 fi
-exec /bin/cat \"$@\"
+exec /usr/bin/tail \"$@\"
 ",
-            dir = serving.display(),
-            log = log.display()
-        ),
+        dir = serving.display(),
+        log = log.display(),
+        kept = kept.display(),
     );
+    let tee = "#!/bin/sh\n{ dd bs=1048576 count=1 iflag=fullblock 2>/dev/null; sleep 3; cat; } | /usr/bin/tee \"$@\"\n";
+    wrap_commands(&s, 0, &[("tail", &tail), ("tee", tee)]);
     let plan = s.slipway(&["deploy", "test", "--dry-run"]).ok();
     assert!(
         plan.stdout.contains("[upload] relay") && plan.stdout.contains("at most 2 at once"),
@@ -221,6 +234,15 @@ exec /bin/cat \"$@\"
     println!("hosts served at once, as each fetch began: {counts:?}");
     assert_eq!(counts.len(), 3, "{counts:?}");
     assert!(counts.iter().all(|&n| (1..=2).contains(&n)), "{counts:?}");
+    // The first fetches began while the relay was still receiving: 1 MiB of the stream
+    // kept, not all of it (the relay does not finish before its group starts).
+    let kept: Vec<u64> = fs::read_to_string(&kept)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    println!("bytes of the stream kept as each fetch began: {kept:?}");
+    assert!(kept.iter().any(|&k| k <= 1 << 20), "{kept:?}");
     let cold = result(&run);
     let up = uploads(&cold);
     for (i, u) in up.iter().enumerate() {
@@ -275,8 +297,8 @@ fn a_relay_killed_mid_stream_leaves_no_partial_release_and_its_group_gets_the_re
     wrap_command(
         &s,
         0,
-        "cat",
-        "#!/bin/sh\nif [ \"$1\" = \"--\" ] && [ \"${2%/.slipway/relay/stream}\" != \"$2\" ]; then\n  head -c 1048576 -- \"$2\"\n  kill -KILL \"$PPID\"\n  exit 1\nfi\nexec /bin/cat \"$@\"\n",
+        "tail",
+        "#!/bin/sh\nfor last; do :; done\nif [ \"${last%/.slipway/relay/stream}\" != \"$last\" ]; then\n  /usr/bin/tail \"$@\" | head -c 1048576\n  kill -KILL \"$PPID\"\n  exit 1\nfi\nexec /usr/bin/tail \"$@\"\n",
     );
     let run = s.slipway(&["deploy", "test", "--json"]).ok();
     let cold = result(&run);
@@ -298,6 +320,42 @@ fn a_relay_killed_mid_stream_leaves_no_partial_release_and_its_group_gets_the_re
     }
     for i in 0..3 {
         assert_same_tree(&s, i);
+    }
+    s.assert_no_partial_and_no_lock();
+    assert_no_relay_left(&s);
+}
+
+#[test]
+fn a_relay_serving_other_bytes_has_them_extracted_nowhere_and_its_group_gets_the_release_directly()
+{
+    let s = relayed(3, "/srv/relay-tampered", 2);
+    // The relay serves the stream with one file's content changed, at the same length.
+    wrap_command(
+        &s,
+        0,
+        "tail",
+        "#!/bin/sh\nfor last; do :; done\nif [ \"${last%/.slipway/relay/stream}\" != \"$last\" ]; then\n  /usr/bin/tail \"$@\" | LC_ALL=C sed 's/name = \"relayed\"/name = \"TAMPERED\"/'\n  exit 0\nfi\nexec /usr/bin/tail \"$@\"\n",
+    );
+    let run = s.slipway(&["deploy", "test", "--json"]).ok();
+    let cold = result(&run);
+    let up = uploads(&cold);
+    let payload = up[0]["bytes_sent"].as_u64().unwrap();
+    for (i, u) in up.iter().enumerate().skip(1) {
+        assert_eq!(u["relayed"], 0, "host {i}: {cold}");
+        assert_eq!(u["bytes_sent"].as_u64(), Some(payload), "host {i}: {cold}");
+        let warning = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(&name(&s, i)) && l.contains("is not the deployer's"))
+            .unwrap_or_else(|| panic!("no warning for host {i}: {}", run.all_output()));
+        println!("{warning}");
+        // Only the digest is named: what tar made of other bytes is not the story.
+        assert!(!warning.contains("tar:"), "{warning}");
+    }
+    for i in 0..3 {
+        assert_same_tree(&s, i);
+        let config = fs::read_to_string(s.app_path(i, "current/config/app.toml")).unwrap();
+        assert!(!config.contains("TAMPERED"), "host {i}: {config}");
     }
     s.assert_no_partial_and_no_lock();
     assert_no_relay_left(&s);
