@@ -193,7 +193,47 @@ pub fn write(dir: &Path, series: &Series, thresholds: &Thresholds) -> Result<Pat
         let _ = std::fs::remove_file(&tmp);
         format!("cannot rename {} to {}: {e}", tmp.display(), path.display())
     })?;
+    prune(dir);
     Ok(path)
+}
+
+/// How many releases' pictures a stage keeps on the deployer.
+pub const KEPT_RELEASES: usize = 20;
+
+/// Removes the pictures of all but the [`KEPT_RELEASES`] newest releases in `dir`.
+/// Housekeeping: a picture that cannot be removed stays, and the next write tries again.
+fn prune(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    for name in stale(&names, KEPT_RELEASES) {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
+/// Of the file names in a stage's picture directory, those of pictures (`<release>-step<N>.svg`)
+/// of releases older than the `keep` newest. Release ids sort by time; other files are
+/// never named.
+fn stale(names: &[String], keep: usize) -> Vec<&String> {
+    let release = |name: &str| -> Option<String> {
+        let (release, step) = name.strip_suffix(".svg")?.rsplit_once("-step")?;
+        step.parse::<usize>().ok()?;
+        crate::layout::ReleaseId::parse(release).ok()?;
+        Some(release.to_string())
+    };
+    let mut releases: Vec<String> = names.iter().filter_map(|n| release(n)).collect();
+    releases.sort_unstable();
+    releases.dedup();
+    let cut = releases.len().saturating_sub(keep);
+    let old = &releases[..cut];
+    names
+        .iter()
+        .filter(|n| release(n).is_some_and(|r| old.binary_search(&r).is_ok()))
+        .collect()
 }
 
 const NEW: RGBColor = RGBColor(214, 39, 40);
@@ -706,6 +746,31 @@ mod tests {
             Some(PathBuf::from("/h/.local/state/slipway/gates/a/b"))
         );
         assert_eq!(dir_from(env(&[("SLIPWAY_STATE_DIR", "")]), "a", "b"), None);
+    }
+
+    #[test]
+    fn only_the_newest_releases_pictures_are_kept() {
+        let names: Vec<String> = [
+            "20261101T000000Z-step1.svg",
+            "20261101T000000Z-step2.svg",
+            "20261102T000000Z-step1.svg",
+            "20261103T000000Z-step1.svg",
+            "20261103T000000Z-step3.svg",
+            "notes.txt",
+            "../x-step1.svg",
+            "20261101T000000Z-stepX.svg",
+            ".20261101T000000Z-step1.svg.tmp",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let gone: Vec<&str> = stale(&names, 2).into_iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            gone,
+            ["20261101T000000Z-step1.svg", "20261101T000000Z-step2.svg"]
+        );
+        assert!(stale(&names, 3).is_empty());
+        assert_eq!(stale(&names, 0).len(), 5);
     }
 
     #[test]
