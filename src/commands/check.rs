@@ -218,6 +218,21 @@ pub async fn check(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         None => Vec::new(),
     };
     fleet.close().await;
+    // The gate's Prometheus is asked from this machine, as the gate asks it.
+    let prometheus_findings = match stage.gate.as_ref().map(|g| &g.source) {
+        Some(crate::config::GateSource::Prometheus { url, queries }) => {
+            crate::traffic::prometheus::preflight(url, queries, &stage.app)
+                .await
+                .into_iter()
+                .map(|(ok, what)| Finding {
+                    host: "(deployer)".into(),
+                    ok,
+                    what,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let local_clock = Utc::now().timestamp();
     let mut findings = Vec::new();
     for (i, r) in results {
@@ -231,6 +246,7 @@ pub async fn check(stage: &Stage, ctx: &Context) -> Result<Outcome> {
         }
     }
     findings.extend(proxy_findings);
+    findings.extend(prometheus_findings);
     findings.extend(
         db_findings
             .into_iter()

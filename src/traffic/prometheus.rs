@@ -121,6 +121,48 @@ pub async fn query(base: &Url, promql: &str, timeout: Duration) -> Result<Answer
     parse_answer(status, &body)
 }
 
+/// `slipway check`'s look at the gate's Prometheus: every query of `queries` asked once
+/// (slot `a`, a one-minute window), each answer named — `(ok, what)` per query. A number,
+/// an empty vector or NaN is a query Prometheus accepts (there may simply be no traffic
+/// yet); no answer, an error or several series is what a gate would fail on.
+pub async fn preflight(url: &Url, queries: &Queries, app: &str) -> Vec<(bool, String)> {
+    let named = [
+        ("requests", &queries.requests),
+        ("errors_5xx", &queries.errors_5xx),
+        ("errors_4xx", &queries.errors_4xx),
+        ("p50", &queries.p50),
+        ("p95", &queries.p95),
+        ("p99", &queries.p99),
+    ];
+    let asked = named
+        .iter()
+        .filter(|(_, q)| !q.is_empty())
+        .map(|&(name, q)| async move {
+            let promql = expand(q, Slot::A, Duration::from_secs(60), app);
+            let answer = query(url, &promql, Duration::from_secs(10)).await;
+            let at = crate::redact::url(url);
+            match answer {
+                Ok(a) => (
+                    true,
+                    format!(
+                        "[gate.queries] {name}: Prometheus at {at} answers {}",
+                        match a {
+                            Answer::Number(v) => format!("{v}"),
+                            Answer::Empty => "an empty vector (no traffic yet?)".to_string(),
+                            Answer::NaN => "NaN (no observation yet?)".to_string(),
+                            Answer::Infinite(v) => format!("{v}"),
+                        }
+                    ),
+                ),
+                Err(why) => (
+                    false,
+                    format!("[gate.queries] {name}: Prometheus at {at} {why}"),
+                ),
+            }
+        });
+    join_all(asked).await
+}
+
 /// A query whose answer the gate cannot use: which, of which slot, and why.
 #[derive(Debug, Clone, PartialEq)]
 struct Problem {

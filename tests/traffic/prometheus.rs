@@ -240,6 +240,16 @@ fn prometheus_fails_a_release_answering_5xx_pauses_on_too_few_requests_and_names
     release(&t, "v1", &[]);
     t.ok(&["deploy", "test"]);
     t.install_site(0, SITE);
+    // `slipway check` asks each of the gate's queries once, from the deployer.
+    let check = t.ok(&["check", "test"]);
+    for name in ["requests", "errors_5xx", "p95"] {
+        assert!(
+            check.stdout.lines().any(|l| l.starts_with("ok")
+                && l.contains(&format!("[gate.queries] {name}: Prometheus at"))),
+            "{name}: {}",
+            check.all()
+        );
+    }
 
     // v2 answers its health check but 500 to a fifth of the users' requests.
     release(&t, "v2", &[("ERROR_RATE", "0.2")]);
@@ -311,6 +321,15 @@ fn prometheus_fails_a_release_answering_5xx_pauses_on_too_few_requests_and_names
         .unwrap();
     t.extra = config(&format!("http://{closed}"), "on_inconclusive = \"fail\"\n")
         .replace("window = \"5s\"", "window = \"2s\"");
+    let check = t.slipway(&["check", "test"]);
+    assert_ne!(check.code, 0, "{}", check.all());
+    assert!(
+        check.stdout.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("[gate.queries] requests: Prometheus at")
+            && l.contains("got no answer (cannot connect")),
+        "{}",
+        check.all()
+    );
     release(&t, "v3", &[]);
     let load = Load::start(&t.address(0), 2);
     let run = t.slipway(&["deploy", "test"]);
