@@ -203,7 +203,7 @@ async fn run_deploy(
         shipped.as_str()
     };
     let receive = |previous: Option<&ReleaseId>, encoding: script::Encoding| {
-        script::receive_parts(
+        script::receive(
             &fleet.layout,
             &id,
             previous,

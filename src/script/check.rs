@@ -76,10 +76,10 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
         ("upload", upload(&layout, &id, None, Encoding::Gzip)),
         (
             "receive",
-            receive(&layout, &id, None, Encoding::Raw, &[], &[], ""),
+            receive(&layout, &id, None, Encoding::Raw, &[], &[], "").whole(),
         ),
         (
-            "receive",
+            "whole",
             receive(
                 &layout,
                 &id,
@@ -88,7 +88,8 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
                 &files,
                 &dirs,
                 &ready,
-            ),
+            )
+            .whole(),
         ),
         ("finalize", finalize(&layout, &id, &files, &dirs)),
         (
@@ -104,25 +105,12 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
             "relay_keep",
             relay_keep(
                 &layout,
-                &receive(&layout, &id, None, Encoding::Zstd, &files, &dirs, &ready),
+                &receive(&layout, &id, None, Encoding::Zstd, &files, &dirs, &ready).whole(),
             ),
         ),
         (
-            "receive_parts",
-            receive_parts(
-                &layout,
-                &id,
-                Some(&prev),
-                Encoding::Zstd,
-                &files,
-                &dirs,
-                &ready,
-            )
-            .head,
-        ),
-        (
-            "whole",
-            receive_parts(&layout, &id, None, Encoding::Raw, &files, &dirs, &ready).whole(),
+            "receive",
+            receive(&layout, &id, None, Encoding::Raw, &files, &dirs, &ready).head,
         ),
         (
             "relay_fetch",
@@ -135,7 +123,7 @@ pub fn all_for_check() -> Vec<(&'static str, String)> {
                     host_key: "ssh-ed25519 AAAA' `id`".into(),
                 },
                 "0123abcd'$(x)",
-                &receive_parts(
+                &receive(
                     &layout,
                     &id,
                     Some(&prev),

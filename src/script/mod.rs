@@ -58,7 +58,7 @@ pub use traffic::{
     slot_commands,
 };
 pub use upload::{
-    BUILT_OVER, Encoding, Receive, finalize, make_read_only, read_manifest, receive, receive_parts,
+    BUILT_OVER, Encoding, Receive, finalize, make_read_only, read_manifest, receive,
     remove_partial, upload,
 };
 pub use verify::{record_shipped, record_stat, verify_likely_target, verify_release};

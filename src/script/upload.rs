@@ -152,23 +152,11 @@ fi
     s
 }
 
-/// A deploy's whole upload step on one host, as one script: checks that the shared files
-/// exist (before a byte of the archive is read), receives the archive ([`upload`]),
-/// verifies it and links the shared paths ([`finalize`]), then runs `then` in the
-/// finished release (marking it ready, when there are no build hooks).
-pub fn receive(
-    layout: &Layout,
-    id: &ReleaseId,
-    previous: Option<&ReleaseId>,
-    encoding: Encoding,
-    files: &[String],
-    dirs: &[String],
-    then: &str,
-) -> String {
-    receive_parts(layout, id, previous, encoding, files, dirs, then).whole()
-}
-
-/// [`receive`] in its two parts, for a host that must check what it read before the
+/// A deploy's upload step on one host, in two parts ([`Receive::whole`] is the step as one
+/// script): checks that the shared files exist (before a byte of the archive is read),
+/// receives the archive ([`upload`]), verifies it and links the shared paths
+/// ([`finalize`]), then runs `then` in the finished release (marking it ready, when there
+/// are no build hooks). In parts for a host that must check what it read before the
 /// release is finished (a host fetching from a relay checks the stream's digest).
 #[derive(Debug, Clone)]
 pub struct Receive {
@@ -188,8 +176,8 @@ impl Receive {
     }
 }
 
-/// [`receive`]'s two parts: see [`Receive`].
-pub fn receive_parts(
+/// The upload step's two parts: see [`Receive`].
+pub fn receive(
     layout: &Layout,
     id: &ReleaseId,
     previous: Option<&ReleaseId>,

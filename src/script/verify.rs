@@ -257,7 +257,7 @@ mod tests {
             use std::io::Write;
             let mut child = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(receive(&layout, &id, None, Encoding::Raw, &[], &[], ""))
+                .arg(receive(&layout, &id, None, Encoding::Raw, &[], &[], "").whole())
                 .stdin(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -180,6 +180,49 @@ fn assert_no_relay_left(s: &Scenario) {
     }
 }
 
+/// The relay's serving command (`tail -f` of its kept stream, `"$@"`) replaced on host 0
+/// by the shell fragment `serve`; every other `tail` runs as it is.
+fn relay_serves(s: &Scenario, serve: &str) {
+    wrap_command(
+        s,
+        0,
+        "tail",
+        &format!(
+            "#!/bin/sh\nfor last; do :; done\nif [ \"${{last%/.slipway/relay/stream}}\" != \"$last\" ]; then\n{serve}\nfi\nexec /usr/bin/tail \"$@\"\n"
+        ),
+    );
+}
+
+/// A deploy whose relay (host 0) failed its group: every other host got the release
+/// directly from the deployer, with a warning naming it and saying `says`; every tree
+/// is the source's, and nothing is left behind.
+fn assert_group_went_direct(s: &Scenario, run: &Run, says: &str) {
+    let cold = result(run);
+    let up = uploads(&cold);
+    let payload = up[0]["bytes_sent"].as_u64().unwrap();
+    for (i, u) in up.iter().enumerate().skip(1) {
+        assert_eq!(u["relayed"], 0, "host {i}: {cold}");
+        assert_eq!(u["bytes_sent"].as_u64(), Some(payload), "host {i}: {cold}");
+        let warning = run
+            .stdout
+            .lines()
+            .find(|l| {
+                l.contains(&name(s, i))
+                    && l.contains(says)
+                    && l.contains("sending the release directly")
+            })
+            .unwrap_or_else(|| panic!("no warning for host {i}: {}", run.all_output()));
+        println!("{warning}");
+        // Only what went wrong is named: what tar made of other bytes is not the story.
+        assert!(!warning.contains("tar:"), "{warning}");
+    }
+    for i in 0..s.host_count() {
+        assert_same_tree(s, i);
+    }
+    s.assert_no_partial_and_no_lock();
+    assert_no_relay_left(s);
+}
+
 fn uploads(result: &serde_json::Value) -> Vec<serde_json::Value> {
     result["uploads"]
         .as_array()
@@ -294,35 +337,12 @@ exec /usr/bin/tail \"$@\"
 fn a_relay_killed_mid_stream_leaves_no_partial_release_and_its_group_gets_the_release_directly() {
     let s = relayed(3, "/srv/relay-killed", 2);
     // The relay's serving command sends 1 MiB, then its sshd session is SIGKILLed.
-    wrap_command(
+    relay_serves(
         &s,
-        0,
-        "tail",
-        "#!/bin/sh\nfor last; do :; done\nif [ \"${last%/.slipway/relay/stream}\" != \"$last\" ]; then\n  /usr/bin/tail \"$@\" | head -c 1048576\n  kill -KILL \"$PPID\"\n  exit 1\nfi\nexec /usr/bin/tail \"$@\"\n",
+        "  /usr/bin/tail \"$@\" | head -c 1048576\n  kill -KILL \"$PPID\"\n  exit 1",
     );
     let run = s.slipway(&["deploy", "test", "--json"]).ok();
-    let cold = result(&run);
-    let up = uploads(&cold);
-    let payload = up[0]["bytes_sent"].as_u64().unwrap();
-    for (i, u) in up.iter().enumerate().skip(1) {
-        assert_eq!(u["relayed"], 0, "host {i}: {cold}");
-        assert_eq!(u["bytes_sent"].as_u64(), Some(payload), "host {i}: {cold}");
-        let warning = run
-            .stdout
-            .lines()
-            .find(|l| {
-                l.contains(&name(&s, i))
-                    && l.contains("cannot fetch the release from the relay")
-                    && l.contains("sending the release directly")
-            })
-            .unwrap_or_else(|| panic!("no warning for host {i}: {}", run.all_output()));
-        println!("{warning}");
-    }
-    for i in 0..3 {
-        assert_same_tree(&s, i);
-    }
-    s.assert_no_partial_and_no_lock();
-    assert_no_relay_left(&s);
+    assert_group_went_direct(&s, &run, "cannot fetch the release from the relay");
 }
 
 #[test]
@@ -330,35 +350,16 @@ fn a_relay_serving_other_bytes_has_them_extracted_nowhere_and_its_group_gets_the
 {
     let s = relayed(3, "/srv/relay-tampered", 2);
     // The relay serves the stream with one file's content changed, at the same length.
-    wrap_command(
+    relay_serves(
         &s,
-        0,
-        "tail",
-        "#!/bin/sh\nfor last; do :; done\nif [ \"${last%/.slipway/relay/stream}\" != \"$last\" ]; then\n  /usr/bin/tail \"$@\" | LC_ALL=C sed 's/name = \"relayed\"/name = \"TAMPERED\"/'\n  exit 0\nfi\nexec /usr/bin/tail \"$@\"\n",
+        "  /usr/bin/tail \"$@\" | LC_ALL=C sed 's/name = \"relayed\"/name = \"TAMPERED\"/'\n  exit 0",
     );
     let run = s.slipway(&["deploy", "test", "--json"]).ok();
-    let cold = result(&run);
-    let up = uploads(&cold);
-    let payload = up[0]["bytes_sent"].as_u64().unwrap();
-    for (i, u) in up.iter().enumerate().skip(1) {
-        assert_eq!(u["relayed"], 0, "host {i}: {cold}");
-        assert_eq!(u["bytes_sent"].as_u64(), Some(payload), "host {i}: {cold}");
-        let warning = run
-            .stdout
-            .lines()
-            .find(|l| l.contains(&name(&s, i)) && l.contains("is not the deployer's"))
-            .unwrap_or_else(|| panic!("no warning for host {i}: {}", run.all_output()));
-        println!("{warning}");
-        // Only the digest is named: what tar made of other bytes is not the story.
-        assert!(!warning.contains("tar:"), "{warning}");
-    }
+    assert_group_went_direct(&s, &run, "is not the deployer's");
     for i in 0..3 {
-        assert_same_tree(&s, i);
         let config = fs::read_to_string(s.app_path(i, "current/config/app.toml")).unwrap();
         assert!(!config.contains("TAMPERED"), "host {i}: {config}");
     }
-    s.assert_no_partial_and_no_lock();
-    assert_no_relay_left(&s);
 }
 
 #[test]
