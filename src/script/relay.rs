@@ -87,6 +87,7 @@ done
 command -v ssh-keygen >/dev/null 2>&1 || off "no ssh-keygen on this host (install openssh-client)"
 command -v timeout >/dev/null 2>&1 || off "no timeout on this host (install coreutils)"
 tail -c 0 --pid=$$ -- /dev/null >/dev/null 2>&1 || off "this host's tail cannot follow a growing file (install GNU coreutils)"
+tee -p < /dev/null > /dev/null 2>&1 || off "this host's tee cannot keep a copy past its reader (install GNU coreutils)"
 ip=$(printf '%s\n' "${{SSH_CONNECTION:-}}" | cut -d ' ' -f 3)
 case "$ip" in
   ''|*[!0-9A-Fa-f.:]*) off "the address this host was reached at is unknown (SSH_CONNECTION)" ;;
@@ -202,7 +203,8 @@ if [ ! -f "$rd/stream" ] || [ -e "$rd/writer" ]; then
   echo "the relay's directory $rd is gone or already written" >&2
   exit {EXIT_RELAY}
 fi
-sh -c 'echo "$$" > "$1/writer.new" && mv -f -- "$1/writer.new" "$1/writer" && exec tee -- "$1/stream"' sh "$rd" | (
+# tee -p: the copy is kept whole even if receive stops reading before the stream's end.
+sh -c 'echo "$$" > "$1/writer.new" && mv -f -- "$1/writer.new" "$1/writer" && exec tee -p -- "$1/stream"' sh "$rd" | (
 {receive}
 )
 "#,
@@ -354,7 +356,9 @@ mod tests {
         // The writer is named before its first byte; the release is received from the
         // same stream, not after it.
         let writer = s.find(r#"mv -f -- "$1/writer.new" "$1/writer""#).unwrap();
-        let tee = s.find(r#"exec tee -- "$1/stream"' sh "$rd" | ("#).unwrap();
+        let tee = s
+            .find(r#"exec tee -p -- "$1/stream"' sh "$rd" | ("#)
+            .unwrap();
         let receive = s.find("RECEIVE-HERE").unwrap();
         assert!(writer < tee && tee < receive, "{s}");
         assert!(s.contains(&format!("exit {EXIT_RELAY}")), "{s}");

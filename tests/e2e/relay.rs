@@ -259,7 +259,7 @@ exec /usr/bin/tail \"$@\"
         log = log.display(),
         kept = kept.display(),
     );
-    let tee = "#!/bin/sh\n{ dd bs=1048576 count=1 iflag=fullblock 2>/dev/null; sleep 3; cat; } | /usr/bin/tee \"$@\"\n";
+    let tee = "#!/bin/sh\ncase \"$*\" in\n  */.slipway/relay/stream) { dd bs=1048576 count=1 iflag=fullblock 2>/dev/null; sleep 3; cat; } | /usr/bin/tee \"$@\" ;;\n  *) exec /usr/bin/tee \"$@\" ;;\nesac\n";
     wrap_commands(&s, 0, &[("tail", &tail), ("tee", tee)]);
     let plan = s.slipway(&["deploy", "test", "--dry-run"]).ok();
     assert!(
