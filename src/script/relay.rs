@@ -227,8 +227,8 @@ pub struct Endpoint {
 /// relay's stream over ssh (the relay's one-time host key the only one trusted; the key
 /// removed as soon as `ssh` returns) and extracts it as it arrives with `receive.head`
 /// (the direct upload's extraction, unchanged; what it says is kept until the digest is
-/// known) while `sha256sum` reads the same bytes.
-/// Only a stream whose SHA-256 is exactly `digest` (what the deployer computed of the
+/// known) while `b2sum -l 256` reads the same bytes.
+/// Only a stream whose BLAKE2b-256 is exactly `digest` (what the deployer computed of the
 /// stream it would have sent) goes on to `receive.tail` (the manifest check, the shared
 /// links, the rename into place); any other — a relay that cannot be reached, dies
 /// mid-stream or serves other bytes — has its partial release removed and ends this with
@@ -239,7 +239,7 @@ pub fn relay_fetch(layout: &Layout, from: &Endpoint, digest: &str, receive: &Rec
     format!(
         r#"{PRELUDE}d={d}
 t={t}
-tee -p < /dev/null > /dev/null 2>&1 || {{ echo "this host's tee cannot feed two readers (install GNU coreutils)" >&2; exit {EXIT_RELAY}; }}
+{{ tee -p < /dev/null && b2sum -l 256 < /dev/null; }} > /dev/null 2>&1 || {{ echo "this host lacks GNU tee or b2sum (install GNU coreutils)" >&2; exit {EXIT_RELAY}; }}
 [ -d "$d/.slipway" ] || mkdir -p -- "$d/.slipway" || exit {EXIT_RELAY}
 rm -rf -- "$t"
 (umask 077 && mkdir -- "$t") || {{ echo "cannot create $t" >&2; exit {EXIT_RELAY}; }}
@@ -249,7 +249,7 @@ if ! (umask 077 && cat > "$t/key" && printf 'slipway-relay %s\n' {host_key} > "$
   echo "cannot write this deploy's relay key in $t" >&2
   exit {EXIT_RELAY}
 fi
-sha256sum < "$t/tap" > "$t/sum" &
+b2sum -l 256 < "$t/tap" > "$t/sum" &
 hashing=$!
 rc=0
 {{
@@ -277,7 +277,7 @@ if [ "$s" != 0 ]; then
 fi
 if [ "$got" != {digest} ]; then
   rm -rf -- {partial} "$t"
-  echo "the stream from the relay at "{address}":{port} is not the deployer's (its SHA-256 differs): not used" >&2
+  echo "the stream from the relay at "{address}":{port} is not the deployer's (its BLAKE2b-256 differs): not used" >&2
   exit {EXIT_RELAY}
 fi
 # What the extraction said matters only for the deployer's own bytes.
