@@ -2,101 +2,19 @@
 //! does not, nothing where it does not pay; every file arrives byte for byte.
 
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::Path;
 
 use crate::scenario::{Run, Scenario};
+use crate::trees::{assert_same_tree, noise, result, shadow_commands};
 
-fn result(run: &Run) -> serde_json::Value {
-    let last = run.stdout.lines().last().expect("a --json result line");
-    serde_json::from_str::<serde_json::Value>(last).expect("json")["data"]["result"].clone()
-}
-
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 32) as u8
-        })
-        .collect()
-}
-
-/// Hides zstd from host `i`: its login shell (bash reads ~/.bashrc for every ssh command,
-/// and the host's home is its own) puts a directory first on PATH that has every command
-/// of /usr/bin and /bin except zstd's, and nothing else.
+/// Hides zstd from host `i` (every command whose name holds `zstd`).
 fn hide_zstd(s: &Scenario, i: usize) {
-    let bin = s.dir().join(format!("path-without-zstd-{i}"));
-    fs::create_dir_all(&bin).unwrap();
-    for dir in ["/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name_text = name.to_string_lossy();
-            if name_text.contains("zstd") || bin.join(&name).exists() {
-                continue;
-            }
-            symlink(entry.path(), bin.join(&name)).unwrap();
-        }
-    }
-    let home = s.fleet().host(i).home();
-    fs::write(
-        home.join(".bashrc"),
-        format!("PATH={}\nexport PATH\n", bin.display()),
-    )
-    .unwrap();
+    shadow_commands(s, i, "without-zstd", |name| name.contains("zstd"), &[]);
     let seen = s.fleet().ssh_ok(i, "command -v zstd || echo none");
     assert_eq!(
         seen.trim(),
         "none",
         "host {i} still finds zstd: the test cannot hide it"
     );
-}
-
-/// Every file of the source tree is in host `i`'s current release, byte for byte, and
-/// the release checks against its manifest's digest lists.
-fn assert_same_tree(s: &Scenario, i: usize) {
-    fn walk(root: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) {
-        for entry in fs::read_dir(root.join(rel)).unwrap().flatten() {
-            let rel = rel.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                walk(root, &rel, out);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    let app = s.dir().join("app");
-    let mut files = Vec::new();
-    walk(&app, Path::new(""), &mut files);
-    assert!(files.len() > 10);
-    for rel in &files {
-        let here = fs::read(app.join(rel)).unwrap();
-        let there = fs::read(s.app_path(i, &format!("current/{}", rel.display())))
-            .unwrap_or_else(|e| panic!("host {i}: {}: {e}", rel.display()));
-        assert!(here == there, "host {i}: {} differs", rel.display());
-    }
-    let current = s.app_path(i, "current");
-    for (tool, list) in [
-        ("sha256sum", ".slipway/manifest.sha256"),
-        ("b2sum", ".slipway/manifest.b2"),
-    ] {
-        let out = std::process::Command::new(tool)
-            .args(["--quiet", "--strict", "-c", list])
-            .current_dir(&current)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "host {i}, {tool}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
 }
 
 fn encodings(result: &serde_json::Value) -> Vec<String> {

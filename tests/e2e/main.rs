@@ -23,3 +23,4 @@ mod relay;
 mod rollout;
 mod schema;
 mod status;
+mod trees;

@@ -5,29 +5,10 @@
 //! key and no relay server outlives the deploy.
 
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::scenario::{Run, Scenario, set_executable};
-
-fn result(run: &Run) -> serde_json::Value {
-    let last = run.stdout.lines().last().expect("a --json result line");
-    serde_json::from_str::<serde_json::Value>(last).expect("json")["data"]["result"].clone()
-}
-
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 32) as u8
-        })
-        .collect()
-}
+use crate::scenario::{Run, Scenario};
+use crate::trees::{assert_same_tree, noise, result, shadow_commands};
 
 /// `n` hosts deploying to `deploy_to` (each test its own: the relay servers it looks for
 /// are named by it) with the relay on, `fanout` at once, and a 3 MiB app.
@@ -52,83 +33,15 @@ fn name(s: &Scenario, i: usize) -> String {
     format!("{}:{}", h.address, h.port)
 }
 
-/// Host `i`'s login shell (bash reads ~/.bashrc for every ssh command, the relay's
-/// one-time sshd's too; the host's home is its own) puts first on PATH a directory
-/// holding every command of the system's, with `command` replaced by `wrapper`.
-fn wrap_command(s: &Scenario, i: usize, command: &str, wrapper: &str) {
-    wrap_commands(s, i, &[(command, wrapper)]);
-}
-
-/// [`wrap_command`] for several commands at once (one PATH per host).
+/// Host `i` runs `wrappers` (name, script) in place of those commands.
 fn wrap_commands(s: &Scenario, i: usize, wrappers: &[(&str, &str)]) {
     let names: Vec<&str> = wrappers.iter().map(|(c, _)| *c).collect();
-    let bin = s.dir().join(format!("path-{i}-{}", names.join("-")));
-    fs::create_dir_all(&bin).unwrap();
-    for dir in ["/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if names.iter().any(|c| name == *c) || bin.join(&name).exists() {
-                continue;
-            }
-            symlink(entry.path(), bin.join(&name)).unwrap();
-        }
-    }
-    for (command, wrapper) in wrappers {
-        fs::write(bin.join(command), wrapper).unwrap();
-        set_executable(&bin.join(command));
-    }
-    let home = s.fleet().host(i).home();
-    fs::write(
-        home.join(".bashrc"),
-        format!("PATH={}\nexport PATH\n", bin.display()),
-    )
-    .unwrap();
-    for command in names {
-        let seen = s.fleet().ssh_ok(i, &format!("command -v {command}"));
-        assert_eq!(
-            Path::new(seen.trim()),
-            bin.join(command),
-            "host {i} does not run the wrapped {command}"
-        );
-    }
+    shadow_commands(s, i, &names.join("-"), |_| false, wrappers);
 }
 
-/// Every file of the source tree is in host `i`'s current release, byte for byte, and
-/// the release checks against its manifest's digest list.
-fn assert_same_tree(s: &Scenario, i: usize) {
-    fn walk(root: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) {
-        for entry in fs::read_dir(root.join(rel)).unwrap().flatten() {
-            let rel = rel.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                walk(root, &rel, out);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    let app = s.dir().join("app");
-    let mut files = Vec::new();
-    walk(&app, Path::new(""), &mut files);
-    assert!(files.len() > 20);
-    for rel in &files {
-        let here = fs::read(app.join(rel)).unwrap();
-        let there = fs::read(s.app_path(i, &format!("current/{}", rel.display())))
-            .unwrap_or_else(|e| panic!("host {i}: {}: {e}", rel.display()));
-        assert!(here == there, "host {i}: {} differs", rel.display());
-    }
-    let out = std::process::Command::new("b2sum")
-        .args(["--quiet", "--strict", "-c", ".slipway/manifest.b2"])
-        .current_dir(s.app_path(i, "current"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "host {i}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+/// Host `i` runs `wrapper` in place of `command`.
+fn wrap_command(s: &Scenario, i: usize, command: &str, wrapper: &str) {
+    wrap_commands(s, i, &[(command, wrapper)]);
 }
 
 /// No relay directory, fetched copy or key on any host, and no relay server running.
