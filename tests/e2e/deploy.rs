@@ -245,26 +245,8 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
         "a 20-file change sent {warm_bytes} of {cold_bytes} bytes (more than 5 %)"
     );
     // Every file of the new release verifies against both digest lists, on every host.
-    let verify = |i: usize| {
-        let current = s.app_path(i, "current");
-        for (tool, list) in [
-            ("sha256sum", ".slipway/manifest.sha256"),
-            ("b2sum", ".slipway/manifest.b2"),
-        ] {
-            let out = std::process::Command::new(tool)
-                .args(["--quiet", "--strict", "-c", list])
-                .current_dir(&current)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "host {i}, {tool}: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-    };
-    verify(0);
-    verify(1);
+    crate::trees::assert_verifies(&s, 0);
+    crate::trees::assert_verifies(&s, 1);
     let (first, second) = (
         cold["release"].as_str().unwrap().to_string(),
         warm["release"].as_str().unwrap().to_string(),
@@ -326,8 +308,8 @@ fn a_second_deploy_sends_only_changed_files_and_links_the_rest() {
         fs::read_to_string(s.app_path(1, "current/assets/file002.txt")).unwrap(),
         content(2, 0)
     );
-    verify(0);
-    verify(1);
+    crate::trees::assert_verifies(&s, 0);
+    crate::trees::assert_verifies(&s, 1);
 }
 
 #[test]

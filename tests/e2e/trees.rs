@@ -97,6 +97,11 @@ pub fn assert_same_tree(s: &Scenario, i: usize) {
             .unwrap_or_else(|e| panic!("host {i}: {}: {e}", rel.display()));
         assert!(here == there, "host {i}: {} differs", rel.display());
     }
+    assert_verifies(s, i);
+}
+
+/// Host `i`'s live release checks against both of its manifest's digest lists.
+pub fn assert_verifies(s: &Scenario, i: usize) {
     let current = s.app_path(i, "current");
     for (tool, list) in [
         ("sha256sum", ".slipway/manifest.sha256"),
