@@ -103,7 +103,24 @@ fn stop_and_start_again() {
         0,
         "nohup setsid sleep 301 >/dev/null 2>&1 < /dev/null & echo started",
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Both running before the host is stopped (on a loaded machine the long session may
+    // still be starting 200 ms later).
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ps = Command::new("pgrep")
+            .args(["-fx", "sleep 30[01]"])
+            .output()
+            .unwrap();
+        let running = String::from_utf8_lossy(&ps.stdout).lines().count();
+        if running >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two sleeps did not start within 10 s ({running} running)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let t = Instant::now();
     fleet.stop(0);
     eprintln!("stop took {:?}", t.elapsed());
