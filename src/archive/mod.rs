@@ -35,7 +35,7 @@ mod test_support;
 
 use std::fmt;
 
-pub use digest::Digest;
+pub use digest::{Digest, hex};
 pub use error::ArchiveError;
 pub use manifest::{EntryKind, Manifest, ManifestEntry, check_list, digest_of};
 pub use source::Source;

@@ -175,24 +175,9 @@ async fn client_key() -> Result<ClientKey, String> {
 /// of SHA-256's CPU in coreutils (no hardware SHA there).
 fn stream_digest(input: &Input) -> std::io::Result<String> {
     use blake2::Digest as _;
-    struct Hashing(blake2::Blake2b<blake2::digest::consts::U32>);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut hashing = Hashing(blake2::Blake2b::new());
-    input.write_to(&mut hashing)?;
-    Ok(hashing
-        .0
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let mut hasher = blake2::Blake2b::<blake2::digest::consts::U32>::new();
+    input.write_to(&mut hasher)?;
+    Ok(crate::archive::hex(&hasher.finalize()))
 }
 
 /// Every host's upload step, done.
